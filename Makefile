@@ -1,0 +1,53 @@
+# metrics_pipeline — everything a newcomer needs is `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+# The embedded default: SQLite catalog, shards and warehouse in ./data, a Dagster instance in
+# ./.dagster_home so `make dev` shows the runs `make demo` made.
+export METRICS_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DEMO_DAYS ?= 14
+HOST ?= 127.0.0.1
+PORT ?= 3000
+API_PORT ?= 8000
+
+.PHONY: install demo dev test api bench lint clean services
+
+$(STAMP): pyproject.toml
+	./scripts/system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/metrics-pipeline demo-data --days $(DEMO_DAYS)
+	$(BIN)/metrics-pipeline materialize --last-days $(DEMO_DAYS)
+	@echo
+	@echo "Open the Dagster UI with:  make dev   (then http://$(HOST):$(PORT))"
+
+dev: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+services:
+	./scripts/services.sh
+
+test: install services
+	$(BIN)/pytest -q
+
+bench: install services
+	$(BIN)/python -m benchmarks.run_all
+
+lint: install
+	$(BIN)/ruff check metrics_pipeline tests benchmarks
+	$(BIN)/ruff format --check metrics_pipeline tests benchmarks
+
+clean:
+	rm -rf data .dagster_home

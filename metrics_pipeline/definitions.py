@@ -1,0 +1,31 @@
+"""The code location: one Definitions object, built when Dagster loads it (not at import)."""
+
+import os
+
+from dagster import Definitions, definitions
+
+from metrics_pipeline.assets.hourly import hourly_aggregates
+from metrics_pipeline.assets.rollups import daily_aggregates, weekly_aggregates
+from metrics_pipeline.assets.sources import source_specs
+from metrics_pipeline.jobs import daily_job, hourly_job, weekly_job
+from metrics_pipeline.resources import build_resources
+from metrics_pipeline.schedules import build_refresh_schedule
+from metrics_pipeline.sensors.billers import billers_sensor
+from metrics_pipeline.sensors.refresh_chain import refresh_chain_sensor
+
+
+def build_definitions(environ=None) -> Definitions:
+    environ = os.environ if environ is None else environ
+    every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
+    return Definitions(
+        assets=[*source_specs, hourly_aggregates, daily_aggregates, weekly_aggregates],
+        jobs=[hourly_job, daily_job, weekly_job],
+        schedules=[build_refresh_schedule(every)],
+        sensors=[billers_sensor, refresh_chain_sensor],
+        resources=build_resources(environ),
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    return build_definitions()

@@ -1,0 +1,186 @@
+"""ConfigurableResources for the catalog, the biller shards and the warehouse.
+
+URLs come from EnvVar (see :func:`metrics_pipeline.resources.build_resources`); table and column
+names and the metric rules are plain config with the seed's defaults, so a deployment whose names
+differ changes values, not code.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from dagster import Config, ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from metrics_pipeline.resources.engines import (
+    DatabaseUnreachable,
+    EngineCache,
+    ShardUnreachable,
+    create_db_engine,
+    describe_db_error,
+    safe_url,
+)
+from metrics_pipeline.semantics import Partial, Rules
+from metrics_pipeline.sql.source import (
+    CatalogNames,
+    ShardNames,
+    enabled_billers_query,
+    fold_hourly_rows,
+    hourly_facts_query,
+    hourly_percentiles_query,
+    processing_query,
+)
+
+
+@dataclass(frozen=True)
+class Biller:
+    biller_id: int
+    name: str | None
+    shard: str
+
+
+class CatalogTableNames(Config):
+    table: str = "BillerElasticOptions"
+    biller_id: str = "BillerId"
+    biller_name: str = "BillerName"
+    shard_name: str = "ShardName"
+    enabled: str = "IsDataPumpEnabled"
+    db_schema: str | None = Field(default=None, description="Database schema, e.g. dbo")
+
+    def to_names(self) -> CatalogNames:
+        data = self.model_dump()
+        return CatalogNames(schema=data.pop("db_schema"), **data)
+
+
+class ShardTableNames(Config):
+    detail_table: str = "DataPumpDetail"
+    detail_id: str = "DataPumpDetailId"
+    biller_id: str = "BillerId"
+    created: str = "CreatedDate"
+    response_time: str = "ResponseTime"
+    status_code: str = "StatusCode"
+    occupancy_table: str = "BillerDataPump"
+    occupancy_biller_id: str = "BillerId"
+    processing: str = "Processing"
+    db_schema: str | None = Field(default=None, description="Database schema, e.g. dbo")
+
+    def to_names(self) -> ShardNames:
+        data = self.model_dump()
+        return ShardNames(schema=data.pop("db_schema"), **data)
+
+
+class MetricRulesConfig(Config):
+    timeout_status_codes: list[int] = [408, 504]
+    timeout_words: list[str] = ["timeout"]
+    timeout_threshold_ms: float = 30000.0
+    success_min: int = 200
+    success_max: int = 399
+
+    def to_rules(self) -> Rules:
+        return Rules(
+            timeout_status_codes=tuple(self.timeout_status_codes),
+            timeout_words=tuple(self.timeout_words),
+            timeout_threshold_ms=self.timeout_threshold_ms,
+            success_min=self.success_min,
+            success_max=self.success_max,
+        )
+
+
+class CatalogResource(ConfigurableResource):
+    """The catalog database: which billers have the DataPump enabled, and their shards."""
+
+    url: str = Field(description="SQLAlchemy URL of the catalog (METRICS_CATALOG_URL)")
+    names: CatalogTableNames = CatalogTableNames()
+    connect_timeout_s: int = 15
+
+    _engines: EngineCache = PrivateAttr(default_factory=EngineCache)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self._engines.dispose()
+
+    def enabled_billers(self) -> list[Biller]:
+        engine = self._engines.get(self.url, "catalog", connect_timeout_s=self.connect_timeout_s)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(enabled_billers_query(self.names.to_names())).all()
+        except OperationalError as exc:
+            raise DatabaseUnreachable("catalog", safe_url(self.url), describe_db_error(exc)) from exc
+        return [Biller(int(r.biller_id), r.biller_name, str(r.shard_name)) for r in rows]
+
+
+class ShardsResource(ConfigurableResource):
+    """The biller shards: one database per ShardName, reached through a URL template."""
+
+    url_template: str = Field(
+        description="SQLAlchemy URL with {shard} for ShardName (METRICS_SHARD_URL_TEMPLATE)"
+    )
+    names: ShardTableNames = ShardTableNames()
+    rules: MetricRulesConfig = MetricRulesConfig()
+    max_parallel_shards: int = Field(
+        default=4, description="Shard connections one run opens at once"
+    )
+    chunk_hours: int = Field(
+        default=24, description="Hours read per shard query; bounds memory and query time"
+    )
+    connect_timeout_s: int = 15
+
+    _engines: EngineCache = PrivateAttr(default_factory=EngineCache)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self._engines.dispose()
+
+    def shard_url(self, shard: str) -> str:
+        return self.url_template.replace("{shard}", shard)
+
+    def _engine(self, shard: str) -> Engine:
+        url = self.shard_url(shard)
+        try:
+            return self._engines.get(
+                url, f"shard {shard}", connect_timeout_s=self.connect_timeout_s
+            )
+        except DatabaseUnreachable as exc:
+            raise ShardUnreachable(f"shard {shard}", exc.url, exc.reason) from exc
+
+    def read_hourly(
+        self, shard: str, billers: list[int], start: datetime, end: datetime
+    ) -> Iterator[tuple[datetime, datetime, dict[tuple[int, datetime], Partial]]]:
+        """(chunk start, chunk end, partials per (biller, hour)) over [start, end), one chunk of
+        ``chunk_hours`` at a time; hours without rows are absent from the partials.
+
+        Every statement aggregates inside the shard: what crosses the network is one row per
+        biller, hour and sketch bucket, never the raw calls.
+        """
+        engine = self._engine(shard)
+        names, rules = self.names.to_names(), self.rules.to_rules()
+        step = timedelta(hours=max(1, self.chunk_hours))
+        chunk_start = start
+        while chunk_start < end:
+            chunk_end = min(end, chunk_start + step)
+            facts = hourly_facts_query(names, rules, billers, chunk_start, chunk_end)
+            ranks = hourly_percentiles_query(names, billers, chunk_start, chunk_end)
+            try:
+                with engine.connect() as conn:
+                    partials = fold_hourly_rows(conn.execute(facts), conn.execute(ranks))
+            except (OperationalError, DBAPIError) as exc:
+                if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                    raise ShardUnreachable(
+                        f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)
+                    ) from exc
+                raise
+            yield chunk_start, chunk_end, partials
+            chunk_start = chunk_end
+
+    def busy_billers(self, shard: str, billers: list[int]) -> set[int]:
+        """Billers whose Processing flag is set in their shard (a missing row means not busy)."""
+        engine = self._engine(shard)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(processing_query(self.names.to_names(), billers)).all()
+        except OperationalError as exc:
+            raise ShardUnreachable(
+                f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)
+            ) from exc
+        return {int(r.biller_id) for r in rows if r.processing}
+

@@ -1,0 +1,110 @@
+"""Creating SQLAlchemy engines for the three supported databases, with errors people can read."""
+
+import threading
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+
+class DatabaseUnreachable(RuntimeError):
+    """A database could not be reached (refused, bad login, timeout, missing file)."""
+
+    def __init__(self, what: str, url: str, reason: str):
+        self.what, self.url, self.reason = what, url, reason
+        super().__init__(f"{what} unreachable at {url}: {reason}")
+
+
+class ShardUnreachable(DatabaseUnreachable):
+    """One biller shard could not be reached; only its billers' partitions fail."""
+
+
+class ConfigurationError(ValueError):
+    """A setting is malformed (bad URL, unknown driver)."""
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages and metadata."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<malformed URL>"
+
+
+def normalize_url(url: str, what: str):
+    """Parse a SQLAlchemy URL; plain ``postgresql://`` means the psycopg 3 driver we ship."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"{what}: not a SQLAlchemy URL: {url!r}") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def create_db_engine(
+    url: str, what: str, *, connect_timeout_s: int = 15, must_exist: bool = True
+) -> Engine:
+    """An engine for ``url``. SQLite files must exist unless ``must_exist`` is False (warehouse)."""
+    parsed = normalize_url(url, what)
+    backend = parsed.get_backend_name()
+    kwargs: dict = {"pool_pre_ping": True}
+    if backend == "sqlite":
+        path = parsed.database
+        if path and path != ":memory:":
+            file = Path(path)
+            if must_exist and not file.exists():
+                raise DatabaseUnreachable(what, safe_url(url), f"SQLite file {file} does not exist")
+            file.parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 60}
+    elif backend == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": connect_timeout_s}
+    elif backend == "mssql":
+        kwargs["connect_args"] = {"timeout": connect_timeout_s}
+        kwargs["fast_executemany"] = True
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except NoSuchModuleError as exc:
+        raise ConfigurationError(f"{what}: unknown database driver in {safe_url(url)}") from exc
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(f"{what}: driver not installed for {safe_url(url)}: {exc}") from exc
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (the API, the UI) read while a run writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """The first line of a driver error, without SQLAlchemy's long trailer."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)
+    else:
+        text = str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+class EngineCache:
+    """Engines by URL for one process, created on first use, disposed at teardown."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._engines: dict[str, Engine] = {}
+
+    def get(self, url: str, what: str, **kwargs) -> Engine:
+        with self._lock:
+            if url not in self._engines:
+                self._engines[url] = create_db_engine(url, what, **kwargs)
+            return self._engines[url]
+
+    def dispose(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()

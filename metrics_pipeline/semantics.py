@@ -1,0 +1,316 @@
+"""The business rules of the metrics, as pure functions (no Dagster, no SQL).
+
+Everything here is the *definition* the SQL builders in :mod:`metrics_pipeline.sql` implement in
+the database; the unit tests check both against each other on the same rows.
+"""
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+# --- Reference data (the seed's lookup tables) -------------------------------------------------
+
+HOURLY, DAILY, WEEKLY = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class TimeStampType:
+    id: int
+    name: str
+    hierarchy_level: int
+
+
+TIMESTAMP_TYPES = (
+    TimeStampType(HOURLY, "Hourly", 1),
+    TimeStampType(DAILY, "Daily", 2),
+    TimeStampType(WEEKLY, "Weekly", 3),
+)
+
+
+@dataclass(frozen=True)
+class MetricType:
+    id: int
+    name: str
+    unit: str
+    description: str
+
+
+METRIC_TYPES = (
+    MetricType(1, "AvgResponseTime", "ms", "Time taken to respond"),
+    MetricType(2, "AvgErrorRate", "Percentage", "Percentage of failed requests"),
+    MetricType(3, "AvgTimeOutErrorRate", "Percentage", "Timeout errors"),
+    MetricType(4, "Throughput", "Requests", "Requests per period"),
+    MetricType(5, "P50ResponseTime", "ms", "Median response time"),
+    MetricType(6, "P95ResponseTime", "ms", "95th percentile response time"),
+    MetricType(7, "P99ResponseTime", "ms", "99th percentile response time"),
+    MetricType(8, "Availability", "Percentage", "Percentage of requests that did not fail"),
+)
+
+PERCENTILES = (50, 95, 99)
+
+# --- Classification rules ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What counts as a timeout and as a failure. Every field can be changed in configuration."""
+
+    timeout_status_codes: tuple[int, ...] = (408, 504)
+    timeout_words: tuple[str, ...] = ("timeout",)
+    timeout_threshold_ms: float = 30000.0
+    success_min: int = 200
+    success_max: int = 399
+
+
+DEFAULT_RULES = Rules()
+
+
+def trim_status(status: str | None) -> str | None:
+    """StatusCode with surrounding spaces removed (what T-SQL LTRIM/RTRIM do)."""
+    return None if status is None else status.strip(" ")
+
+
+def status_as_int(status: str | None) -> int | None:
+    """The status as an integer when it is one or more ASCII digits after trimming, else None."""
+    s = trim_status(status)
+    if not s or not all("0" <= ch <= "9" for ch in s):
+        return None
+    return int(s)
+
+
+def has_valid_response_time(response_time: float | Decimal | None) -> bool:
+    """Rows with a NULL or negative ResponseTime count only in RequestCount."""
+    return response_time is not None and response_time >= 0
+
+
+def is_timeout(
+    status: str | None, response_time: float | Decimal | None, rules: Rules = DEFAULT_RULES
+) -> bool:
+    code = status_as_int(status)
+    if code is not None and code in rules.timeout_status_codes:
+        return True
+    s = trim_status(status)
+    if s is not None and s.lower() in {w.lower() for w in rules.timeout_words}:
+        return True
+    return response_time is not None and response_time >= rules.timeout_threshold_ms
+
+
+def is_failed(
+    status: str | None, response_time: float | Decimal | None, rules: Rules = DEFAULT_RULES
+) -> bool:
+    if is_timeout(status, response_time, rules):
+        return True
+    code = status_as_int(status)
+    return code is None or not (rules.success_min <= code <= rules.success_max)
+
+
+# --- Rounding ----------------------------------------------------------------------------------
+
+CENT = Decimal("0.01")
+
+
+def to_decimal(value: float | int | Decimal | str) -> Decimal:
+    """A Decimal from a database number without binary noise (floats go through repr)."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(value)
+
+
+def round2(value: float | int | Decimal | None) -> Decimal | None:
+    """Two decimals, rounded half away from zero (Decimal's ROUND_HALF_UP)."""
+    if value is None:
+        return None
+    return to_decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def percentage(numerator: int, denominator: int) -> Decimal | None:
+    """100 * numerator / denominator with 2 decimals; NULL when the denominator is zero."""
+    if not denominator:
+        return None
+    return round2(Decimal(100 * numerator) / Decimal(denominator))
+
+
+def average(total: Decimal | float | int | None, count: int) -> Decimal | None:
+    if not count or total is None:
+        return None
+    return round2(to_decimal(total) / Decimal(count))
+
+
+def nearest_rank(n: int, p: int) -> int:
+    """1-based rank of the p-th percentile (nearest-rank method): ceil(p * n / 100)."""
+    return (p * n + 99) // 100
+
+
+# --- Mergeable response-time sketch ------------------------------------------------------------
+
+#: Relative accuracy of the sketch: each value is represented within this fraction.
+SKETCH_ALPHA = 0.005
+SKETCH_GAMMA = (1 + SKETCH_ALPHA) / (1 - SKETCH_ALPHA)
+SKETCH_LOG_GAMMA = math.log(SKETCH_GAMMA)
+#: Bucket index used for a response time of exactly zero (log is undefined there).
+ZERO_BUCKET = -(10**6)
+
+
+def sketch_bucket(value: float | Decimal) -> int:
+    """Log-bucket of a non-negative value: bucket i holds (gamma^(i-1), gamma^i]."""
+    v = float(value)
+    if v <= 0:
+        return ZERO_BUCKET
+    return math.ceil(math.log(v) / SKETCH_LOG_GAMMA)
+
+
+def sketch_bucket_value(index: int) -> float:
+    """The value that represents bucket ``index`` within SKETCH_ALPHA relative error."""
+    if index == ZERO_BUCKET:
+        return 0.0
+    return 2 * SKETCH_GAMMA**index / (SKETCH_GAMMA + 1)
+
+
+@dataclass
+class Sketch:
+    """Counts of valid response times per log bucket; merging is adding counts (exact)."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, index: int, count: int = 1) -> None:
+        if count:
+            self.counts[index] = self.counts.get(index, 0) + count
+
+    def merge(self, other: "Sketch") -> None:
+        for index, count in other.counts.items():
+            self.add(index, count)
+
+    def quantile(self, p: int) -> Decimal | None:
+        """Nearest-rank p-th percentile, within SKETCH_ALPHA of the exact value."""
+        n = self.total
+        if n == 0:
+            return None
+        rank = nearest_rank(n, p)
+        seen = 0
+        for index in sorted(self.counts):
+            seen += self.counts[index]
+            if seen >= rank:
+                return round2(sketch_bucket_value(index))
+        raise AssertionError("rank beyond sketch total")  # pragma: no cover
+
+    def encode(self) -> str:
+        """Compact text form kept in the warehouse: 'index:count' pairs, sorted, comma separated."""
+        return ",".join(f"{i}:{c}" for i, c in sorted(self.counts.items()))
+
+    @classmethod
+    def decode(cls, text: str | None) -> "Sketch":
+        sketch = cls()
+        if text:
+            for pair in text.split(","):
+                index, count = pair.split(":")
+                sketch.add(int(index), int(count))
+        return sketch
+
+
+# --- Partials and rollups ----------------------------------------------------------------------
+
+
+@dataclass
+class Partial:
+    """Additive facts of one biller and window; every published figure derives from these."""
+
+    request_count: int = 0
+    failed_count: int = 0
+    timeout_count: int = 0
+    response_time_count: int = 0
+    total_response_time: Decimal = Decimal(0)
+    sketch: Sketch = field(default_factory=Sketch)
+    #: Exact percentiles when the partial was read from raw rows; None on rollups.
+    exact_percentiles: Mapping[int, Decimal | None] | None = None
+
+    def add(self, other: "Partial") -> None:
+        self.request_count += other.request_count
+        self.failed_count += other.failed_count
+        self.timeout_count += other.timeout_count
+        self.response_time_count += other.response_time_count
+        self.total_response_time += to_decimal(other.total_response_time)
+        self.sketch.merge(other.sketch)
+        self.exact_percentiles = None
+
+    @property
+    def avg_response_time(self) -> Decimal | None:
+        return average(self.total_response_time, self.response_time_count)
+
+    @property
+    def error_rate(self) -> Decimal | None:
+        return percentage(self.failed_count, self.request_count)
+
+    @property
+    def timeout_rate(self) -> Decimal | None:
+        return percentage(self.timeout_count, self.request_count)
+
+    def percentile(self, p: int) -> Decimal | None:
+        if self.exact_percentiles is not None:
+            return self.exact_percentiles.get(p)
+        return self.sketch.quantile(p)
+
+
+def rollup(partials: Iterable[Partial]) -> Partial:
+    """Exact sum of partials (daily from hourly, weekly from daily): never an average of averages."""
+    out = Partial()
+    for partial in partials:
+        out.add(partial)
+    return out
+
+
+def partial_from_rows(
+    rows: Iterable[tuple[str | None, float | Decimal | None]], rules: Rules = DEFAULT_RULES
+) -> Partial:
+    """The reference computation over raw (StatusCode, ResponseTime) rows, used by tests and demos."""
+    out = Partial()
+    valid: list[Decimal] = []
+    for status, rt in rows:
+        out.request_count += 1
+        out.failed_count += is_failed(status, rt, rules)
+        out.timeout_count += is_timeout(status, rt, rules)
+        if has_valid_response_time(rt):
+            value = round2(rt)
+            valid.append(value)
+            out.total_response_time += value
+            out.sketch.add(sketch_bucket(value))
+    out.response_time_count = len(valid)
+    valid.sort()
+    out.exact_percentiles = {
+        p: (valid[nearest_rank(len(valid), p) - 1] if valid else None) for p in PERCENTILES
+    }
+    return out
+
+
+# --- Time windows (UTC, start inclusive, end exclusive) ----------------------------------------
+
+
+def hour_start(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def day_start(ts: datetime) -> datetime:
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def week_start(ts: datetime) -> datetime:
+    """Sunday 00:00 on or before ``ts`` (weeks run Sunday to Sunday)."""
+    day = day_start(ts)
+    return day - timedelta(days=(day.weekday() + 1) % 7)
+
+
+LEVEL_LENGTH = {HOURLY: timedelta(hours=1), DAILY: timedelta(days=1), WEEKLY: timedelta(days=7)}
+LEVEL_FLOOR = {HOURLY: hour_start, DAILY: day_start, WEEKLY: week_start}
+
+
+def window(level: int, ts: datetime) -> tuple[datetime, datetime]:
+    """The [start, end) window of ``level`` that contains ``ts``."""
+    start = LEVEL_FLOOR[level](ts)
+    return start, start + LEVEL_LENGTH[level]

@@ -1,0 +1,113 @@
+"""Expressions the three supported databases spell differently.
+
+Constants are rendered inline (never as bind parameters) so that an expression repeated in
+GROUP BY or PARTITION BY is textually identical, which SQL Server requires.
+"""
+
+from sqlalchemy import func
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.types import BigInteger, DateTime
+
+from metrics_pipeline.semantics import SKETCH_LOG_GAMMA, ZERO_BUCKET
+
+
+class hour_floor(FunctionElement):  # noqa: N801 - SQL function style
+    """The start of the UTC hour that contains a DATETIME value."""
+
+    type = DateTime()
+    inherit_cache = True
+    name = "hour_floor"
+
+
+@compiles(hour_floor)
+def _hour_floor_default(element, compiler, **kw):
+    raise NotImplementedError(f"hour_floor is not implemented for {compiler.dialect.name}")
+
+
+@compiles(hour_floor, "mssql")
+def _hour_floor_mssql(element, compiler, **kw):
+    arg = compiler.process(element.clauses, **kw)
+    return f"DATEADD(hour, DATEDIFF(hour, 0, {arg}), 0)"
+
+
+@compiles(hour_floor, "postgresql")
+def _hour_floor_pg(element, compiler, **kw):
+    return f"date_trunc('hour', {compiler.process(element.clauses, **kw)})"
+
+
+@compiles(hour_floor, "sqlite")
+def _hour_floor_sqlite(element, compiler, **kw):
+    return f"strftime('%Y-%m-%d %H:00:00', {compiler.process(element.clauses, **kw)})"
+
+
+class digits_as_int(FunctionElement):  # noqa: N801
+    """The integer value of a string made of one or more ASCII digits; NULL for anything else."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "digits_as_int"
+
+
+@compiles(digits_as_int)
+def _digits_default(element, compiler, **kw):
+    raise NotImplementedError(f"digits_as_int is not implemented for {compiler.dialect.name}")
+
+
+@compiles(digits_as_int, "mssql")
+def _digits_mssql(element, compiler, **kw):
+    s = compiler.process(element.clauses, **kw)
+    # TRY_CAST keeps the expression safe whatever order SQL Server evaluates the CASE in.
+    return f"CASE WHEN {s} <> '' AND {s} NOT LIKE '%[^0-9]%' THEN TRY_CAST({s} AS BIGINT) END"
+
+
+@compiles(digits_as_int, "postgresql")
+def _digits_pg(element, compiler, **kw):
+    s = compiler.process(element.clauses, **kw)
+    return f"CASE WHEN {s} ~ '^[0-9]+$' THEN CAST({s} AS BIGINT) END"
+
+
+@compiles(digits_as_int, "sqlite")
+def _digits_sqlite(element, compiler, **kw):
+    s = compiler.process(element.clauses, **kw)
+    return f"CASE WHEN {s} <> '' AND {s} NOT GLOB '*[^0-9]*' THEN CAST({s} AS INTEGER) END"
+
+
+class sketch_bucket(FunctionElement):  # noqa: N801
+    """Log bucket of a non-negative response time (see semantics.sketch_bucket); NULL if < 0."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "sketch_bucket"
+
+
+def _bucket_sql(value: str, ln: str, ceil: str, real: str) -> str:
+    return (
+        f"CASE WHEN {value} > 0 THEN CAST({ceil}({ln}(CAST({value} AS {real})) / "
+        f"{SKETCH_LOG_GAMMA!r}) AS BIGINT) WHEN {value} = 0 THEN {ZERO_BUCKET} END"
+    )
+
+
+@compiles(sketch_bucket)
+def _bucket_default(element, compiler, **kw):
+    raise NotImplementedError(f"sketch_bucket is not implemented for {compiler.dialect.name}")
+
+
+@compiles(sketch_bucket, "mssql")
+def _bucket_mssql(element, compiler, **kw):
+    return _bucket_sql(compiler.process(element.clauses, **kw), "LOG", "CEILING", "FLOAT")
+
+
+@compiles(sketch_bucket, "postgresql")
+def _bucket_pg(element, compiler, **kw):
+    return _bucket_sql(compiler.process(element.clauses, **kw), "ln", "ceil", "DOUBLE PRECISION")
+
+
+@compiles(sketch_bucket, "sqlite")
+def _bucket_sqlite(element, compiler, **kw):
+    return _bucket_sql(compiler.process(element.clauses, **kw), "ln", "ceil", "REAL")
+
+
+def trimmed(column: ColumnElement) -> ColumnElement:
+    """Spaces stripped from both ends, spelled the same on all three databases."""
+    return func.ltrim(func.rtrim(column))

@@ -1,0 +1,233 @@
+"""Statements sent to the catalog and to the biller shards."""
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    Select,
+    String,
+    Table,
+    and_,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+)
+
+from metrics_pipeline.semantics import PERCENTILES, Partial, Rules, nearest_rank, round2, to_decimal
+from metrics_pipeline.sql.dialect import digits_as_int, hour_floor, sketch_bucket, trimmed
+
+
+@dataclass(frozen=True)
+class CatalogNames:
+    """Names in the catalog database (override any of them in configuration)."""
+
+    table: str = "BillerElasticOptions"
+    biller_id: str = "BillerId"
+    biller_name: str = "BillerName"
+    shard_name: str = "ShardName"
+    enabled: str = "IsDataPumpEnabled"
+    schema: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardNames:
+    """Names in every shard database (override any of them in configuration)."""
+
+    detail_table: str = "DataPumpDetail"
+    detail_id: str = "DataPumpDetailId"
+    biller_id: str = "BillerId"
+    created: str = "CreatedDate"
+    response_time: str = "ResponseTime"
+    status_code: str = "StatusCode"
+    occupancy_table: str = "BillerDataPump"
+    occupancy_biller_id: str = "BillerId"
+    processing: str = "Processing"
+    schema: str | None = None
+
+
+def catalog_table(names: CatalogNames, metadata: MetaData | None = None) -> Table:
+    return Table(
+        names.table,
+        metadata or MetaData(),
+        Column(names.biller_id, Integer, primary_key=True, autoincrement=False),
+        Column(names.biller_name, String(200)),
+        Column(names.shard_name, String(128), nullable=False),
+        Column(names.enabled, Boolean, nullable=False),
+        schema=names.schema,
+    )
+
+
+def detail_table(names: ShardNames, metadata: MetaData | None = None) -> Table:
+    return Table(
+        names.detail_table,
+        metadata or MetaData(),
+        Column(
+            names.detail_id,
+            BigInteger().with_variant(Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        Column(names.biller_id, Integer, nullable=False),
+        Column(names.created, DateTime, nullable=False),
+        Column(names.response_time, Numeric(10, 2, asdecimal=False), nullable=True),
+        Column(names.status_code, String(10), nullable=True),
+        schema=names.schema,
+    )
+
+
+def occupancy_table(names: ShardNames, metadata: MetaData | None = None) -> Table:
+    return Table(
+        names.occupancy_table,
+        metadata or MetaData(),
+        Column(names.occupancy_biller_id, Integer, primary_key=True, autoincrement=False),
+        Column(names.processing, Boolean, nullable=False),
+        schema=names.schema,
+    )
+
+
+def enabled_billers_query(names: CatalogNames) -> Select:
+    """Billers with the DataPump enabled, with their shard, in BillerId order."""
+    t = catalog_table(names)
+    return (
+        select(
+            t.c[names.biller_id].label("biller_id"),
+            t.c[names.biller_name].label("biller_name"),
+            t.c[names.shard_name].label("shard_name"),
+        )
+        .where(t.c[names.enabled] == True)  # noqa: E712 - SQL comparison
+        .order_by(t.c[names.biller_id])
+    )
+
+
+def _window_filter(t: Table, names: ShardNames, billers, start: datetime, end: datetime):
+    return and_(
+        t.c[names.biller_id].in_(sorted(billers)),
+        t.c[names.created] >= start,
+        t.c[names.created] < end,
+    )
+
+
+def hourly_facts_query(
+    names: ShardNames, rules: Rules, billers, start: datetime, end: datetime
+) -> Select:
+    """Additive facts per biller, hour and response-time sketch bucket, computed in the shard.
+
+    Columns: biller_id, hour, bucket, request_count, timeout_count, failed_count,
+    response_time_count, total_response_time. Rows with no valid ResponseTime have a NULL bucket.
+    """
+    t = detail_table(names)
+    rt = t.c[names.response_time]
+    status = trimmed(t.c[names.status_code])
+    code = digits_as_int(status)
+    timeout = or_(
+        code.in_(list(rules.timeout_status_codes)),
+        func.lower(status).in_([w.lower() for w in rules.timeout_words]),
+        rt >= rules.timeout_threshold_ms,
+    )
+    one, zero = literal_column("1"), literal_column("0")
+    rows = (
+        select(
+            t.c[names.biller_id].label("biller_id"),
+            hour_floor(t.c[names.created]).label("hour"),
+            sketch_bucket(rt).label("bucket"),
+            case((timeout, one), else_=zero).label("is_timeout"),
+            case(
+                (timeout, one),
+                (code.between(rules.success_min, rules.success_max), zero),
+                else_=one,
+            ).label("is_failed"),
+            case((rt >= 0, rt)).label("valid_rt"),
+        )
+        .where(_window_filter(t, names, billers, start, end))
+        .subquery("r")
+    )
+    return select(
+        rows.c.biller_id,
+        rows.c.hour,
+        rows.c.bucket,
+        func.count().label("request_count"),
+        func.sum(rows.c.is_timeout).label("timeout_count"),
+        func.sum(rows.c.is_failed).label("failed_count"),
+        func.count(rows.c.valid_rt).label("response_time_count"),
+        func.sum(rows.c.valid_rt).label("total_response_time"),
+    ).group_by(rows.c.biller_id, rows.c.hour, rows.c.bucket)
+
+
+def hourly_percentiles_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
+    """Exact nearest-rank percentiles of valid response times per biller and hour.
+
+    Returns one row per (biller_id, hour, rank) for the ranks of PERCENTILES, with n (the number
+    of valid response times in the hour) so the caller can tell which percentile a rank is.
+    """
+    t = detail_table(names)
+    rt = t.c[names.response_time]
+    hour = hour_floor(t.c[names.created])
+    ranked = (
+        select(
+            t.c[names.biller_id].label("biller_id"),
+            hour.label("hour"),
+            rt.label("response_time"),
+            func.row_number()
+            .over(partition_by=[t.c[names.biller_id], hour], order_by=rt)
+            .label("rn"),
+            func.count().over(partition_by=[t.c[names.biller_id], hour]).label("n"),
+        )
+        .where(and_(_window_filter(t, names, billers, start, end), rt >= 0))
+        .subquery("ranked")
+    )
+    # Integer arithmetic for ceil(p * n / 100): the same on SQL Server, PostgreSQL and SQLite.
+    ranks = [ranked.c.rn == literal_column(f"({p} * ranked.n + 99) / 100") for p in PERCENTILES]
+    return select(
+        ranked.c.biller_id, ranked.c.hour, ranked.c.rn, ranked.c.n, ranked.c.response_time
+    ).where(or_(*ranks))
+
+
+def processing_query(names: ShardNames, billers) -> Select:
+    """The Processing flag of the given billers (a biller with no row is not busy)."""
+    t = occupancy_table(names)
+    return select(
+        t.c[names.occupancy_biller_id].label("biller_id"), t.c[names.processing].label("processing")
+    ).where(t.c[names.occupancy_biller_id].in_(sorted(billers)))
+
+
+def as_naive_utc(value) -> datetime:
+    """A database timestamp (datetime, or SQLite's text) as a naive UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def fold_hourly_rows(fact_rows, percentile_rows) -> dict[tuple[int, datetime], Partial]:
+    """Partials per (biller, hour) from the rows of the two shard queries above."""
+    partials: dict[tuple[int, datetime], Partial] = {}
+    for row in fact_rows:
+        key = (int(row.biller_id), as_naive_utc(row.hour))
+        p = partials.setdefault(key, Partial(exact_percentiles={q: None for q in PERCENTILES}))
+        p.request_count += int(row.request_count)
+        p.timeout_count += int(row.timeout_count or 0)
+        p.failed_count += int(row.failed_count or 0)
+        p.response_time_count += int(row.response_time_count or 0)
+        if row.total_response_time is not None:
+            p.total_response_time += to_decimal(row.total_response_time)
+        if row.bucket is not None:
+            p.sketch.add(int(row.bucket), int(row.response_time_count))
+    for p in partials.values():
+        p.total_response_time = round2(p.total_response_time)
+    for row in percentile_rows:
+        p = partials[(int(row.biller_id), as_naive_utc(row.hour))]
+        n, rn = int(row.n), int(row.rn)
+        for q in PERCENTILES:
+            if nearest_rank(n, q) == rn:
+                p.exact_percentiles[q] = round2(row.response_time)
+    return partials

@@ -1,0 +1,227 @@
+"""The warehouse: its tables (the seed's names plus BillerId), and the statements that read them.
+
+One definition serves everything: the DDL, the writes, the column schema shown in the Dagster UI
+and the API's reads all come from :data:`AGGREGATES` below.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    Select,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    select,
+)
+
+from metrics_pipeline.semantics import PERCENTILES, Partial
+
+
+def _id_type():
+    # SQLite only auto-increments an INTEGER PRIMARY KEY.
+    return BigInteger().with_variant(Integer, "sqlite")
+
+
+@dataclass(frozen=True)
+class ValueColumn:
+    name: str
+    type_: object
+    description: str
+    value: Callable[[Partial], object]
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One seed table: its name, the stem of its asset names, and its value columns."""
+
+    table: str
+    asset_stem: str
+    description: str
+    values: tuple[ValueColumn, ...]
+
+    @property
+    def id_column(self) -> str:
+        return f"{self.table}Id"
+
+
+def _count(name: str, description: str, attr: str) -> ValueColumn:
+    return ValueColumn(name, BigInteger, description, lambda p: getattr(p, attr))
+
+
+def _decimal(name: str, precision: int, description: str, fn) -> ValueColumn:
+    return ValueColumn(name, Numeric(precision, 2), description, fn)
+
+
+REQUEST_COUNT = _count("RequestCount", "Every call of the biller in the window", "request_count")
+
+RESPONSE_TIME = Aggregate(
+    table="DataPumpResponseTimeAggregation",
+    asset_stem="response_time",
+    description="Average and p50/p95/p99 response time (ms) of a biller's DataPump calls",
+    values=(
+        REQUEST_COUNT,
+        _count(
+            "ResponseTimeCount",
+            "Calls with a ResponseTime that is not NULL and >= 0",
+            "response_time_count",
+        ),
+        _decimal(
+            "TotalResponseTime", 20, "Sum of valid ResponseTime (ms)", lambda p: p.total_response_time
+        ),
+        _decimal(
+            "AvgResponseTime",
+            12,
+            "TotalResponseTime / ResponseTimeCount, 2 decimals; NULL when no valid ResponseTime",
+            lambda p: p.avg_response_time,
+        ),
+        *(
+            _decimal(
+                f"P{p}ResponseTime",
+                12,
+                f"{p}th percentile response time (nearest rank; exact hourly, within 1% rolled up)",
+                (lambda q: lambda part: part.percentile(q))(p),
+            )
+            for p in PERCENTILES
+        ),
+        ValueColumn(
+            "ResponseTimeSketch",
+            Text,
+            "Mergeable log-bucket histogram of valid ResponseTime ('bucket:count,...')",
+            lambda p: p.sketch.encode(),
+        ),
+    ),
+)
+
+ERROR_RATE = Aggregate(
+    table="DataPumpErrorAggregation",
+    asset_stem="error_rate",
+    description="Share of a biller's DataPump calls that failed (timeouts included)",
+    values=(
+        REQUEST_COUNT,
+        _count("FailedRequests", "Timeouts and calls without a 200-399 status", "failed_count"),
+        _decimal(
+            "ErrorRate",
+            5,
+            "100 * FailedRequests / RequestCount, 2 decimals; NULL when no calls",
+            lambda p: p.error_rate,
+        ),
+    ),
+)
+
+TIMEOUT_RATE = Aggregate(
+    table="DataPumpTimeoutErrorAggregation",
+    asset_stem="timeout_rate",
+    description="Share of a biller's DataPump calls that timed out",
+    values=(
+        REQUEST_COUNT,
+        _count("TimeOutCount", "Status 408/504/'timeout' or ResponseTime >= 30000 ms", "timeout_count"),
+        _decimal(
+            "TimeoutRate",
+            5,
+            "100 * TimeOutCount / RequestCount, 2 decimals; NULL when no calls",
+            lambda p: p.timeout_rate,
+        ),
+    ),
+)
+
+AGGREGATES = (RESPONSE_TIME, ERROR_RATE, TIMEOUT_RATE)
+
+KEY_COLUMNS = ("BillerId", "TimeStampTypeId", "StartTime")
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """The warehouse tables bound to one MetaData (optionally in a schema)."""
+
+    metadata: MetaData
+    timestamp_type: Table
+    metric_type: Table
+    aggregates: dict[str, Table]
+    job_log: Table
+
+    def table(self, aggregate: Aggregate) -> Table:
+        return self.aggregates[aggregate.table]
+
+
+def build_warehouse(schema: str | None = None) -> Warehouse:
+    md = MetaData(schema=schema)
+    prefix = f"{schema}." if schema else ""
+    timestamp_type = Table(
+        "TimeStampType",
+        md,
+        Column("TimeStampTypeId", Integer, primary_key=True, autoincrement=False),
+        Column("Name", String(50), nullable=False),
+        Column("HierarchyLevel", Integer, nullable=False),
+    )
+    metric_type = Table(
+        "MetricType",
+        md,
+        Column("MetricTypeId", Integer, primary_key=True, autoincrement=False),
+        Column("Name", String(100), nullable=False),
+        Column("Unit", String(50), nullable=False),
+        Column("Description", String(400)),
+    )
+    aggregates = {}
+    for agg in AGGREGATES:
+        aggregates[agg.table] = Table(
+            agg.table,
+            md,
+            Column(agg.id_column, _id_type(), primary_key=True, autoincrement=True),
+            Column("BillerId", Integer, nullable=False),
+            Column(
+                "TimeStampTypeId",
+                Integer,
+                ForeignKey(f"{prefix}TimeStampType.TimeStampTypeId"),
+                nullable=False,
+            ),
+            Column("StartTime", DateTime, nullable=False),
+            Column("EndTime", DateTime, nullable=False),
+            *(Column(v.name, v.type_, nullable=True) for v in agg.values),
+            Column("CreatedDate", DateTime, nullable=False),
+            Column("UpdatedDate", DateTime, nullable=False),
+            UniqueConstraint(*KEY_COLUMNS, name=f"UQ_{agg.table}_Biller_Type_Start"),
+        )
+        # Reads are "one biller, one level, a time range"; the unique key serves them, and this
+        # index serves the portal's "latest rows of every biller" scans by level and time.
+        Index(f"IX_{agg.table}_Type_Start", aggregates[agg.table].c.TimeStampTypeId,
+              aggregates[agg.table].c.StartTime)
+    job_log = Table(
+        "DataPumpMetricAggregationJobLog",
+        md,
+        Column("DataPumpMetricAggregationJobLogId", _id_type(), primary_key=True, autoincrement=True),
+        Column("ShardIdWithFailures", String(4000)),
+        Column("Summary", String(4000)),
+        Column("JobStartDateTime", DateTime, nullable=False),
+        Column("JobEndDateTime", DateTime),
+        Column("RunId", String(64)),
+        Column("BillersProcessed", Integer),
+        Column("BillersSkippedBusy", Integer),
+        Column("BillersFailed", Integer),
+    )
+    return Warehouse(md, timestamp_type, metric_type, aggregates, job_log)
+
+
+def aggregate_rows_query(
+    table: Table, level: int, billers, start: datetime, end: datetime
+) -> Select:
+    """Rows of one level for some billers whose StartTime lies in [start, end)."""
+    return select(table).where(
+        and_(
+            table.c.BillerId.in_(sorted(billers)),
+            table.c.TimeStampTypeId == level,
+            table.c.StartTime >= start,
+            table.c.StartTime < end,
+        )
+    )
