@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 API_PORT ?= 8000
 
-.PHONY: install demo dev test api bench lint clean services
+.PHONY: install demo dev test test-deps api bench lint clean services
 
 $(STAMP): pyproject.toml
 	./scripts/system-deps.sh
@@ -39,7 +39,14 @@ dev: install
 services:
 	./scripts/services.sh
 
-test: install services
+api: install
+	$(BIN)/metrics-pipeline api --host $(HOST) --port $(API_PORT)
+
+# Chromium (Debian's) for the dashboard's browser test; Playwright drives it, never downloads one.
+test-deps: install
+	./scripts/system-deps.sh chromium
+
+test: install test-deps services
 	$(BIN)/pytest -q
 
 bench: install services

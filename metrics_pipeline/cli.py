@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mat.add_argument("--billers", help="comma-separated BillerIds (default: all enabled)")
     mat.add_argument("--chunk-days", type=int, default=1, help="days of hours per hourly run")
+    api = sub.add_parser("api", help="serve the metrics API and the dashboard")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
     return parser
 
 
@@ -347,6 +350,10 @@ def main(argv: Sequence[str] | None = None, environ=None) -> int:
                 chunk_days=args.chunk_days,
                 environ=environ,
             )
+        if args.command == "api":
+            from metrics_pipeline.api.server import serve
+
+            return serve(args.host, args.port, environ)
     except (UsageError, ConfigurationError, DatabaseUnreachable) as exc:
         sys.stderr.write(f"metrics-pipeline: error: {exc}\n")
         return EXIT_USAGE
