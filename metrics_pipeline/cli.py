@@ -54,7 +54,7 @@ def utc_now() -> datetime:
 class Progress:
     """Partitions done of total, rate and time left, on a terminal only (quiet in logs and CI)."""
 
-    def __init__(self, total: int, stream=sys.stderr):
+    def __init__(self, total: int, stream):
         self.total, self.done, self.stream = total, 0, stream
         self.started = time.monotonic()
         self.live = stream.isatty() and not os.environ.get("CI")
@@ -125,8 +125,8 @@ def materialize_window(
     chunk_days: int = 1,
     environ=None,
     instance=None,
-    out=sys.stdout,
-    err=sys.stderr,
+    out=None,
+    err=None,
 ) -> int:
     from dagster import DagsterInstance
 
@@ -137,6 +137,7 @@ def materialize_window(
     from metrics_pipeline.semantics import LEVEL_LENGTH, WEEKLY, day_start, hour_start, week_start
 
     environ = os.environ if environ is None else environ
+    out, err = out or sys.stdout, err or sys.stderr
     if start >= end:
         raise UsageError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
     earliest = datetime.fromisoformat(PARTITIONS_START)
@@ -170,7 +171,7 @@ def materialize_window(
     if missing:
         instance.add_dynamic_partitions(billers_partitions.name, missing)
     order = instance.get_dynamic_partitions(billers_partitions.name)
-    defs = build_definitions(environ)
+    defs = build_definitions(environ, resolve=True)
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
     hours = int((stop - first) / timedelta(hours=1))

@@ -14,7 +14,9 @@ from metrics_pipeline.sensors.billers import billers_sensor
 from metrics_pipeline.sensors.refresh_chain import refresh_chain_sensor
 
 
-def build_definitions(environ=None) -> Definitions:
+def build_definitions(environ=None, resolve: bool = False) -> Definitions:
+    """The code location. ``resolve=True`` puts plain values in the resources instead of EnvVar
+    (for the CLI, whose environment may be given explicitly)."""
     environ = os.environ if environ is None else environ
     every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
     return Definitions(
@@ -22,7 +24,7 @@ def build_definitions(environ=None) -> Definitions:
         jobs=[hourly_job, daily_job, weekly_job],
         schedules=[build_refresh_schedule(every)],
         sensors=[billers_sensor, refresh_chain_sensor],
-        resources=build_resources(environ),
+        resources=build_resources(environ, resolve=resolve),
     )
 
 

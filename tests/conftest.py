@@ -32,7 +32,9 @@ class PgDatabases:
         self.created: list[str] = []
 
     def create(self, prefix: str = "mp_test") -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        return self.create_named(f"{prefix}_{uuid.uuid4().hex[:10]}")
+
+    def create_named(self, name: str) -> str:
         with self.admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         self.created.append(name)

@@ -34,6 +34,7 @@ from metrics_pipeline.sql.warehouse import (
     RESPONSE_TIME,
     TIMEOUT_RATE,
     Warehouse,
+    add_column_ddl,
     aggregate_rows_query,
     build_warehouse,
 )
@@ -130,18 +131,11 @@ class WarehouseResource(ConfigurableResource):
         with engine.begin() as conn:
             wh.metadata.create_all(conn, checkfirst=True)
             insp = inspect(conn)
-            preparer = conn.dialect.identifier_preparer
             for table in wh.metadata.sorted_tables:
                 have = {c["name"].lower() for c in insp.get_columns(table.name, schema=table.schema)}
                 for column in table.columns:
                     if column.name.lower() not in have:
-                        conn.execute(
-                            text(
-                                f"ALTER TABLE {preparer.format_table(table)} ADD "
-                                f"{preparer.format_column(column)} "
-                                f"{column.type.compile(dialect=conn.dialect)} NULL"
-                            )
-                        )
+                        conn.execute(text(add_column_ddl(table, column, conn.dialect)))
                 indexes = {i["name"] for i in insp.get_indexes(table.name, schema=table.schema)}
                 for index in table.indexes:
                     if index.name not in indexes:

@@ -213,6 +213,18 @@ def build_warehouse(schema: str | None = None) -> Warehouse:
     return Warehouse(md, timestamp_type, metric_type, aggregates, job_log)
 
 
+def add_column_ddl(table: Table, column: Column, dialect) -> str:
+    """ALTER TABLE ... ADD <column> for upgrading a table created by an older version.
+
+    The column is nullable so existing rows stay valid; "ADD" without "COLUMN" is accepted by
+    SQL Server, PostgreSQL and SQLite alike."""
+    preparer = dialect.identifier_preparer
+    return (
+        f"ALTER TABLE {preparer.format_table(table)} ADD {preparer.format_column(column)} "
+        f"{column.type.compile(dialect=dialect)} NULL"
+    )
+
+
 def aggregate_rows_query(
     table: Table, level: int, billers, start: datetime, end: datetime
 ) -> Select:

@@ -1,0 +1,68 @@
+"""The API's settings, read from the environment once, when the app or the server is built."""
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from metrics_pipeline.resources import resource_urls
+from metrics_pipeline.resources.engines import ConfigurationError
+
+#: Most points one response carries; longer ranges page with a continuation token.
+MAX_POINTS = 1000
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}: expected an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Everything the API needs; tests build one directly, the server from the environment."""
+
+    warehouse_url: str
+    #: File of token digests (METRICS_API_TOKENS_FILE); None means open, loopback clients only.
+    tokens_file: str | None = None
+    redis_url: str | None = None
+    cache_prefix: str = "metrics-pipeline:api:"
+    cache_ttl_s: int = 300
+    #: Seconds for connecting to / answering from Redis: a dead cache must cost little.
+    redis_timeout_s: float = 0.2
+    #: After a Redis failure, skip the cache this long before trying it again.
+    redis_retry_after_s: float = 30.0
+    refresh_seconds: int = 60
+    db_schema: str | None = None
+    max_billers: int = 10000
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "ApiSettings":
+        environ = os.environ if environ is None else environ
+        return cls(
+            warehouse_url=resource_urls(environ, resolve=True)["warehouse"],
+            tokens_file=environ.get("METRICS_API_TOKENS_FILE") or None,
+            redis_url=environ.get("REDIS_URL") or None,
+            cache_prefix=environ.get("METRICS_API_CACHE_PREFIX") or cls.cache_prefix,
+            cache_ttl_s=_int(environ, "METRICS_API_CACHE_TTL_SECONDS", cls.cache_ttl_s, 1),
+            refresh_seconds=_int(
+                environ, "METRICS_DASHBOARD_REFRESH_SECONDS", cls.refresh_seconds, 1
+            ),
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and the loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
