@@ -1,0 +1,88 @@
+"""Running the API: ``serve(host, port, environ)`` (the ``metrics-pipeline api`` command).
+
+Without METRICS_API_TOKENS_FILE the API is open, so it serves only on a loopback host (and even
+then answers loopback clients only); on any other host it refuses to start.
+"""
+
+import logging
+import os
+from collections.abc import Mapping
+
+import uvicorn
+from fastapi import FastAPI
+
+from metrics_pipeline.api.app import create_app
+from metrics_pipeline.api.settings import ApiSettings, is_loopback
+from metrics_pipeline.resources.engines import ConfigurationError
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+#: The variables the API reads; copied into os.environ for worker processes.
+API_VARIABLES = (
+    "METRICS_DATA_DIR",
+    "METRICS_WAREHOUSE_URL",
+    "METRICS_API_TOKENS_FILE",
+    "REDIS_URL",
+    "METRICS_API_CACHE_PREFIX",
+    "METRICS_API_CACHE_TTL_SECONDS",
+    "METRICS_DASHBOARD_REFRESH_SECONDS",
+)
+
+
+def app_from_environment() -> FastAPI:
+    """The app from os.environ: uvicorn's factory in each worker process."""
+    return create_app(ApiSettings.from_environ())
+
+
+def workers_of(environ: Mapping[str, str]) -> int:
+    raw = environ.get("METRICS_API_WORKERS") or "1"
+    try:
+        workers = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"METRICS_API_WORKERS: expected an integer, got {raw!r}") from None
+    if workers < 1:
+        raise ConfigurationError(f"METRICS_API_WORKERS: must be at least 1, got {workers}")
+    return workers
+
+
+def check_exposure(host: str, settings: ApiSettings) -> None:
+    """Refuse an open API (no tokens file) on a host other people can reach."""
+    if settings.tokens_file is None and not is_loopback(host):
+        raise ConfigurationError(
+            f"refusing to serve on {host} without METRICS_API_TOKENS_FILE: with no tokens the "
+            "API is open and serves loopback only (use --host 127.0.0.1, or configure tokens; "
+            "see docs/api.md)"
+        )
+
+
+def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int:
+    """Serve the API and dashboard until interrupted. 0 after a clean stop, 1 if it cannot start.
+
+    Bad settings raise ConfigurationError (and an absent SQLite warehouse DatabaseUnreachable)
+    before anything listens; the CLI reports both in one line.
+    """
+    environ = os.environ if environ is None else environ
+    settings = ApiSettings.from_environ(environ)
+    check_exposure(host, settings)
+    workers = workers_of(environ)
+    app = create_app(settings)  # validates tokens file, Redis URL and warehouse URL up front
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if workers == 1:
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+        server.run()
+        return EXIT_OK if server.started else EXIT_FAILED
+    # Worker processes build their own app (own engine and pool) from the environment.
+    if environ is not os.environ:
+        os.environ.update({k: environ[k] for k in API_VARIABLES if k in environ})
+    try:
+        uvicorn.run(
+            "metrics_pipeline.api.server:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+        )
+    except SystemExit as exc:
+        return EXIT_FAILED if exc.code else EXIT_OK
+    return EXIT_OK

@@ -1,0 +1,233 @@
+// The biller dashboard: three graphs (hourly, daily, weekly) of one metric of one biller,
+// refreshed in place every N seconds with fetch(); the page itself is never reloaded.
+(function () {
+  "use strict";
+
+  const root = document.getElementById("dashboard");
+  const config = {
+    refreshSeconds: Number(root.dataset.refreshSeconds) || 60,
+    authRequired: root.dataset.authRequired === "true",
+    maxPoints: Number(root.dataset.maxPoints) || 1000,
+    maxPages: 10,
+  };
+  const TOKEN_KEY = "metricsApiToken";
+  const LEVELS = [1, 2, 3];
+  const el = (id) => document.getElementById(id);
+
+  // State visible to people debugging in the console (and to the browser test).
+  const dashboard = {
+    loadedAt: new Date().toISOString(),
+    refreshes: 0,
+    lastUpdated: null,
+    lastError: null,
+    metricTypes: [],
+  };
+  window.metricsDashboard = dashboard;
+
+  class AuthError extends Error {}
+
+  function token() {
+    return config.authRequired ? sessionStorage.getItem(TOKEN_KEY) : null;
+  }
+
+  async function api(path) {
+    const headers = { Accept: "application/json" };
+    const t = token();
+    if (t) headers.Authorization = "Bearer " + t;
+    let response;
+    try {
+      response = await fetch(path, { headers, cache: "no-store" });
+    } catch (e) {
+      throw new Error("the metrics API cannot be reached");
+    }
+    if (response.status === 401 && config.authRequired) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      throw new AuthError("the API token was refused; enter a valid token");
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (e) {
+      body = null;
+    }
+    if (!response.ok) {
+      const detail = body && body.detail ? body.detail : response.statusText;
+      throw new Error("HTTP " + response.status + ": " + detail);
+    }
+    return body;
+  }
+
+  function showError(message) {
+    const box = el("error");
+    box.textContent = message;
+    box.hidden = false;
+    dashboard.lastError = message;
+  }
+
+  function clearError() {
+    el("error").hidden = true;
+    dashboard.lastError = null;
+  }
+
+  function askForToken(message) {
+    if (message) showError(message);
+    el("token-form").hidden = false;
+    el("token").focus();
+  }
+
+  function fillSelect(select, items, label, keep) {
+    const wanted = items.map((i) => i.id + "=" + label(i)).join("|");
+    if (select.dataset.items === wanted) return; // unchanged: leave an open menu alone
+    select.dataset.items = wanted;
+    const previous = keep ? select.value : null;
+    select.replaceChildren();
+    for (const item of items) {
+      const option = document.createElement("option");
+      option.value = String(item.id);
+      option.textContent = label(item);
+      select.appendChild(option);
+    }
+    if (previous && items.some((i) => String(i.id) === previous)) select.value = previous;
+  }
+
+  async function loadChoices() {
+    const [metricTypes, timeStampTypes, billers] = await Promise.all([
+      api("/api/metric-types"),
+      api("/api/timestamp-types"),
+      api("/api/billers"),
+    ]);
+    dashboard.metricTypes = metricTypes;
+    fillSelect(el("metric"), metricTypes, (m) => m.name + " (" + m.unit + ")", true);
+    fillSelect(el("biller"), billers.billers.map((b) => ({ id: b })), (b) => "Biller " + b.id, true);
+    for (const level of timeStampTypes) {
+      const caption = el("caption-" + level.id);
+      if (caption) caption.textContent = level.name;
+    }
+    if (billers.billers.length === 0) {
+      showError("No biller data in the warehouse yet (or this token may read none).");
+      return false;
+    }
+    return true;
+  }
+
+  async function fetchSeries(biller, metric, level, from, to) {
+    const points = [];
+    let continuation = null;
+    for (let page = 0; page < config.maxPages; page++) {
+      const query = new URLSearchParams({
+        metricTypeId: metric,
+        timeStampTypeId: String(level),
+        from: from,
+        to: to,
+        limit: String(config.maxPoints),
+      });
+      if (continuation) query.set("continuationToken", continuation);
+      const body = await api("/api/metrics/" + encodeURIComponent(biller) + "?" + query);
+      points.push(...body.points);
+      continuation = body.continuationToken;
+      if (!continuation) return { body, points };
+    }
+    return { body: null, points };
+  }
+
+  function draw(level, series, metric) {
+    // Plotly has no time zones: strip the Z and label the axis UTC.
+    const x = series.points.map((p) => p.t.replace("Z", ""));
+    const y = series.points.map((p) => p.value);
+    const counts = series.points.map((p) => p.requestCount);
+    const trace = {
+      x, y, customdata: counts, type: "scatter", mode: "lines+markers",
+      marker: { size: level === 1 ? 3 : 6 }, line: { width: 2, color: "#2563eb" },
+      connectgaps: false, name: metric.name,
+      hovertemplate: "%{x|%Y-%m-%d %H:%M} UTC<br>%{y} " + metric.unit +
+        "<br>%{customdata} requests<extra></extra>",
+    };
+    const layout = {
+      margin: { l: 60, r: 20, t: 10, b: 40 },
+      xaxis: { type: "date", title: { text: "UTC" } },
+      yaxis: { title: { text: metric.unit }, rangemode: "tozero" },
+      showlegend: false,
+      transition: { duration: 300 },
+      uirevision: metric.id + "-" + level,
+    };
+    Plotly.react(el("chart-" + level), [trace], layout, { displaylogo: false, responsive: true });
+  }
+
+  let busy = false;
+  async function refresh() {
+    if (busy) return;
+    if (typeof Plotly === "undefined") {
+      showError("The chart library did not load (is the plotly package installed?).");
+      return;
+    }
+    if (config.authRequired && !token()) {
+      askForToken();
+      return;
+    }
+    const biller = el("biller").value;
+    const metricId = el("metric").value;
+    if (!biller || !metricId) return;
+    const metric = dashboard.metricTypes.find((m) => String(m.id) === metricId);
+    busy = true;
+    try {
+      const to = new Date();
+      const from = new Date(to.getTime() - Number(el("period").value) * 86400000);
+      const all = await Promise.all(
+        LEVELS.map((level) => fetchSeries(biller, metricId, level, from.toISOString(), to.toISOString()))
+      );
+      LEVELS.forEach((level, i) => draw(level, all[i], metric));
+      dashboard.refreshes += 1;
+      dashboard.lastUpdated = new Date().toISOString();
+      el("last-updated").textContent = dashboard.lastUpdated.replace("T", " ").slice(0, 19) + " UTC";
+      el("last-updated").dateTime = dashboard.lastUpdated;
+      clearError();
+    } catch (e) {
+      if (e instanceof AuthError) {
+        askForToken(e.message);
+      } else {
+        const since = dashboard.lastUpdated ? " (graphs show data as of the last update)" : "";
+        showError("Could not load metrics: " + e.message + since);
+      }
+    } finally {
+      busy = false;
+    }
+  }
+
+  // Each tick reloads the choices too (keeping the selection), so new billers appear by
+  // themselves and a dashboard opened while the API was down recovers.
+  async function start() {
+    if (config.authRequired && !token()) {
+      askForToken();
+      return;
+    }
+    try {
+      if (!(await loadChoices())) return;
+    } catch (e) {
+      if (e instanceof AuthError) askForToken(e.message);
+      else showError("Could not load the dashboard: " + e.message);
+      return;
+    }
+    await refresh();
+  }
+
+  el("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = el("token").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    el("token").value = "";
+    el("token-form").hidden = true;
+    clearError();
+    start();
+  });
+  el("forget-token").hidden = !config.authRequired;
+  el("forget-token").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    askForToken();
+  });
+  for (const id of ["biller", "metric", "period"]) el(id).addEventListener("change", refresh);
+  el("refresh-now").addEventListener("click", refresh);
+
+  setInterval(start, config.refreshSeconds * 1000);
+  start();
+})();
