@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 
@@ -164,8 +165,10 @@ def materialize_window(
         raise UsageError("the catalog has no DataPump-enabled billers")
     resources["warehouse"].ensure_schema()
 
-    if instance is None:
-        instance = DagsterInstance.get() if environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    if instance is None and environ.get("DAGSTER_HOME"):
+        instance = DagsterInstance.from_config(ensure_dagster_home(environ["DAGSTER_HOME"]))
+    elif instance is None:
+        instance = DagsterInstance.ephemeral()
     have = instance.get_dynamic_partitions(billers_partitions.name)
     missing = [str(b) for b in sorted(known) if str(b) not in have]
     if missing:
@@ -222,6 +225,19 @@ def materialize_window(
             err.write(f"metrics-pipeline: failed partitions of biller {b}: {why}\n")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def ensure_dagster_home(path: str) -> str:
+    """Create DAGSTER_HOME with a minimal dagster.yaml (local storage, no telemetry) if missing."""
+    home = Path(path)
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(
+            "# Created by metrics-pipeline: Dagster's default local storage in this folder.\n"
+            "telemetry:\n  enabled: false\n"
+        )
+    return str(home)
 
 
 def _windows_between(level: str, windows: list[datetime]) -> list[datetime]:

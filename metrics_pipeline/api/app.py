@@ -12,11 +12,12 @@ import json
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -162,12 +163,12 @@ def parse_time(text: str, parameter: str) -> datetime:
             400, f"{parameter}: not an ISO 8601 date or time: {text[:40]!r}", parameter
         ) from None
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 @dataclass
@@ -288,8 +289,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
             "warehouse": warehouse,
             "cache": cache.status(),
         }
-        return JSONResponse(body, status_code=200 if warehouse == "ok" else 503,
-                            headers={"Cache-Control": "no-store"})
+        return JSONResponse(
+            body,
+            status_code=200 if warehouse == "ok" else 503,
+            headers={"Cache-Control": "no-store"},
+        )
 
     @app.get(
         "/api/metrics/{billerId}",
@@ -298,11 +302,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     def metrics(
         who: Caller,
-        billerId: Annotated[int, PathParam(ge=1, le=MAX_INT32, description="BillerId")],  # noqa: N803
-        metricTypeId: Annotated[int, Query(description="A MetricTypeId (1-8)")],  # noqa: N803
-        timeStampTypeId: Annotated[  # noqa: N803
-            int, Query(description="1 Hourly, 2 Daily, 3 Weekly")
-        ],
+        billerId: Annotated[int, PathParam(ge=1, le=MAX_INT32, description="BillerId")],
+        metricTypeId: Annotated[int, Query(description="A MetricTypeId (1-8)")],
+        timeStampTypeId: Annotated[int, Query(description="1 Hourly, 2 Daily, 3 Weekly")],
         from_: Annotated[
             str | None,
             Query(
@@ -319,7 +321,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         limit: Annotated[
             int, Query(ge=1, le=MAX_POINTS, description=f"Points per page (at most {MAX_POINTS})")
         ] = MAX_POINTS,
-        continuationToken: Annotated[  # noqa: N803
+        continuationToken: Annotated[
             str | None, Query(max_length=512, description="From the previous page")
         ] = None,
     ) -> Response:
@@ -330,7 +332,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         if metric is None:
             known = ", ".join(f"{m.id} {m.name}" for m in METRIC_TYPES)
             raise ApiError(
-                400, f"metricTypeId: unknown metric type {metricTypeId} (known: {known})",
+                400,
+                f"metricTypeId: unknown metric type {metricTypeId} (known: {known})",
                 "metricTypeId",
             )
         level = LEVELS_BY_ID.get(timeStampTypeId)
@@ -350,10 +353,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
             except BadToken as exc:
                 raise ApiError(400, f"continuationToken: {exc}", "continuationToken") from None
             same = (cursor.biller_id, cursor.metric_type_id, cursor.level) == (
-                billerId, metric.id, level.id
+                billerId,
+                metric.id,
+                level.id,
             )
-            if not same or (from_ is not None and start != cursor.start) or (
-                to is not None and end != cursor.end
+            if (
+                not same
+                or (from_ is not None and start != cursor.start)
+                or (to is not None and end != cursor.end)
             ):
                 raise ApiError(
                     400,
@@ -363,9 +370,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 )
             start, end, after = cursor.start, cursor.end, cursor.after
         if start > end:
-            raise ApiError(
-                400, f"from: {utc_iso(start)} is after to {utc_iso(end)}", "from"
-            )
+            raise ApiError(400, f"from: {utc_iso(start)} is after to {utc_iso(end)}", "from")
         points, more = reader.series(metric.id, billerId, level.id, start, end, after, limit)
         if not points and after is None and not reader.biller_exists(billerId):
             raise ApiError(404, f"billerId: no data for biller {billerId}", "billerId")

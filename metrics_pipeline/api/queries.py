@@ -11,7 +11,13 @@ from datetime import datetime
 from sqlalchemy import Select, Table, TextClause, and_, select, text
 
 from metrics_pipeline.semantics import METRIC_TYPES, MetricType
-from metrics_pipeline.sql.warehouse import ERROR_RATE, RESPONSE_TIME, TIMEOUT_RATE, Aggregate, Warehouse
+from metrics_pipeline.sql.warehouse import (
+    ERROR_RATE,
+    RESPONSE_TIME,
+    TIMEOUT_RATE,
+    Aggregate,
+    Warehouse,
+)
 
 
 @dataclass(frozen=True)
@@ -89,16 +95,20 @@ def billers_query(table: Table, only: Sequence[int] | None, limit: int) -> Selec
 
 def metric_types_query(wh: Warehouse) -> Select:
     t = wh.metric_type
-    return select(t.c.MetricTypeId, t.c.Name, t.c.Unit, t.c.Description).order_by(
-        t.c.MetricTypeId
-    ).limit(1000)
+    return (
+        select(t.c.MetricTypeId, t.c.Name, t.c.Unit, t.c.Description)
+        .order_by(t.c.MetricTypeId)
+        .limit(1000)
+    )
 
 
 def timestamp_types_query(wh: Warehouse) -> Select:
     t = wh.timestamp_type
-    return select(t.c.TimeStampTypeId, t.c.Name, t.c.HierarchyLevel).order_by(
-        t.c.TimeStampTypeId
-    ).limit(1000)
+    return (
+        select(t.c.TimeStampTypeId, t.c.Name, t.c.HierarchyLevel)
+        .order_by(t.c.TimeStampTypeId)
+        .limit(1000)
+    )
 
 
 def ping_statement() -> TextClause:

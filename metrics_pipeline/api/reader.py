@@ -17,7 +17,7 @@ from metrics_pipeline.api.queries import (
     series_query,
     timestamp_types_query,
 )
-from metrics_pipeline.resources.engines import create_db_engine
+from metrics_pipeline.resources.engines import DatabaseUnreachable, create_db_engine
 from metrics_pipeline.semantics import percentage, round2
 from metrics_pipeline.sql.source import as_naive_utc
 from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
@@ -49,7 +49,13 @@ class WarehouseReader:
     """The API's read-only view of the warehouse. Creating it opens no connection."""
 
     def __init__(self, url: str, db_schema: str | None = None):
-        self.engine: Engine = create_db_engine(url, "warehouse", connect_timeout_s=5)
+        try:
+            self.engine: Engine = create_db_engine(url, "warehouse", connect_timeout_s=5)
+        except DatabaseUnreachable as exc:
+            # The API only reads: an absent SQLite warehouse means nothing was materialized yet.
+            raise DatabaseUnreachable(
+                exc.what, exc.url, f"{exc.reason} (`make demo` creates the demo warehouse)"
+            ) from None
         self.tables = build_warehouse(db_schema)
 
     def dispose(self) -> None:
@@ -98,9 +104,11 @@ class WarehouseReader:
         table = self.tables.table(AGGREGATES[0])
         ids = None if only is None else sorted(only)
         # Chunks keep every IN list short (SQL Server takes at most 2100 parameters).
-        chunks = [None] if ids is None else [
-            ids[i : i + MAX_IN_LIST] for i in range(0, len(ids), MAX_IN_LIST)
-        ]
+        chunks = (
+            [None]
+            if ids is None
+            else [ids[i : i + MAX_IN_LIST] for i in range(0, len(ids), MAX_IN_LIST)]
+        )
         found: list[int] = []
         with self.engine.connect() as conn:
             for chunk in chunks:

@@ -1,0 +1,167 @@
+"""Random aggregate rows for the API tests, and an independent reading of the rows the API must
+return.
+
+The expected points are computed here from a plain SELECT of each table, with Decimal
+arithmetic, sharing nothing with the API's code but the table names.
+"""
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+import numpy as np
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch
+
+PG_ADMIN_URL = os.environ.get(
+    "METRICS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_TEST_URL = os.environ.get("METRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: Saturday 2025-03-01: five days of hours cross a Sunday week boundary.
+START = datetime(2025, 3, 1)
+HOURS = 5 * 24
+BILLERS = (11, 12)
+LOOPBACK_CLIENT = ("127.0.0.1", 50000)
+
+PORTAL_TOKEN = "portal-token-for-biller-11"
+ADMIN_TOKEN = "admin-token-all-billers"
+
+
+def random_partial(rng: np.random.Generator, request_count: int | None = None) -> Partial:
+    """A Partial with consistent counts and arbitrary (but 2-decimal) figures."""
+    n = int(rng.integers(0, 500)) if request_count is None else request_count
+    failed = int(rng.integers(0, n + 1)) if n else 0
+    timeouts = int(rng.integers(0, failed + 1)) if failed else 0
+    valid = int(rng.integers(0, n + 1)) if n else 0
+    total = Decimal(int(rng.integers(0, 10_000_000))) / 100 if valid else Decimal(0)
+    pct = {
+        p: (Decimal(int(rng.integers(0, 3_000_000))) / 100 if valid else None) for p in (50, 95, 99)
+    }
+    sketch = Sketch()
+    if valid:
+        sketch.add(int(rng.integers(100, 1000)), valid)
+    return Partial(n, failed, timeouts, valid, total, sketch, pct)
+
+
+def fixed_partial(request_count: int, failed: int) -> Partial:
+    return Partial(
+        request_count, failed, 0, 0, Decimal(0), Sketch(), {50: None, 95: None, 99: None}
+    )
+
+
+def populate(url: str, seed: int = 3) -> WarehouseResource:
+    """Hourly, daily and weekly rows of BILLERS from START, including zero-call windows and
+    availability figures that round half away from zero (90.625 -> 90.63)."""
+    rng = np.random.default_rng(seed)
+    resource = WarehouseResource(url=url)
+    resource.ensure_schema()
+    hourly = {}
+    for biller in BILLERS:
+        for h in range(HOURS):
+            hourly[(biller, START + timedelta(hours=h))] = random_partial(rng)
+    hourly[(11, START + timedelta(hours=5))] = random_partial(rng, request_count=0)
+    hourly[(11, START + timedelta(hours=6))] = fixed_partial(32, 3)  # 90.625 %
+    hourly[(11, START + timedelta(hours=7))] = fixed_partial(32, 1)  # 96.875 %
+    hourly[(11, START + timedelta(hours=8))] = fixed_partial(3, 1)  # 66.666.. %
+    resource.write_partials(HOURLY, hourly)
+    resource.write_partials(
+        DAILY,
+        {(b, START + timedelta(days=d)): random_partial(rng) for b in BILLERS for d in range(5)},
+    )
+    weeks = (START - timedelta(days=6), START + timedelta(days=1))  # Sundays
+    resource.write_partials(WEEKLY, {(b, w): random_partial(rng) for b in BILLERS for w in weeks})
+    return resource
+
+
+# --- the independent expectation -----------------------------------------------------------------
+
+VALUE_SQL = {
+    1: ("DataPumpResponseTimeAggregation", '"AvgResponseTime"'),
+    2: ("DataPumpErrorAggregation", '"ErrorRate"'),
+    3: ("DataPumpTimeoutErrorAggregation", '"TimeoutRate"'),
+    4: ("DataPumpResponseTimeAggregation", '"RequestCount"'),
+    5: ("DataPumpResponseTimeAggregation", '"P50ResponseTime"'),
+    6: ("DataPumpResponseTimeAggregation", '"P95ResponseTime"'),
+    7: ("DataPumpResponseTimeAggregation", '"P99ResponseTime"'),
+    8: ("DataPumpErrorAggregation", '"FailedRequests"'),
+}
+
+
+def _cents(value) -> Decimal | None:
+    if value is None:
+        return None
+    d = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+    return d.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def expected_points(
+    url: str, biller: int, metric: int, level: int, start: datetime, end: datetime
+) -> list[dict]:
+    """What /api/metrics must answer, read with plain SQL and Decimal maths."""
+    table, column = VALUE_SQL[metric]
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                f'SELECT "StartTime", "RequestCount", {column} AS v FROM "{table}" '
+                'WHERE "BillerId" = :b AND "TimeStampTypeId" = :l'
+            ),
+            {"b": biller, "l": level},
+        ).all()
+    engine.dispose()
+    out = []
+    for started, count, v in rows:
+        started = datetime.fromisoformat(started) if isinstance(started, str) else started
+        if not start <= started < end:
+            continue
+        if metric == 4:
+            value = int(v)
+        elif metric == 8:
+            value = (
+                None
+                if not count
+                else _cents(Decimal(100 * (int(count) - int(v))) / Decimal(int(count)))
+            )
+        else:
+            value = _cents(v)
+        out.append({"t": started.isoformat() + "Z", "value": value, "requestCount": int(count)})
+    return sorted(out, key=lambda p: p["t"])
+
+
+def decoded(response) -> dict:
+    """A response body with numbers as Decimal, to compare with the expectation exactly."""
+    return json.loads(response.text, parse_float=Decimal)
+
+
+# --- warehouses ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Warehouse:
+    backend: str
+    url: str
+    resource: WarehouseResource
+
+
+def pg_available() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except (SQLAlchemyError, OSError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,116 @@
+"""The metrics-pipeline command: clear one-line errors, exit codes, failed partitions named."""
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from metrics_pipeline.cli import contiguous_groups, main
+from tests.support import WINDOW_END, WINDOW_START, create_sources
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = {
+        "METRICS_CATALOG_URL": f"sqlite:///{tmp_path}/catalog.db",
+        "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{tmp_path}/{{shard}}.db",
+        "METRICS_WAREHOUSE_URL": f"sqlite:///{tmp_path}/warehouse.db",
+        "METRICS_DATA_DIR": str(tmp_path / "data"),
+    }
+    create_sources(e["METRICS_CATALOG_URL"],
+                   lambda s: e["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", s), per_hour=2)
+    return e
+
+
+def run(args, env, capsys) -> tuple[int, str, str]:
+    code = main(args, environ=env)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+WINDOW = ["--start", "2025-03-02T00:00Z", "--end", "2025-03-02T06:00:00+00:00"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--start", "yesterday", "--end", "2025-03-02"], "--start: not an ISO 8601"),
+        (["--start", "2025-03-02", "--end", "2025-13-01"], "--end: not an ISO 8601"),
+        (["--start", "2025-03-03", "--end", "2025-03-02"], "must be before --end"),
+        (["--start", "2024-01-01", "--end", "2024-01-02"], "on or after 2025-01-05"),
+        (["--start", "2999-01-01", "--end", "2999-01-02"], "in the future"),
+        ([*WINDOW, "--billers", "7,99"], "not enabled in the catalog: 99"),
+        ([*WINDOW, "--billers", "7,x"], "--billers: expected comma-separated"),
+        ([*WINDOW, "--billers", "10"], "not enabled in the catalog: 10"),
+        (["--last-days", "0"], "--last-days must be at least 1"),
+        (["--start", "2025-03-02"], "give --start and --end"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, env, capsys):
+    code, _, err = run(["materialize", *args], env, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("which", ["METRICS_CATALOG_URL", "METRICS_WAREHOUSE_URL"])
+def test_unreachable_database_is_one_line_and_exit_2(which, env, capsys):
+    env = {**env, which: "postgresql://nobody@127.0.0.1:1/nothing"}
+    code, _, err = run(["materialize", *WINDOW], env, capsys)
+    assert code == 2
+    assert err.startswith("metrics-pipeline: error: ") and "unreachable" in err
+    assert err.count("\n") == 1 and "nobody" in err
+
+
+def test_malformed_url_is_one_line_and_exit_2(env, capsys):
+    code, _, err = run(["materialize", *WINDOW], {**env, "METRICS_CATALOG_URL": "not a url"}, capsys)
+    assert code == 2 and "not a SQLAlchemy URL" in err and err.count("\n") == 1
+
+
+def test_unreachable_shard_fails_only_its_billers_and_names_them(env, capsys, tmp_path):
+    (tmp_path / "beta.db").unlink()  # biller 9's shard is gone
+    code, out, err = run(["materialize", *WINDOW], env, capsys)
+    assert code == 1
+    assert "biller 9" in err and "shard beta unreachable" in err
+    assert "biller 7" not in err and "biller 8" not in err
+    engine = create_engine(env["METRICS_WAREHOUSE_URL"])
+    with engine.connect() as conn:
+        billers = dict(conn.execute(text(
+            'SELECT "BillerId", COUNT(*) FROM "DataPumpErrorAggregation" '
+            'WHERE "TimeStampTypeId" = 1 GROUP BY "BillerId"')).all())
+    engine.dispose()
+    assert billers == {7: 168, 8: 168}  # the whole week of hours, and nothing for biller 9
+    assert "FAILED" in out
+
+
+def test_selected_billers_only(env, capsys):
+    code, out, _ = run(["materialize", *WINDOW, "--billers", "7,9"], env, capsys)
+    assert code == 0
+    engine = create_engine(env["METRICS_WAREHOUSE_URL"])
+    with engine.connect() as conn:
+        billers = {r[0] for r in conn.execute(text(
+            'SELECT DISTINCT "BillerId" FROM "DataPumpResponseTimeAggregation"'))}
+    engine.dispose()
+    assert billers == {7, 9}
+
+
+def test_contiguous_groups():
+    assert contiguous_groups(["1", "2", "3", "10", "4"], {1, 2, 10, 4}) == [["1", "2"], ["10", "4"]]
+    assert contiguous_groups(["5"], set()) == []
+
+
+def test_console_script_is_quiet_without_a_terminal(env, tmp_path):
+    """Run as users do: the installed script, no TTY; only the summary is printed."""
+    script = Path(sys.executable).parent / "metrics-pipeline"
+    result = subprocess.run(
+        [str(script), "materialize", *WINDOW, "--billers", "8"],
+        env={**os.environ, **env, "DAGSTER_HOME": str(tmp_path / "home")},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no progress, no warnings
+    assert "hourly" in result.stdout and "Biller" in result.stdout
+    assert len(result.stdout.splitlines()) < 25  # one screen
