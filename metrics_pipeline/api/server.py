@@ -69,7 +69,11 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if workers == 1:
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
-        server.run()
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            # uvicorn re-raises Ctrl-C after its graceful shutdown: a clean stop.
+            pass
         return EXIT_OK if server.started else EXIT_FAILED
     # Worker processes build their own app (own engine and pool) from the environment.
     if environ is not os.environ:
@@ -85,4 +89,6 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
         )
     except SystemExit as exc:
         return EXIT_FAILED if exc.code else EXIT_OK
+    except KeyboardInterrupt:
+        pass
     return EXIT_OK

@@ -21,6 +21,7 @@
     lastUpdated: null,
     lastError: null,
     metricTypes: [],
+    levelNames: {},
   };
   window.metricsDashboard = dashboard;
 
@@ -99,10 +100,7 @@
     dashboard.metricTypes = metricTypes;
     fillSelect(el("metric"), metricTypes, (m) => m.name + " (" + m.unit + ")", true);
     fillSelect(el("biller"), billers.billers.map((b) => ({ id: b })), (b) => "Biller " + b.id, true);
-    for (const level of timeStampTypes) {
-      const caption = el("caption-" + level.id);
-      if (caption) caption.textContent = level.name;
-    }
+    dashboard.levelNames = Object.fromEntries(timeStampTypes.map((t) => [t.id, t.name]));
     if (billers.billers.length === 0) {
       showError("No biller data in the warehouse yet (or this token may read none).");
       return false;
@@ -144,12 +142,14 @@
     };
     const layout = {
       margin: { l: 60, r: 20, t: 10, b: 40 },
-      xaxis: { type: "date", title: { text: "UTC" } },
+      xaxis: { type: "date", automargin: true },
       yaxis: { title: { text: metric.unit }, rangemode: "tozero" },
       showlegend: false,
       transition: { duration: 300 },
       uirevision: metric.id + "-" + level,
     };
+    const levelName = (dashboard.levelNames || {})[level] || "";
+    el("caption-" + level).textContent = levelName + " · " + metric.name + " (" + metric.unit + ")";
     Plotly.react(el("chart-" + level), [trace], layout, { displaylogo: false, responsive: true });
   }
 

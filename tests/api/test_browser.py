@@ -1,0 +1,183 @@
+"""The dashboard in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+The API runs in uvicorn on a free port over a SQLite warehouse with recent rows. The test logs
+in with a portal token, sees the three graphs drawn from the warehouse, inserts a newer aggregate
+row, and sees the hourly graph take it on the next timer tick with no page reload; then it stops
+the API and sees the error message. A screenshot is kept in test-artifacts/.
+"""
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from metrics_pipeline.api import ApiSettings, create_app
+from metrics_pipeline.api.auth import token_digest
+from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch, window
+
+from .helpers import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+BILLER, OTHER = 21, 22
+TOKEN = "browser-test-portal-token"
+REFRESH_S = 2
+
+
+def partial(requests: int, avg_ms: str) -> Partial:
+    total = Decimal(avg_ms) * requests
+    return Partial(requests, 1, 0, requests, total, Sketch(), {50: None, 95: None, 99: None})
+
+
+class ThreadedServer:
+    """uvicorn serving an app in a background thread until stop()."""
+
+    def __init__(self, app, port: int):
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian's chromium; `make test-deps` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+def chart(page, level: int) -> dict:
+    return page.evaluate(
+        """(id) => { const gd = document.getElementById(id);
+                     const t = gd && gd.data && gd.data[0];
+                     return t ? {x: Array.from(t.x), y: Array.from(t.y)} : null; }""",
+        f"chart-{level}",
+    )
+
+
+def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_path):
+    now = datetime.now(UTC).replace(tzinfo=None)
+    current_hour = now.replace(minute=0, second=0, microsecond=0)
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    warehouse = WarehouseResource(url=url)
+    hours = [current_hour - timedelta(hours=h) for h in range(48, 0, -1)]
+    warehouse.write_partials(
+        HOURLY,
+        {
+            (b, h): partial(100 + i, f"{120 + i % 7}.25")
+            for b in (BILLER, OTHER)
+            for i, h in enumerate(hours)
+        },
+    )
+    for level in (DAILY, WEEKLY):
+        starts = sorted({window(level, h)[0] for h in hours})
+        warehouse.write_partials(level, {(BILLER, s): partial(2400, "131.50") for s in starts})
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps([{"name": "portal", "sha256": token_digest(TOKEN), "billers": [BILLER]}])
+    )
+    settings = ApiSettings(warehouse_url=url, tokens_file=str(tokens), refresh_seconds=REFRESH_S)
+    port = free_port()
+    server = ThreadedServer(create_app(settings), port)
+    server.start()
+    problems: list[str] = []
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://127.0.0.1:{port}/")
+
+        # Asked for a token once; it is kept in sessionStorage for the tab.
+        page.wait_for_selector("#token-form:not([hidden])", timeout=10_000)
+        page.fill("#token", TOKEN)
+        page.click("#token-form button[type=submit]")
+        page.wait_for_function(
+            "() => window.metricsDashboard && window.metricsDashboard.refreshes >= 1",
+            timeout=15_000,
+        )
+        assert page.evaluate("sessionStorage.getItem('metricsApiToken')") == TOKEN
+        assert page.eval_on_selector_all("#biller option", "os => os.map(o => o.value)") == [
+            str(BILLER)
+        ]  # the portal token sees only its biller
+        assert page.input_value("#metric") == "1"
+
+        hourly = chart(page, 1)
+        assert len(hourly["x"]) == 48
+        assert hourly["x"][-1] == (current_hour - timedelta(hours=1)).isoformat()
+        assert hourly["y"][0] == 120.25  # the warehouse's AvgResponseTime of the first hour
+        assert chart(page, 2)["y"] and set(chart(page, 2)["y"]) == {131.5}
+        assert chart(page, 3)["y"] and set(chart(page, 3)["y"]) == {131.5}
+        assert page.text_content("#last-updated") != "never"
+        assert page.is_hidden("#error")
+
+        page.evaluate("window.__sameDocument = 'still here'")
+        loaded_at = page.evaluate("window.metricsDashboard.loadedAt")
+        refreshes = page.evaluate("window.metricsDashboard.refreshes")
+        first_update = page.text_content("#last-updated")
+
+        # A newer aggregate lands in the warehouse.
+        warehouse.write_partials(HOURLY, {(BILLER, current_hour): partial(500, "999.99")})
+        page.wait_for_function(
+            """([hour]) => { const t = document.getElementById('chart-1').data[0];
+                             return t.x[t.x.length - 1] === hour && t.y[t.y.length - 1] === 999.99; }""",
+            arg=[current_hour.isoformat()],
+            timeout=(REFRESH_S * 3 + 5) * 1000,
+        )
+        assert page.evaluate("window.__sameDocument") == "still here"  # no reload
+        assert page.evaluate("window.metricsDashboard.loadedAt") == loaded_at
+        assert page.evaluate("window.metricsDashboard.refreshes") > refreshes
+        assert len(chart(page, 1)["x"]) == 49
+        page.wait_for_function(
+            "(before) => document.getElementById('last-updated').textContent !== before",
+            arg=first_update,
+            timeout=(REFRESH_S * 2 + 5) * 1000,
+        )
+        assert page.text_content("#caption-1") == "Hourly · AvgResponseTime (ms)"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.wait_for_timeout(500)  # let the transition finish before the picture
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        assert problems == [], problems  # no script errors, no CSP violations
+
+        # The API goes away: the graphs stay and a clear message says so.
+        server.stop()
+        page.wait_for_selector("#error:not([hidden])", timeout=(REFRESH_S * 3 + 5) * 1000)
+        assert "Could not load" in page.text_content("#error")
+        assert len(chart(page, 1)["x"]) == 49
+        page.screenshot(path=str(ARTIFACTS / "dashboard-api-down.png"), full_page=True)
+    finally:
+        server.stop()
+        warehouse._engines.dispose()

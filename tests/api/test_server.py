@@ -1,0 +1,92 @@
+"""`metrics-pipeline api` as a process: it serves, stops cleanly, and refuses unsafe settings."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .helpers import free_port
+
+CLI = Path(sys.executable).with_name("metrics-pipeline")
+
+
+def run_api(env: dict[str, str], host: str, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(CLI), "api", "--host", host, "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_healthy(port: int, process: subprocess.Popen, timeout_s: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode}: {process.stdout.read()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("server did not answer")
+
+
+def env_for(warehouse) -> dict[str, str]:
+    # Empty values override whatever the test runner's environment holds.
+    return {
+        "METRICS_WAREHOUSE_URL": warehouse.url,
+        "METRICS_API_WORKERS": "1",
+        "METRICS_API_TOKENS_FILE": "",
+        "REDIS_URL": "",
+    }
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_cli_serves_the_api_and_stops_on_sigint(sqlite_warehouse, tokens_file, workers):
+    from .helpers import ADMIN_TOKEN
+
+    port = free_port()
+    env = {
+        **env_for(sqlite_warehouse),
+        "METRICS_API_WORKERS": workers,
+        "METRICS_API_TOKENS_FILE": str(tokens_file),
+    }
+    process = run_api(env, "127.0.0.1", port)
+    try:
+        assert wait_healthy(port, process).json()["warehouse"] == "ok"
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/api/metrics/11",
+            params={
+                "metricTypeId": 4,
+                "timeStampTypeId": 2,
+                "from": "2025-03-01",
+                "to": "2025-03-06",
+            },
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert response.status_code == 200 and len(response.json()["points"]) == 5
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+
+
+def test_the_cli_refuses_an_open_api_on_all_interfaces(sqlite_warehouse):
+    process = run_api(env_for(sqlite_warehouse), "0.0.0.0", free_port())
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 2
+    assert "METRICS_API_TOKENS_FILE" in output and "refusing" in output
+
+
+def test_the_cli_says_when_the_demo_warehouse_is_missing(tmp_path):
+    env = {"METRICS_DATA_DIR": str(tmp_path / "empty"), "METRICS_WAREHOUSE_URL": ""}
+    process = run_api(env, "127.0.0.1", free_port())
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 2
+    assert "warehouse.db does not exist" in output and "make demo" in output
