@@ -214,7 +214,9 @@ def write_kubeconfig(path: Path) -> Path:
                 "kind": "Config",
                 "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:9"}}],
                 "users": [{"name": "offline", "user": {"token": "offline"}}],
-                "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "offline"}}],
+                "contexts": [
+                    {"name": "offline", "context": {"cluster": "offline", "user": "offline"}}
+                ],
                 "current-context": "offline",
             }
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from .chart import CHART_DIR
 
@@ -47,7 +48,7 @@ def instance_db_url() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception as exc:
+    except OperationalError as exc:
         admin.dispose()
         message = f"PostgreSQL is not reachable at {PG_ADMIN_URL} (make services starts it): {exc}"
         if os.environ.get("CI"):
@@ -57,8 +58,9 @@ def instance_db_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        # Dagster's own URL: dagster-postgres uses psycopg2 with a plain postgresql:// URL.
-        yield PG_ADMIN_URL.replace("+psycopg", "").rsplit("/", 1)[0] + f"/{name}"
+        # The URL form deploy/ prescribes for the instance: dagster-postgres needs psycopg2.
+        base = PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
+        yield f"postgresql+psycopg2://{base}/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -69,8 +69,9 @@ def test_the_schema_check_catches_a_misspelt_key(values_file):
     assert any("resorces" in e for e in schema_errors(chart_schema(), typo))
     no_port = copy.deepcopy(values)
     del no_port["dagster-user-deployments"]["deployments"][0]["port"]
-    assert schema_errors(chart_schema("user-deployments.values.schema.json"),
-                         subchart_values(no_port))
+    assert schema_errors(
+        chart_schema("user-deployments.values.schema.json"), subchart_values(no_port)
+    )
 
 
 @values_files
@@ -123,7 +124,9 @@ def test_run_pods_request_resources_and_run_as_the_images_non_root_user(values_f
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
     # runAsNonRoot needs a numeric USER in the image, the same uid the pods run as.
     user_lines = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
-    assert user_lines and user_lines[-1].split(":")[0] == str(launcher["securityContext"]["runAsUser"])
+    assert user_lines and user_lines[-1].split(":")[0] == str(
+        launcher["securityContext"]["runAsUser"]
+    )
     deployment = the_deployment(values)
     assert deployment["podSecurityContext"]["runAsUser"] == launcher["securityContext"]["runAsUser"]
 

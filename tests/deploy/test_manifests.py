@@ -39,7 +39,8 @@ def test_the_run_launchers_service_account_may_create_run_jobs():
     account = launcher["service_account_name"]
     assert account in by_kind("ServiceAccount")
     bindings = [
-        b for b in by_kind("RoleBinding").values()
+        b
+        for b in by_kind("RoleBinding").values()
         if {"kind": "ServiceAccount", "name": account} in b["subjects"]
     ]
     assert bindings

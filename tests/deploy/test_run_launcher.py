@@ -121,9 +121,11 @@ def test_the_run_launcher_is_a_valid_k8s_run_launcher(source, offline_instance):
 def test_a_misspelt_launcher_key_fails_dagsters_validation(source, offline_instance):
     _, overrides = offline_instance(source)
     overrides["run_launcher"]["config"]["resorces"] = {}
-    with instance_for_test(overrides=overrides) as instance:
-        with pytest.raises(DagsterInvalidConfigError, match="resorces"):
-            _ = instance.run_launcher
+    with (
+        instance_for_test(overrides=overrides) as instance,
+        pytest.raises(DagsterInvalidConfigError, match="resorces"),
+    ):
+        _ = instance.run_launcher
 
 
 def test_the_k8s_run_launcher_cannot_be_built_without_a_service_account(tmp_path):
@@ -167,9 +169,14 @@ def test_a_run_pod_is_a_valid_job_with_our_requests_secrets_and_user(source, off
     env = {e["name"]: e for e in container.get("env", [])}
     if "postgres_password_secret" in launcher_config:  # the chart: password from its Secret
         ref = env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": launcher_config["postgres_password_secret"], "key": "postgresql-password"}
+        assert ref == {
+            "name": launcher_config["postgres_password_secret"],
+            "key": "postgresql-password",
+        }
     else:  # without Helm: the whole URL from a Secret
-        assert load_yaml(INSTANCE_YAML)["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_PG_URL"}
+        assert load_yaml(INSTANCE_YAML)["storage"]["postgres"]["postgres_url"] == {
+            "env": "DAGSTER_PG_URL"
+        }
         assert any("DAGSTER_PG_URL" in secret_keys(name) for name in secret_refs)
 
 
