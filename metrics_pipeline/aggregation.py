@@ -5,6 +5,7 @@ same code and the tests can drive it directly.
 """
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -32,7 +33,39 @@ class Outcome:
     failed: dict[int, str] = field(default_factory=dict)
     #: BillerId -> shard name, for failures that came from an unreachable shard.
     unreachable: dict[int, str] = field(default_factory=dict)
+    #: BillerId -> shard name, for billers whose Processing flag stayed set through the retries.
+    busy: dict[int, str] = field(default_factory=dict)
     shards_read: set[str] = field(default_factory=set)
+
+    @property
+    def billers_processed(self) -> int:
+        return len({b for b, _ in self.request_counts} - set(self.failed))
+
+    def summary(self) -> str:
+        """The job log's Summary: what succeeded, and every failed biller with its reason."""
+        if not self.failed:
+            return (
+                f"Job Succeeded: {self.billers_processed} biller(s), "
+                f"{len(self.request_counts)} partition(s)"
+            )
+        reasons = "; ".join(f"biller {b}: {why}" for b, why in sorted(self.failed.items()))
+        return f"Job Failed for {len(self.failed)} biller(s): {reasons}"
+
+    def failure_tags(self) -> dict[str, str]:
+        """Run tags that let sensors (and people filtering runs) tell why a run failed."""
+        kinds = []
+        if self.busy:
+            kinds.append("shard busy")
+        if self.unreachable:
+            kinds.append("shard unreachable")
+        if set(self.failed) - set(self.busy) - set(self.unreachable):
+            kinds.append("error")
+        tags = {"metrics/failure": ", ".join(kinds)}
+        if self.busy:
+            tags["metrics/busy_billers"] = ",".join(map(str, sorted(self.busy)))
+        if self.unreachable:
+            tags["metrics/unreachable_billers"] = ",".join(map(str, sorted(self.unreachable)))
+        return tags
 
     def add_stats(self, stats: WriteStats) -> None:
         for table, counts in stats.by_table.items():
@@ -62,12 +95,15 @@ def aggregate_hourly(
     shards: ShardsResource,
     warehouse: WarehouseResource,
     log: Log = lambda _m: None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
     """Read every requested (biller, hour) from its shard and upsert the three hourly rows.
 
     Shards are read in parallel, at most ``shards.max_parallel_shards`` at once; each shard gets
-    one aggregate query per chunk of hours for all its requested billers. A shard that cannot be
-    reached fails only its billers; the others are written.
+    one aggregate query per chunk of hours for all its requested billers. A biller whose
+    Processing flag is set is not read; busy billers are tried again after all the others
+    (``shards.busy_retries`` times, ``shards.busy_retry_delay_s`` apart) and fail as busy if the
+    flag stays set. A shard that cannot be reached fails only its billers; the others are written.
     """
     outcome = Outcome()
     directory: dict[int, Biller] = {b.biller_id: b for b in catalog.enabled_billers()}
@@ -100,19 +136,44 @@ def aggregate_hourly(
                 for key, partial in batch.items():
                     outcome.request_counts[key] = partial.request_count
 
-    workers = max(1, min(shards.max_parallel_shards, len(by_shard)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
-        futures = {pool.submit(read_shard, s, b): (s, b) for s, b in by_shard.items()}
-        for future in as_completed(futures):
-            shard, billers = futures[future]
-            try:
-                future.result()
-                outcome.shards_read.add(shard)
-            except ShardUnreachable as exc:
-                log(f"shard {shard} unreachable: {exc.reason}")
-                for b in billers:
-                    outcome.failed[b] = f"shard {shard} unreachable: {exc.reason}"
-                    outcome.unreachable[b] = shard
+    def attempt(shard: str, billers: list[int]) -> list[int]:
+        """Read the billers of a shard that are not busy; return the busy ones."""
+        busy = shards.busy_billers(shard, billers)
+        free = [b for b in billers if b not in busy]
+        if free:
+            read_shard(shard, free)
+        return sorted(busy)
+
+    pending = dict(by_shard)
+    for round_no in range(1 + max(0, shards.busy_retries)):
+        if round_no:
+            # Busy billers are tried again after all the others, with a bounded wait.
+            log(f"{sum(map(len, pending.values()))} busy biller(s); retrying in "
+                f"{shards.busy_retry_delay_s:g}s ({round_no}/{shards.busy_retries})")
+            sleep(shards.busy_retry_delay_s)
+        still_busy: dict[str, list[int]] = {}
+        workers = max(1, min(shards.max_parallel_shards, len(pending)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
+            futures = {pool.submit(attempt, s, b): (s, b) for s, b in pending.items()}
+            for future in as_completed(futures):
+                shard, billers = futures[future]
+                try:
+                    busy = future.result()
+                    outcome.shards_read.add(shard)
+                    if busy:
+                        still_busy[shard] = busy
+                except ShardUnreachable as exc:
+                    log(f"shard {shard} unreachable: {exc.reason}")
+                    for b in billers:
+                        outcome.failed[b] = f"shard {shard} unreachable: {exc.reason}"
+                        outcome.unreachable[b] = shard
+        pending = still_busy
+        if not pending:
+            break
+    for shard, billers in pending.items():
+        for b in billers:
+            outcome.failed[b] = f"shard busy: Processing flag still set in shard {shard}"
+            outcome.busy[b] = shard
     return outcome
 
 

@@ -4,14 +4,17 @@ import os
 
 from dagster import Definitions, definitions
 
+from metrics_pipeline.assets.checks import hourly_backlog
 from metrics_pipeline.assets.hourly import hourly_aggregates
 from metrics_pipeline.assets.rollups import daily_aggregates, weekly_aggregates
 from metrics_pipeline.assets.sources import source_specs
 from metrics_pipeline.jobs import daily_job, hourly_job, weekly_job
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.schedules import build_refresh_schedule
+from metrics_pipeline.sensors.backlog import backlog_sensor
 from metrics_pipeline.sensors.billers import billers_sensor
 from metrics_pipeline.sensors.refresh_chain import refresh_chain_sensor
+from metrics_pipeline.sensors.shard_retry import shard_retry_sensor
 
 
 def build_definitions(environ=None, resolve: bool = False) -> Definitions:
@@ -23,7 +26,8 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
         assets=[*source_specs, hourly_aggregates, daily_aggregates, weekly_aggregates],
         jobs=[hourly_job, daily_job, weekly_job],
         schedules=[build_refresh_schedule(every)],
-        sensors=[billers_sensor, refresh_chain_sensor],
+        asset_checks=[hourly_backlog],
+        sensors=[billers_sensor, refresh_chain_sensor, shard_retry_sensor, backlog_sensor],
         resources=build_resources(environ, resolve=resolve),
     )
 

@@ -2,18 +2,10 @@
 
 from datetime import datetime, timedelta
 
-from dagster import (
-    AssetExecutionContext,
-    AssetMaterialization,
-    BackfillPolicy,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-    multi_asset,
-)
+from dagster import AssetExecutionContext, BackfillPolicy, multi_asset
 from sqlalchemy.engine import make_url
 
-from metrics_pipeline.aggregation import Outcome, aggregate_hourly
+from metrics_pipeline.aggregation import aggregate_hourly
 from metrics_pipeline.assets.common import (
     CATALOG_BILLERS,
     SHARD_DETAIL,
@@ -21,9 +13,10 @@ from metrics_pipeline.assets.common import (
     aggregate_spec,
     group_by_biller,
 )
-from metrics_pipeline.partitions import hourly_partitions, parse_partition_key, partition_key
+from metrics_pipeline.assets.reporting import finish
+from metrics_pipeline.partitions import hourly_partitions, parse_partition_key
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
-from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
 from metrics_pipeline.semantics import HOURLY
 from metrics_pipeline.sql.render import render
 from metrics_pipeline.sql.source import hourly_facts_query, hourly_percentiles_query
@@ -62,56 +55,6 @@ def shard_sql(shards: ShardsResource, billers: list[int], start: datetime, end: 
     )
 
 
-def report(
-    context: AssetExecutionContext, outcome: Outcome, specs, level_sql: str, hourly: bool
-) -> list[MaterializeResult]:
-    """Per-partition metadata for what was written, then the run's result.
-
-    When some billers failed, the partitions that were written are recorded as materialized and
-    the step fails naming the others, so the UI shows exactly which partitions are missing.
-    """
-    if outcome.failed:
-        # Record the partitions that were written, so only the failed billers' show as failed.
-        for spec in specs:
-            for b, s in outcome.request_counts:
-                context.log_event(
-                    AssetMaterialization(
-                        asset_key=spec.key,
-                        partition=partition_key(b, s, hourly),
-                        metadata={"dagster/row_count": 1},
-                    )
-                )
-    if outcome.failed:
-        lines = "; ".join(f"biller {b}: {why}" for b, why in sorted(outcome.failed.items()))
-        raise Failure(
-            description=f"{len(outcome.failed)} biller(s) not aggregated: {lines}",
-            metadata={
-                "failed_billers": MetadataValue.json(sorted(outcome.failed)),
-                "unreachable_shards": MetadataValue.json(sorted(set(outcome.unreachable.values()))),
-                "written_partitions": len(outcome.request_counts),
-            },
-        )
-    results = []
-    for agg, spec in zip(AGGREGATES, specs):
-        counts = outcome.written.get(agg.table, {})
-        results.append(
-            MaterializeResult(
-                asset_key=spec.key,
-                metadata={
-                    # Every partition of the run is one row of the table.
-                    "dagster/row_count": 1,
-                    "partitions": len(outcome.request_counts),
-                    "requests": sum(outcome.request_counts.values()),
-                    "rows_inserted": counts.get("inserted", 0),
-                    "rows_updated": counts.get("updated", 0),
-                    "rows_unchanged": counts.get("unchanged", 0),
-                    "sql": MetadataValue.md(f"```sql\n{level_sql}\n```"),
-                },
-            )
-        )
-    return results
-
-
 @multi_asset(
     name="hourly_aggregates",
     specs=hourly_specs,
@@ -127,6 +70,7 @@ def hourly_aggregates(
     shards: ShardsResource,
     warehouse: WarehouseResource,
 ):
+    started = utcnow()
     requested = group_by_biller(context.partition_keys, parse_partition_key)
     outcome = aggregate_hourly(requested, catalog, shards, warehouse, log=context.log.warning)
     first = min(s for starts in requested.values() for s in starts)
@@ -134,6 +78,6 @@ def hourly_aggregates(
     context.log.info(
         f"{len(outcome.request_counts)} biller-hours written from {len(outcome.shards_read)} shard(s)"
     )
-    yield from report(context, outcome, hourly_specs, sql, hourly=True)
+    yield from finish(context, warehouse, outcome, started, hourly_specs, sql, hourly=True)
 
 

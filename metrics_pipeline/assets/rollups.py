@@ -4,7 +4,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, multi_asset
 
 from metrics_pipeline.aggregation import roll_up
 from metrics_pipeline.assets.common import aggregate_spec, asset_key, group_by_biller, rollup_dep
-from metrics_pipeline.assets.hourly import report
+from metrics_pipeline.assets.reporting import finish
 from metrics_pipeline.partitions import (
     daily_from_hourly,
     daily_partitions,
@@ -12,7 +12,7 @@ from metrics_pipeline.partitions import (
     weekly_from_daily,
     weekly_partitions,
 )
-from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
 from metrics_pipeline.semantics import DAILY, HOURLY, LEVEL_LENGTH, WEEKLY
 from metrics_pipeline.sql.render import render
 from metrics_pipeline.sql.warehouse import AGGREGATES, aggregate_rows_query, build_warehouse
@@ -52,6 +52,7 @@ weekly_specs = [
 
 
 def _run_rollup(context: AssetExecutionContext, warehouse, specs, source: int, target: int):
+    started = utcnow()
     requested = group_by_biller(context.partition_keys, parse_partition_key)
     outcome = roll_up(requested, source, target, warehouse)
     dialect = warehouse.engine().dialect
@@ -66,7 +67,7 @@ def _run_rollup(context: AssetExecutionContext, warehouse, specs, source: int, t
         for agg in AGGREGATES
     )
     context.log.info(f"{len(outcome.request_counts)} partitions rolled up")
-    yield from report(context, outcome, specs, sql, hourly=False)
+    yield from finish(context, warehouse, outcome, started, specs, sql, hourly=False)
 
 
 @multi_asset(

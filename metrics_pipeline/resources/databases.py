@@ -124,6 +124,12 @@ class ShardsResource(ConfigurableResource):
     chunk_hours: int = Field(
         default=24, description="Hours read per shard query; bounds memory and query time"
     )
+    busy_retries: int = Field(
+        default=2, description="Times a busy biller is tried again within a run, after the others"
+    )
+    busy_retry_delay_s: float = Field(
+        default=20.0, description="Wait before each retry of busy billers (bounds the run's wait)"
+    )
     connect_timeout_s: int = 15
 
     _engines: EngineCache = PrivateAttr(default_factory=EngineCache)

@@ -250,7 +250,66 @@ class WarehouseResource(ConfigurableResource):
             conn.execute(stmt, updates)
         return {"inserted": len(inserts), "updated": len(updates), "unchanged": unchanged}
 
+    def write_job_log(
+        self,
+        *,
+        run_id: str,
+        started: datetime,
+        ended: datetime,
+        processed: int,
+        skipped_busy: int,
+        failed: int,
+        failed_shards: Iterable[str],
+        summary: str,
+    ) -> None:
+        """One DataPumpMetricAggregationJobLog row per aggregation run (the seed's job log)."""
+        self.ensure_schema()
+        shards = ",".join(sorted(set(failed_shards))) or None
+        try:
+            with self.engine().begin() as conn:
+                conn.execute(
+                    self.tables.job_log.insert(),
+                    {
+                        "ShardIdWithFailures": shards,
+                        "Summary": summary[:4000],
+                        "JobStartDateTime": started,
+                        "JobEndDateTime": ended,
+                        "RunId": run_id,
+                        "BillersProcessed": processed,
+                        "BillersSkippedBusy": skipped_busy,
+                        "BillersFailed": failed,
+                    },
+                )
+        except OperationalError as exc:
+            raise self._unreachable(exc) from exc
+
     # --- reads --------------------------------------------------------------------------------
+
+    def present_keys(
+        self, level: int, billers: Iterable[int], start: datetime, end: datetime
+    ) -> set[PartialKey]:
+        """(BillerId, StartTime) of the rows of ``level`` in [start, end). The three tables are
+        written in one transaction, so one of them tells."""
+        self.ensure_schema()
+        table = self.tables.table(ERROR_RATE)
+        billers = sorted(set(billers))
+        keys: set[PartialKey] = set()
+        try:
+            with self.engine().connect() as conn:
+                for i in range(0, len(billers), 500):  # SQL Server allows ~2100 parameters
+                    query = select(table.c.BillerId, table.c.StartTime).where(
+                        and_(
+                            table.c.BillerId.in_(billers[i : i + 500]),
+                            table.c.TimeStampTypeId == level,
+                            table.c.StartTime >= start,
+                            table.c.StartTime < end,
+                        )
+                    )
+                    keys.update((int(b), as_naive_utc(t)) for b, t in conn.execute(query))
+        except OperationalError as exc:
+            raise self._unreachable(exc) from exc
+        return keys
+
 
     def read_partials(
         self, level: int, billers: Iterable[int], start: datetime, end: datetime

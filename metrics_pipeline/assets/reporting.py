@@ -1,0 +1,90 @@
+"""How an aggregation run ends: the job log row, run tags, materializations or a clear failure."""
+
+from datetime import datetime
+
+from dagster import (
+    AssetExecutionContext,
+    AssetMaterialization,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+)
+
+from metrics_pipeline.aggregation import Outcome
+from metrics_pipeline.partitions import partition_key
+from metrics_pipeline.resources.engines import DatabaseUnreachable
+from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
+from metrics_pipeline.sql.warehouse import AGGREGATES
+
+
+def finish(
+    context: AssetExecutionContext,
+    warehouse: WarehouseResource,
+    outcome: Outcome,
+    started: datetime,
+    specs,
+    level_sql: str,
+    hourly: bool,
+) -> list[MaterializeResult]:
+    """Write the job log row, then report the run's result.
+
+    When some billers failed, the partitions that were written are recorded as materialized, the
+    run is tagged with why (``metrics/failure``: shard busy / shard unreachable / error, and the
+    billers), and the step fails naming them, so the UI shows exactly which partitions are
+    missing and why, and the retry sensor knows what to request again.
+    """
+    try:
+        warehouse.write_job_log(
+            run_id=context.run_id,
+            started=started,
+            ended=utcnow(),
+            processed=outcome.billers_processed,
+            skipped_busy=len(outcome.busy),
+            failed=len(set(outcome.failed) - set(outcome.busy)),
+            failed_shards=set(outcome.busy.values()) | set(outcome.unreachable.values()),
+            summary=outcome.summary(),
+        )
+    except DatabaseUnreachable as exc:
+        context.log.warning(f"job log not written: {exc}")
+    if outcome.failed:
+        # Record the partitions that were written, so only the failed billers' show as failed.
+        for spec in specs:
+            for b, s in outcome.request_counts:
+                context.log_event(
+                    AssetMaterialization(
+                        asset_key=spec.key,
+                        partition=partition_key(b, s, hourly),
+                        metadata={"dagster/row_count": 1},
+                    )
+                )
+    if outcome.failed:
+        context.instance.add_run_tags(context.run_id, outcome.failure_tags())
+        lines = "; ".join(f"biller {b}: {why}" for b, why in sorted(outcome.failed.items()))
+        raise Failure(
+            description=f"{len(outcome.failed)} biller(s) not aggregated: {lines}",
+            metadata={
+                "failed_billers": MetadataValue.json(sorted(outcome.failed)),
+                "busy_billers": MetadataValue.json(sorted(outcome.busy)),
+                "unreachable_shards": MetadataValue.json(sorted(set(outcome.unreachable.values()))),
+                "written_partitions": len(outcome.request_counts),
+            },
+        )
+    results = []
+    for agg, spec in zip(AGGREGATES, specs):
+        counts = outcome.written.get(agg.table, {})
+        results.append(
+            MaterializeResult(
+                asset_key=spec.key,
+                metadata={
+                    # Every partition of the run is one row of the table.
+                    "dagster/row_count": 1,
+                    "partitions": len(outcome.request_counts),
+                    "requests": sum(outcome.request_counts.values()),
+                    "rows_inserted": counts.get("inserted", 0),
+                    "rows_updated": counts.get("updated", 0),
+                    "rows_unchanged": counts.get("unchanged", 0),
+                    "sql": MetadataValue.md(f"```sql\n{level_sql}\n```"),
+                },
+            )
+        )
+    return results
