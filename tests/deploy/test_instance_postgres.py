@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 
 from metrics_pipeline.assets.hourly import hourly_specs
 from metrics_pipeline.definitions import build_definitions
+from metrics_pipeline.demo import DEMO_BILLERS
 from metrics_pipeline.partitions import billers_partitions
 
 from .chart import INSTANCE_YAML, VALUES_FILES, load_yaml
@@ -193,7 +194,7 @@ query { workspaceOrError { __typename ... on Workspace { locationEntries {
 """
 SENSOR_QUERY = """
 query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
-  __typename ... on Sensor { sensorState { id status } } } }
+  __typename ... on Sensor { sensorState { id status ticks(limit: 1) { status } } } } }
 """
 STOP_SENSOR = """
 mutation ($id: String!) { stopSensor(id: $id) { __typename
@@ -293,7 +294,16 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
 
         repo = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
         sensor = {**repo, "sensorName": "billers_sensor"}
-        state = gql(SENSOR_QUERY, selector=sensor)["sensorOrError"]["sensorState"]
+
+        def first_sensor_tick_done():
+            state = gql(SENSOR_QUERY, selector=sensor)["sensorOrError"]["sensorState"]
+            ticks = state["ticks"]
+            return state if ticks and ticks[0]["status"] != "STARTED" else None
+
+        # The daemon evaluates billers_sensor (RUNNING by default) soon after it starts; the
+        # next tick is a minute later, so stopping it now does not race a tick in flight.
+        state = wait_for("billers_sensor's first tick", first_sensor_tick_done, 90, processes)
+        assert state["ticks"][0]["status"] in ("SUCCESS", "SKIPPED"), state
         stopped = gql(STOP_SENSOR, id=state["id"])["stopSensor"]
         assert stopped["instigationState"]["status"] == "STOPPED", stopped
         cursor = gql(SET_CURSOR, selector=sensor, cursor="cursor-set-by-test")["setSensorCursor"]
@@ -345,7 +355,9 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
         assert states["refresh_schedule"].status.value == "STOPPED"
         assert states["billers_sensor"].status.value == "STOPPED"
         assert states["billers_sensor"].instigator_data.cursor == "cursor-set-by-test"
-        assert "101" in restarted.get_dynamic_partitions(billers_partitions.name)
+        # billers_sensor, run by the daemon, registered every enabled biller of the demo catalog.
+        enabled = {str(b.biller_id) for b in DEMO_BILLERS if b.enabled}
+        assert set(restarted.get_dynamic_partitions(billers_partitions.name)) == enabled
     finally:
         restarted.dispose()
     assert warehouse_rows(dagster_home, 101) > 0
