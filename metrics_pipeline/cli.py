@@ -104,19 +104,20 @@ def contiguous_groups(order: Sequence[str], selected: set[int]) -> list[list[str
     return groups
 
 
-def _failure_details(result) -> tuple[list[int], str]:
+def _failure_details(result, group: list[str]) -> dict[int, str]:
+    """{BillerId: reason} from a failed run: the asset's failure metadata when it has some,
+    else the error's first line for every biller of the run."""
     for event in result.all_events:
         if event.is_step_failure:
             data = event.step_failure_data
-            meta = data.user_failure_data.metadata if data.user_failure_data else {}
-            billers = meta.get("failed_billers")
+            if data.user_failure_data and "reasons" in data.user_failure_data.metadata:
+                reasons = data.user_failure_data.metadata["reasons"].value
+                return {int(b): why for b, why in reasons.items()}
             message = (
-                data.user_failure_data.description
-                if data.user_failure_data
-                else (data.error.message.strip().splitlines()[0] if data.error else "step failed")
+                data.error.message.strip().splitlines()[0] if data.error else "step failed"
             )
-            return (list(billers.value) if billers is not None else []), message
-    return [], "run failed"
+            return {int(b): message for b in group}
+    return {int(b): "run failed" for b in group}
 
 
 def materialize_window(
@@ -197,10 +198,9 @@ def materialize_window(
         if result.success:
             res.partitions += n
         else:
-            failed, message = _failure_details(result)
-            for b in failed or [int(k) for k in group]:
-                res.failed[b] = message
-            res.partitions += n - len(failed or group) * len(_windows_between(level, windows))
+            failed = _failure_details(result, group)
+            res.failed.update(failed)
+            res.partitions += n - len(failed) * len(_windows_between(level, windows))
         progress.advance(n, level)
 
     step = timedelta(days=max(1, chunk_days))
@@ -259,7 +259,9 @@ def print_summary(out, warehouse, billers, first, stop, results, elapsed) -> Non
         f"{len(billers)} billers, {elapsed:.1f}s\n"
     )
     for level, res in results.items():
+        busy = sorted(b for b, why in res.failed.items() if why.startswith("shard busy"))
         status = f", {len(res.failed)} biller(s) FAILED" if res.failed else ""
+        status += f" (busy: {', '.join(map(str, busy))})" if busy else ""
         out.write(f"  {level:<7} {res.partitions:>6} partitions in {res.runs} runs{status}\n")
     partials = warehouse.read_partials(DAILY, billers, first, stop)
     out.write(

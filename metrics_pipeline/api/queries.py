@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, Table, TextClause, and_, select, text
+from sqlalchemy import Float, Select, Table, TextClause, and_, select, text, type_coerce
 
 from metrics_pipeline.semantics import METRIC_TYPES, MetricType
 from metrics_pipeline.sql.warehouse import (
@@ -67,7 +67,9 @@ def series_query(
     table = wh.table(source.aggregate)
     columns = [table.c.StartTime, table.c.RequestCount]
     if source.value_column is not None and source.value_column != "RequestCount":
-        columns.append(table.c[source.value_column])
+        # The columns hold 2 decimals; read as float (the JSON number) without a Decimal per row.
+        value = table.c[source.value_column]
+        columns.append(type_coerce(value, Float()).label(value.name))
     columns.extend(table.c[name] for name in source.extra_columns)
     conditions = [
         table.c.BillerId == biller_id,

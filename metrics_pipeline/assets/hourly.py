@@ -13,7 +13,7 @@ from metrics_pipeline.assets.common import (
     aggregate_spec,
     group_by_biller,
 )
-from metrics_pipeline.assets.reporting import finish
+from metrics_pipeline.assets.reporting import finish, plain_failures
 from metrics_pipeline.partitions import hourly_partitions, parse_partition_key
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
@@ -72,7 +72,8 @@ def hourly_aggregates(
 ):
     started = utcnow()
     requested = group_by_biller(context.partition_keys, parse_partition_key)
-    outcome = aggregate_hourly(requested, catalog, shards, warehouse, log=context.log.warning)
+    with plain_failures():
+        outcome = aggregate_hourly(requested, catalog, shards, warehouse, log=context.log.warning)
     first = min(s for starts in requested.values() for s in starts)
     sql = shard_sql(shards, sorted(requested), first, first + timedelta(hours=shards.chunk_hours))
     context.log.info(

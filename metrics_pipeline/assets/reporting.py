@@ -1,5 +1,6 @@
 """How an aggregation run ends: the job log row, run tags, materializations or a clear failure."""
 
+from contextlib import contextmanager
 from datetime import datetime
 
 from dagster import (
@@ -12,9 +13,19 @@ from dagster import (
 
 from metrics_pipeline.aggregation import Outcome
 from metrics_pipeline.partitions import partition_key
-from metrics_pipeline.resources.engines import DatabaseUnreachable
+from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
 from metrics_pipeline.sql.warehouse import AGGREGATES
+
+
+@contextmanager
+def plain_failures():
+    """An unreachable database or a bad setting fails the step with one readable line (and the
+    transaction in flight rolls back), instead of a wrapped driver traceback."""
+    try:
+        yield
+    except (DatabaseUnreachable, ConfigurationError) as exc:
+        raise Failure(description=str(exc), metadata={"error": type(exc).__name__}) from exc
 
 
 def finish(
@@ -64,6 +75,7 @@ def finish(
             description=f"{len(outcome.failed)} biller(s) not aggregated: {lines}",
             metadata={
                 "failed_billers": MetadataValue.json(sorted(outcome.failed)),
+                "reasons": MetadataValue.json({str(b): why for b, why in outcome.failed.items()}),
                 "busy_billers": MetadataValue.json(sorted(outcome.busy)),
                 "unreachable_shards": MetadataValue.json(sorted(set(outcome.unreachable.values()))),
                 "written_partitions": len(outcome.request_counts),

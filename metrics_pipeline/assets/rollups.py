@@ -4,7 +4,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, multi_asset
 
 from metrics_pipeline.aggregation import roll_up
 from metrics_pipeline.assets.common import aggregate_spec, asset_key, group_by_biller, rollup_dep
-from metrics_pipeline.assets.reporting import finish
+from metrics_pipeline.assets.reporting import finish, plain_failures
 from metrics_pipeline.partitions import (
     daily_from_hourly,
     daily_partitions,
@@ -54,7 +54,8 @@ weekly_specs = [
 def _run_rollup(context: AssetExecutionContext, warehouse, specs, source: int, target: int):
     started = utcnow()
     requested = group_by_biller(context.partition_keys, parse_partition_key)
-    outcome = roll_up(requested, source, target, warehouse)
+    with plain_failures():
+        outcome = roll_up(requested, source, target, warehouse)
     dialect = warehouse.engine().dialect
     first = min(s for starts in requested.values() for s in starts)
     sql = "\n\n".join(

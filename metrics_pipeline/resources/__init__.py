@@ -38,9 +38,15 @@ def resource_urls(environ: Mapping[str, str] | None = None, resolve: bool = True
 
 def build_resources(environ: Mapping[str, str] | None = None, resolve: bool = False) -> dict:
     """The resources of the code location (``resolve=True`` gives plain values, for the CLI)."""
+    environ = os.environ if environ is None else environ
     urls = resource_urls(environ, resolve)
     return {
         "catalog": CatalogResource(url=urls["catalog"]),
-        "shards": ShardsResource(url_template=urls["shards"]),
+        "shards": ShardsResource(
+            url_template=urls["shards"],
+            busy_retries=int(environ.get("METRICS_BUSY_RETRIES", 2)),
+            busy_retry_delay_s=float(environ.get("METRICS_BUSY_RETRY_DELAY_S", 20)),
+            max_parallel_shards=int(environ.get("METRICS_MAX_PARALLEL_SHARDS", 4)),
+        ),
         "warehouse": WarehouseResource(url=urls["warehouse"]),
     }

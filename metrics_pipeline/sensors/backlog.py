@@ -8,6 +8,7 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    SensorDefinition,
     sensor,
 )
 
@@ -20,17 +21,7 @@ from metrics_pipeline.resources.warehouse import WarehouseResource
 BACKLOG_TAG = {"metrics/backlog": "true"}
 
 
-@sensor(
-    name="backlog_sensor",
-    minimum_interval_seconds=300,
-    default_status=DefaultSensorStatus.RUNNING,
-    asset_selection=AssetSelection.groups("metrics_hourly", "metrics_daily", "metrics_weekly"),
-    description="Finds hourly partitions missing from the warehouse or failed within the "
-    "look-back window and launches one backfill for them (and their days and weeks); at most one "
-    "per tick, none while its previous backfill is in flight. Reports the hourly_backlog check, "
-    "which fails with severity ERROR above the alert threshold.",
-)
-def backlog_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
+def _backlog_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
     in_flight = backfills_in_flight(context.instance, BACKLOG_TAG)
     if in_flight:
         return SkipReason(f"backfill {in_flight[0]} is still in flight")
@@ -50,3 +41,18 @@ def backlog_sensor(context: SensorEvaluationContext, warehouse: WarehouseResourc
         context.repository_def.asset_graph, backfill_partitions(backlog.gaps), tags=BACKLOG_TAG
     )
     return SensorResult(run_requests=[request], asset_events=[evaluation])
+
+
+def build_backlog_sensor(minimum_interval_seconds: int = 300) -> SensorDefinition:
+    return sensor(name="backlog_sensor",
+    minimum_interval_seconds=minimum_interval_seconds,
+    default_status=DefaultSensorStatus.RUNNING,
+    asset_selection=AssetSelection.groups("metrics_hourly", "metrics_daily", "metrics_weekly"),
+    description="Finds hourly partitions missing from the warehouse or failed within the "
+    "look-back window and launches one backfill for them (and their days and weeks); at most one "
+    "per tick, none while its previous backfill is in flight. Reports the hourly_backlog check, "
+    "which fails with severity ERROR above the alert threshold.",
+    )(_backlog_sensor)
+
+
+backlog_sensor = build_backlog_sensor()

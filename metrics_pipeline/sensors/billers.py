@@ -5,6 +5,7 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    SensorDefinition,
     sensor,
 )
 
@@ -19,14 +20,7 @@ def partition_changes(current: list[str], enabled: list[int]) -> tuple[list[str]
     return [k for k in wanted if k not in have], [k for k in current if k not in set(wanted)]
 
 
-@sensor(
-    name="billers_sensor",
-    minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Adds a 'billers' partition for each biller newly enabled in the catalog and "
-    "removes the partition of a disabled one; its warehouse history is kept.",
-)
-def billers_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
+def _billers_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
     enabled = [b.biller_id for b in catalog.enabled_billers()]
     current = context.instance.get_dynamic_partitions(billers_partitions.name)
     added, removed = partition_changes(current, enabled)
@@ -39,3 +33,15 @@ def billers_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
     if removed:
         requests.append(billers_partitions.build_delete_request(removed))
     return SensorResult(dynamic_partitions_requests=requests)
+
+
+def build_billers_sensor(minimum_interval_seconds: int = 60) -> SensorDefinition:
+    return sensor(name="billers_sensor",
+    minimum_interval_seconds=minimum_interval_seconds,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Adds a 'billers' partition for each biller newly enabled in the catalog and "
+    "removes the partition of a disabled one; its warehouse history is kept.",
+    )(_billers_sensor)
+
+
+billers_sensor = build_billers_sensor()

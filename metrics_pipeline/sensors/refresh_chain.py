@@ -9,6 +9,7 @@ from dagster import (
     RunsFilter,
     SensorEvaluationContext,
     SensorResult,
+    SensorDefinition,
     sensor,
 )
 
@@ -20,15 +21,7 @@ NEXT_LEVEL = {"hourly": "daily", "daily": "weekly"}
 DONE = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
 
 
-@sensor(
-    name="refresh_chain_sensor",
-    minimum_interval_seconds=30,
-    default_status=DefaultSensorStatus.RUNNING,
-    jobs=[daily_job, weekly_job],
-    description="When a refresh run of one level ends, launches the next level for the same "
-    "windows of every biller (also after a partial failure: the other billers' rows are fresh).",
-)
-def refresh_chain_sensor(context: SensorEvaluationContext):
+def _refresh_chain_sensor(context: SensorEvaluationContext):
     cursor = json.loads(context.cursor) if context.cursor else {}
     billers = context.instance.get_dynamic_partitions(billers_partitions.name)
     requests = []
@@ -53,3 +46,15 @@ def refresh_chain_sensor(context: SensorEvaluationContext):
             cursor[level] = record.update_timestamp.timestamp()
     return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
+
+def build_refresh_chain_sensor(minimum_interval_seconds: int = 30) -> SensorDefinition:
+    return sensor(name="refresh_chain_sensor",
+    minimum_interval_seconds=minimum_interval_seconds,
+    default_status=DefaultSensorStatus.RUNNING,
+    jobs=[daily_job, weekly_job],
+    description="When a refresh run of one level ends, launches the next level for the same "
+    "windows of every biller (also after a partial failure: the other billers' rows are fresh).",
+    )(_refresh_chain_sensor)
+
+
+refresh_chain_sensor = build_refresh_chain_sensor()

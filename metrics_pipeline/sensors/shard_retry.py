@@ -17,6 +17,7 @@ from dagster import (
     RunsFilter,
     SensorEvaluationContext,
     SkipReason,
+    SensorDefinition,
     sensor,
 )
 
@@ -101,15 +102,7 @@ def retry_request(run_id: str, biller: int, hours: list[datetime], attempt: int,
     )
 
 
-@sensor(
-    name="shard_retry_sensor",
-    minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.RUNNING,
-    jobs=[hourly_job],
-    description="Re-requests the hourly partitions that failed because a shard was busy (once its "
-    "Processing flag clears) or unreachable (with exponential backoff, once it answers).",
-)
-def shard_retry_sensor(
+def _shard_retry_sensor(
     context: SensorEvaluationContext, catalog: CatalogResource, shards: ShardsResource
 ):
     settings = RetrySettings.from_env()
@@ -176,3 +169,16 @@ def shard_retry_sensor(
     if not requests:
         return SkipReason(f"waiting for billers {sorted(set(waiting))}" if waiting else "nothing to retry")
     return requests
+
+
+def build_shard_retry_sensor(minimum_interval_seconds: int = 60) -> SensorDefinition:
+    return sensor(name="shard_retry_sensor",
+    minimum_interval_seconds=minimum_interval_seconds,
+    default_status=DefaultSensorStatus.RUNNING,
+    jobs=[hourly_job],
+    description="Re-requests the hourly partitions that failed because a shard was busy (once its "
+    "Processing flag clears) or unreachable (with exponential backoff, once it answers).",
+    )(_shard_retry_sensor)
+
+
+shard_retry_sensor = build_shard_retry_sensor()
