@@ -18,7 +18,7 @@ STATUS_ASSET = AssetKey("error_rate_hourly")
 
 @dataclass(frozen=True)
 class BacklogSettings:
-    lookback_days: int = 7
+    lookback_hours: int = 7 * 24
     #: Recent hours are the refresh schedule's and the retry sensor's to fill.
     settle_hours: int = 2
     alert_threshold: int = 48
@@ -27,14 +27,14 @@ class BacklogSettings:
     def from_env(cls, environ=None) -> "BacklogSettings":
         env = os.environ if environ is None else environ
         return cls(
-            lookback_days=int(env.get("METRICS_BACKLOG_LOOKBACK_DAYS", cls.lookback_days)),
+            lookback_hours=int(env.get("METRICS_BACKLOG_LOOKBACK_HOURS", cls.lookback_hours)),
             settle_hours=int(env.get("METRICS_BACKLOG_SETTLE_HOURS", cls.settle_hours)),
             alert_threshold=int(env.get("METRICS_BACKLOG_ALERT_THRESHOLD", cls.alert_threshold)),
         )
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:
         end = hour_start(now) - timedelta(hours=self.settle_hours)
-        return end - timedelta(days=self.lookback_days), end
+        return end - timedelta(hours=self.lookback_hours), end
 
 
 @dataclass

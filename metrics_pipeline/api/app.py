@@ -26,11 +26,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from metrics_pipeline.api.auth import LOOPBACK_PRINCIPAL, Principal, load_tokens, token_digest
 from metrics_pipeline.api.cache import MetadataCache
 from metrics_pipeline.api.paging import BadToken, Cursor
 from metrics_pipeline.api.reader import WarehouseReader
+from metrics_pipeline.api.series_cache import SeriesCache
 from metrics_pipeline.api.settings import MAX_POINTS, ApiSettings, is_loopback
 from metrics_pipeline.api.vendor import ChartLibrary
 from metrics_pipeline.resources.engines import safe_url
@@ -150,10 +152,10 @@ def _json(body: Any, headers: dict[str, str] | None = None) -> Response:
     )
 
 
-def _json_with_points(head: dict, points) -> Response:
-    """``head`` plus ``"points": [...]``, the points written straight to JSON text: a page holds
-    up to 1000 of them and this is the API's hot path. Values are ints or floats whose repr is
-    the shortest exact form (the warehouse keeps 2 decimals), never NaN."""
+def points_json(head: dict, points) -> bytes:
+    """``head`` plus ``"points": [...]`` as JSON. The points are written straight to text: a page
+    holds up to 1000 of them and this is the API's hot path. Values are ints or floats whose repr
+    is the shortest exact form (the warehouse keeps 2 decimals), never NaN."""
     rows = ",".join(
         [
             f'{{"t":"{t.isoformat()}Z","value":{"null" if v is None else repr(v)},'
@@ -162,10 +164,14 @@ def _json_with_points(head: dict, points) -> Response:
         ]
     )
     text = json.dumps(head, separators=(",", ":"))
+    return f'{text[:-1]},"points":[{rows}]}}'.encode()
+
+
+def _series_response(body: bytes, cache: str) -> Response:
     return Response(
-        f'{text[:-1]},"points":[{rows}]}}',
+        body,
         media_type="application/json",
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", "X-Cache": cache},
     )
 
 
@@ -202,7 +208,7 @@ def state_of(request: Request) -> AppState:
     return request.app.state.metrics
 
 
-def principal(
+async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
@@ -227,6 +233,30 @@ def principal(
 Caller = Annotated[Principal, Depends(principal)]
 
 
+class SecurityHeaders:
+    """Adds nosniff and no-referrer to every answer (plain ASGI: no per-request task)."""
+
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in self.HEADERS if h[0] not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 # --- the application ----------------------------------------------------------------------------
 
 
@@ -242,6 +272,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         timeout_s=settings.redis_timeout_s,
         retry_after_s=settings.redis_retry_after_s,
     )
+    series_cache = SeriesCache(settings.series_cache_s)
     state = AppState(settings, reader, cache, tokens, ChartLibrary.from_package())
 
     @asynccontextmanager
@@ -287,12 +318,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         log.error("warehouse error on %s: %s", request.url.path, exc)
         return _error_response(503, "the warehouse is unavailable; try again later")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/api/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
     def health(request: Request) -> Response:
@@ -319,7 +345,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         response_model=MetricSeries,
         responses={**ERRORS, 404: {"model": ErrorBody, "description": "No data for the biller"}},
     )
-    def metrics(
+    async def metrics(
         who: Caller,
         billerId: Annotated[int, PathParam(ge=1, le=MAX_INT32, description="BillerId")],
         metricTypeId: Annotated[int, Query(description="A MetricTypeId (1-8)")],
@@ -390,21 +416,30 @@ def create_app(settings: ApiSettings) -> FastAPI:
             start, end, after = cursor.start, cursor.end, cursor.after
         if start > end:
             raise ApiError(400, f"from: {utc_iso(start)} is after to {utc_iso(end)}", "from")
-        points, more = reader.series(metric.id, billerId, level.id, start, end, after, limit)
-        if not points and after is None and not reader.biller_exists(billerId):
-            raise ApiError(404, f"billerId: no data for biller {billerId}", "billerId")
-        token = None
-        if more:
-            token = Cursor(billerId, metric.id, level.id, start, end, points[-1][0]).encode()
-        head = {
-            "billerId": billerId,
-            "metricType": {"id": metric.id, "name": metric.name, "unit": metric.unit},
-            "timeStampType": {"id": level.id, "name": level.name},
-            "from": utc_iso(start),
-            "to": utc_iso(end),
-            "continuationToken": token,
-        }
-        return _json_with_points(head, points)
+
+        def load() -> bytes:
+            points, more = reader.series(metric.id, billerId, level.id, start, end, after, limit)
+            if not points and after is None and not reader.biller_exists(billerId):
+                raise ApiError(404, f"billerId: no data for biller {billerId}", "billerId")
+            token = None
+            if more:
+                token = Cursor(billerId, metric.id, level.id, start, end, points[-1][0]).encode()
+            head = {
+                "billerId": billerId,
+                "metricType": {"id": metric.id, "name": metric.name, "unit": metric.unit},
+                "timeStampType": {"id": level.id, "name": level.name},
+                "from": utc_iso(start),
+                "to": utc_iso(end),
+                "continuationToken": token,
+            }
+            return points_json(head, points)
+
+        # Validation and cache hits stay on the event loop; the warehouse read goes to a thread.
+        body, how = await series_cache.get_or_load(
+            (billerId, metric.id, level.id, start, end, after, limit),
+            lambda: run_in_threadpool(load),
+        )
+        return _series_response(body, how)
 
     @app.get("/api/metric-types", response_model=list[MetricTypeOut], responses=ERRORS)
     def metric_types(who: Caller) -> Response:

@@ -18,7 +18,6 @@ from metrics_pipeline.resources.engines import DatabaseUnreachable, create_db_en
 from metrics_pipeline.sql.source import as_naive_utc
 from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
 
-
 #: One point: the window's StartTime (naive UTC), the value, and the window's RequestCount.
 Point = tuple[datetime, int | float | None, int | None]
 

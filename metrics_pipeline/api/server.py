@@ -26,6 +26,7 @@ API_VARIABLES = (
     "METRICS_API_CACHE_PREFIX",
     "METRICS_API_CACHE_TTL_SECONDS",
     "METRICS_DASHBOARD_REFRESH_SECONDS",
+    "METRICS_API_SERIES_CACHE_SECONDS",
 )
 
 
@@ -43,6 +44,13 @@ def workers_of(environ: Mapping[str, str]) -> int:
     if workers < 1:
         raise ConfigurationError(f"METRICS_API_WORKERS: must be at least 1, got {workers}")
     return workers
+
+
+def access_log_of(environ: Mapping[str, str]) -> bool:
+    raw = (environ.get("METRICS_API_ACCESS_LOG") or "1").strip().lower()
+    if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigurationError(f"METRICS_API_ACCESS_LOG: expected 1 or 0, got {raw!r}")
+    return raw in ("1", "true", "yes", "on")
 
 
 def check_exposure(host: str, settings: ApiSettings) -> None:
@@ -65,10 +73,12 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
     settings = ApiSettings.from_environ(environ)
     check_exposure(host, settings)
     workers = workers_of(environ)
+    access_log = access_log_of(environ)
     app = create_app(settings)  # validates tokens file, Redis URL and warehouse URL up front
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if workers == 1:
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
+        server = uvicorn.Server(config)
         try:
             server.run()
         except KeyboardInterrupt:
@@ -86,6 +96,7 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
             port=port,
             workers=workers,
             log_level="info",
+            access_log=access_log,
         )
     except SystemExit as exc:
         return EXIT_FAILED if exc.code else EXIT_OK

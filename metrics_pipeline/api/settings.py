@@ -40,6 +40,8 @@ class ApiSettings:
     #: After a Redis failure, skip the cache this long before trying it again.
     redis_retry_after_s: float = 30.0
     refresh_seconds: int = 60
+    #: Seconds an /api/metrics answer is reused for the same query (0: never).
+    series_cache_s: int = 5
     db_schema: str | None = None
     max_billers: int = 10000
 
@@ -55,6 +57,7 @@ class ApiSettings:
             refresh_seconds=_int(
                 environ, "METRICS_DASHBOARD_REFRESH_SECONDS", cls.refresh_seconds, 1
             ),
+            series_cache_s=_int(environ, "METRICS_API_SERIES_CACHE_SECONDS", cls.series_cache_s, 0),
         )
 
 

@@ -46,7 +46,7 @@ def backlog_evaluation(backlog: Backlog, settings: BacklogSettings) -> AssetChec
     name=CHECK_NAME,
     description="Fails (severity ERROR) when more hourly partitions than "
     "METRICS_BACKLOG_ALERT_THRESHOLD are missing or failed in the look-back window "
-    "(METRICS_BACKLOG_LOOKBACK_DAYS, default 7). backlog_sensor evaluates it on every tick and "
+    "(METRICS_BACKLOG_LOOKBACK_HOURS, default 168). backlog_sensor evaluates it on every tick and "
     "launches the backfill that mends them.",
 )
 def hourly_backlog(context: AssetCheckExecutionContext, warehouse: WarehouseResource):

@@ -223,7 +223,7 @@ def test_backlog_sensor_launches_one_backfill_for_missing_and_failed_partitions(
     env, instance, monkeypatch
 ):
     now = datetime.utcnow()
-    monkeypatch.setenv("METRICS_BACKLOG_LOOKBACK_DAYS", "1")
+    monkeypatch.setenv("METRICS_BACKLOG_LOOKBACK_HOURS", "24")
     monkeypatch.setenv("METRICS_BACKLOG_SETTLE_HOURS", "2")
     monkeypatch.setenv("METRICS_BACKLOG_ALERT_THRESHOLD", "10")
     end = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)

@@ -170,7 +170,10 @@
     const metric = dashboard.metricTypes.find((m) => String(m.id) === metricId);
     busy = true;
     try {
-      const to = new Date();
+      // Hour-aligned range: the same for every viewer within the hour (so the server can reuse
+      // its answer) and still ending after the current hour's window starts.
+      const hour = 3600000;
+      const to = new Date((Math.floor(Date.now() / hour) + 1) * hour);
       const from = new Date(to.getTime() - Number(el("period").value) * 86400000);
       const all = await Promise.all(
         LEVELS.map((level) => fetchSeries(biller, metricId, level, from.toISOString(), to.toISOString()))
