@@ -7,21 +7,18 @@ the API and sees the error message. A screenshot is kept in test-artifacts/.
 """
 
 import json
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from metrics_pipeline.api import ApiSettings, create_app
 from metrics_pipeline.api.auth import token_digest
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch, window
 
-from .helpers import free_port
+from .helpers import ThreadedServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -33,28 +30,6 @@ REFRESH_S = 2
 def partial(requests: int, avg_ms: str) -> Partial:
     total = Decimal(avg_ms) * requests
     return Partial(requests, 1, 0, requests, total, Sketch(), {50: None, 95: None, 99: None})
-
-
-class ThreadedServer:
-    """uvicorn serving an app in a background thread until stop()."""
-
-    def __init__(self, app, port: int):
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
 
 
 @pytest.fixture

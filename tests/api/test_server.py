@@ -90,3 +90,21 @@ def test_the_cli_says_when_the_demo_warehouse_is_missing(tmp_path):
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 2
     assert "warehouse.db does not exist" in output and "make demo" in output
+
+
+def test_open_mode_refuses_clients_forwarded_by_a_local_proxy(sqlite_warehouse):
+    from metrics_pipeline.api import ApiSettings, create_app
+
+    from .helpers import ThreadedServer
+
+    port = free_port()
+    server = ThreadedServer(create_app(ApiSettings(warehouse_url=sqlite_warehouse.url)), port)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}/api/billers"
+        assert httpx.get(url).status_code == 200
+        forwarded = httpx.get(url, headers={"X-Forwarded-For": "203.0.113.7"})
+        assert forwarded.status_code == 401
+        assert "loopback" in forwarded.json()["detail"]
+    finally:
+        server.stop()

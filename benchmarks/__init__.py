@@ -1,0 +1,1 @@
+"""Benchmarks (not timed tests): see docs/benchmarks.md."""
