@@ -79,7 +79,8 @@ def _span(starts: list[datetime], length: timedelta) -> tuple[datetime, datetime
 
 
 def _batches(starts: list[datetime], size: int, length: timedelta) -> list[list[datetime]]:
-    """Sorted window starts cut into batches of at most ``size`` windows spanning ``size`` windows."""
+    """Sorted window starts cut into batches of at most ``size`` windows, spanning at most
+    ``size`` windows of time each."""
     batches: list[list[datetime]] = []
     for start in starts:
         if batches and len(batches[-1]) < size and start < batches[-1][0] + size * length:
@@ -148,8 +149,10 @@ def aggregate_hourly(
     for round_no in range(1 + max(0, shards.busy_retries)):
         if round_no:
             # Busy billers are tried again after all the others, with a bounded wait.
-            log(f"{sum(map(len, pending.values()))} busy biller(s); retrying in "
-                f"{shards.busy_retry_delay_s:g}s ({round_no}/{shards.busy_retries})")
+            log(
+                f"{sum(map(len, pending.values()))} busy biller(s); retrying in "
+                f"{shards.busy_retry_delay_s:g}s ({round_no}/{shards.busy_retries})"
+            )
             sleep(shards.busy_retry_delay_s)
         still_busy: dict[str, list[int]] = {}
         workers = max(1, min(shards.max_parallel_shards, len(pending)))

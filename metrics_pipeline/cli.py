@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
@@ -32,7 +32,7 @@ def parse_time(text: str, what: str) -> datetime:
     except ValueError:
         raise UsageError(f"{what}: not an ISO 8601 date or time: {text!r}") from None
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -46,7 +46,7 @@ def parse_billers(text: str | None) -> list[int] | None:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -68,8 +68,7 @@ class Progress:
         rate = self.done / elapsed
         left = (self.total - self.done) / rate if rate else 0
         self.stream.write(
-            f"\r{label:<7} {self.done}/{self.total} partitions  {rate:7.1f}/s  "
-            f"{left:5.0f}s left   "
+            f"\r{label:<7} {self.done}/{self.total} partitions  {rate:7.1f}/s  {left:5.0f}s left   "
         )
         self.stream.flush()
 
@@ -113,9 +112,7 @@ def _failure_details(result, group: list[str]) -> dict[int, str]:
             if data.user_failure_data and "reasons" in data.user_failure_data.metadata:
                 reasons = data.user_failure_data.metadata["reasons"].value
                 return {int(b): why for b, why in reasons.items()}
-            message = (
-                data.error.message.strip().splitlines()[0] if data.error else "step failed"
-            )
+            message = data.error.message.strip().splitlines()[0] if data.error else "step failed"
             return {int(b): message for b in group}
     return {int(b): "run failed" for b in group}
 
@@ -150,7 +147,10 @@ def materialize_window(
         raise UsageError(f"--start {start.isoformat()} is in the future")
     # Whole weeks, so every day and week the window touches is complete and exact.
     first = week_start(start)
-    stop = min(week_start(end - timedelta(microseconds=1)) + LEVEL_LENGTH[WEEKLY], last_hour + timedelta(hours=1))
+    stop = min(
+        week_start(end - timedelta(microseconds=1)) + LEVEL_LENGTH[WEEKLY],
+        last_hour + timedelta(hours=1),
+    )
 
     resources = build_resources(environ, resolve=True)
     catalog_billers = resources["catalog"].enabled_billers()
@@ -241,7 +241,7 @@ def ensure_dagster_home(path: str) -> str:
 
 
 def _windows_between(level: str, windows: list[datetime]) -> list[datetime]:
-    from metrics_pipeline.semantics import LEVEL_LENGTH, window
+    from metrics_pipeline.semantics import window
 
     code = {"hourly": 1, "daily": 2, "weekly": 3}[level]
     out, current = [], windows[0]
@@ -265,7 +265,8 @@ def print_summary(out, warehouse, billers, first, stop, results, elapsed) -> Non
         out.write(f"  {level:<7} {res.partitions:>6} partitions in {res.runs} runs{status}\n")
     partials = warehouse.read_partials(DAILY, billers, first, stop)
     out.write(
-        f"\n  {'Biller':>6} {'Requests':>9} {'AvgMs':>8} {'P95Ms':>8} {'Error%':>7} {'Timeout%':>8}\n"
+        f"\n  {'Biller':>6} {'Requests':>9} {'AvgMs':>8} {'P95Ms':>8} {'Error%':>7} "
+        f"{'Timeout%':>8}\n"
     )
     for biller in billers:
         total = rollup(p for (b, _), p in partials.items() if b == biller)
@@ -344,7 +345,9 @@ def run_demo_data(args, environ) -> int:
     if args.days < 1:
         raise UsageError("--days must be at least 1")
     end = parse_time(args.end, "--end") if args.end else hour_start(utc_now()) + timedelta(hours=1)
-    written = create_demo_data(urls["catalog"], urls["shards"], end, args.days, args.seed, args.scale)
+    written = create_demo_data(
+        urls["catalog"], urls["shards"], end, args.days, args.seed, args.scale
+    )
     total = sum(written.values())
     print(
         f"demo data: {total} calls in {len(written)} shards "

@@ -9,7 +9,8 @@ hourly_job = define_asset_job(
     selection=AssetSelection.groups("metrics_hourly").without_checks(),
     partitions_def=hourly_partitions,
     executor_def=in_process_executor,
-    description="Hourly aggregates for a rectangle of billers x hours (one shard read per biller-hour).",
+    description="Hourly aggregates for a rectangle of billers x hours "
+    "(one shard read per biller-hour).",
 )
 daily_job = define_asset_job(
     "daily_job",

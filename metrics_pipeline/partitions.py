@@ -37,7 +37,9 @@ hourly_partitions = MultiPartitionsDefinition(
 )
 daily_partitions = MultiPartitionsDefinition(
     {
-        "time": DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1, timezone="UTC"),
+        "time": DailyPartitionsDefinition(
+            start_date=PARTITIONS_START, end_offset=1, timezone="UTC"
+        ),
         "biller": billers_partitions,
     }
 )
@@ -49,7 +51,6 @@ weekly_partitions = MultiPartitionsDefinition(
         "biller": billers_partitions,
     }
 )
-
 
 
 def _rollup_mapping() -> MultiPartitionMapping:

@@ -1,4 +1,5 @@
-"""The refresh schedule: every N minutes, the running hour (and the one just closed) of every biller."""
+"""The refresh schedule: every N minutes, the running hour (and the one just closed) of every
+biller."""
 
 from dagster import (
     DefaultScheduleStatus,

@@ -259,7 +259,7 @@ class Partial:
 
 
 def rollup(partials: Iterable[Partial]) -> Partial:
-    """Exact sum of partials (daily from hourly, weekly from daily): never an average of averages."""
+    """Exact sum of partials (daily from hourly, weekly from daily), not an average of averages."""
     out = Partial()
     for partial in partials:
         out.add(partial)
@@ -269,7 +269,7 @@ def rollup(partials: Iterable[Partial]) -> Partial:
 def partial_from_rows(
     rows: Iterable[tuple[str | None, float | Decimal | None]], rules: Rules = DEFAULT_RULES
 ) -> Partial:
-    """The reference computation over raw (StatusCode, ResponseTime) rows, used by tests and demos."""
+    """The reference computation over raw (StatusCode, ResponseTime) rows (tests, demos)."""
     out = Partial()
     valid: list[Decimal] = []
     for status, rt in rows:

@@ -82,7 +82,9 @@ def generate_rows(biller_id: int, seed: int, per_hour: int = 25) -> list[tuple]:
         rts = np.round(rng.lognormal(np.log(150), 0.7, n), 2)
         codes = rng.choice(statuses, n, p=[0.5, 0.2, 0.1, 0.05, 0.05, 0.03, 0.02, 0.02, 0.02, 0.01])
         for i in range(n):
-            rows.append((biller_id, hour + timedelta(milliseconds=int(ms[i])), float(rts[i]), str(codes[i])))
+            rows.append(
+                (biller_id, hour + timedelta(milliseconds=int(ms[i])), float(rts[i]), str(codes[i]))
+            )
     if biller_id == 7:
         rows += [(7, WINDOW_START + off, rt, st) for off, st, rt in EDGE_ROWS]
     return rows
@@ -99,8 +101,12 @@ def create_sources(catalog_url: str, shard_url_for, seed: int = 1, per_hour: int
         conn.execute(
             insert(cat),
             [
-                {cn.biller_id: b.biller_id, cn.biller_name: f"Biller {b.biller_id}",
-                 cn.shard_name: b.shard, cn.enabled: b.enabled}
+                {
+                    cn.biller_id: b.biller_id,
+                    cn.biller_name: f"Biller {b.biller_id}",
+                    cn.shard_name: b.shard,
+                    cn.enabled: b.enabled,
+                }
                 for b in BILLERS
             ],
         )
@@ -112,12 +118,21 @@ def create_sources(catalog_url: str, shard_url_for, seed: int = 1, per_hour: int
         md.create_all(engine)
         with engine.begin() as conn:
             for b in (b for b in BILLERS if b.shard == shard):
-                conn.execute(insert(occ), {sn.occupancy_biller_id: b.biller_id, sn.processing: False})
+                conn.execute(
+                    insert(occ), {sn.occupancy_biller_id: b.biller_id, sn.processing: False}
+                )
                 rows = generate_rows(b.biller_id, seed, per_hour)
                 conn.execute(
                     insert(detail),
-                    [{sn.biller_id: r[0], sn.created: r[1], sn.response_time: r[2],
-                      sn.status_code: r[3]} for r in rows],
+                    [
+                        {
+                            sn.biller_id: r[0],
+                            sn.created: r[1],
+                            sn.response_time: r[2],
+                            sn.status_code: r[3],
+                        }
+                        for r in rows
+                    ],
                 )
         engine.dispose()
 
@@ -129,8 +144,10 @@ def read_raw(shard_urls: list[str]) -> pd.DataFrame:
         with engine.connect() as conn:
             frames.append(
                 pd.read_sql(
-                    text('SELECT "BillerId", "CreatedDate", "ResponseTime", "StatusCode" '
-                         'FROM "DataPumpDetail"'),
+                    text(
+                        'SELECT "BillerId", "CreatedDate", "ResponseTime", "StatusCode" '
+                        'FROM "DataPumpDetail"'
+                    ),
                     conn,
                 )
             )
@@ -154,7 +171,11 @@ def classify(df: pd.DataFrame) -> pd.DataFrame:
     digits = s.str.fullmatch(r"[0-9]+").fillna(False).astype(bool)
     code = pd.to_numeric(s.where(digits), errors="coerce")
     rt = df["ResponseTime"]
-    timeout = code.isin([408, 504]) | s.str.lower().eq("timeout").fillna(False).astype(bool) | (rt >= 30000)
+    timeout = (
+        code.isin([408, 504])
+        | s.str.lower().eq("timeout").fillna(False).astype(bool)
+        | (rt >= 30000)
+    )
     success = digits & code.between(200, 399)
     out = df.copy()
     out["timeout"] = timeout.astype(bool)
@@ -181,7 +202,7 @@ def reference(df: pd.DataFrame, level: str) -> dict[tuple[int, datetime], dict]:
         valid = np.sort(g.loc[g["valid"], "ResponseTime"].to_numpy())
         n, failed, timeouts = len(g), int(g["failed"].sum()), int(g["timeout"].sum())
         total = sum((Decimal(repr(float(v))).quantize(Decimal("0.01")) for v in valid), Decimal(0))
-        rank = lambda p: -(-p * len(valid) // 100)  # noqa: E731 - ceil(p * n / 100)
+        rank = lambda p, n=len(valid): -(-p * n // 100)  # noqa: E731 - ceil(p * n / 100)
         out[(int(biller), start.to_pydatetime())] = {
             "RequestCount": n,
             "FailedRequests": failed,
@@ -191,8 +212,10 @@ def reference(df: pd.DataFrame, level: str) -> dict[tuple[int, datetime], dict]:
             "AvgResponseTime": _round2(total / len(valid)) if len(valid) else None,
             "ErrorRate": _round2(Decimal(100 * failed) / n),
             "TimeoutRate": _round2(Decimal(100 * timeouts) / n),
-            **{f"P{p}ResponseTime": (_round2(valid[rank(p) - 1]) if len(valid) else None)
-               for p in (50, 95, 99)},
+            **{
+                f"P{p}ResponseTime": (_round2(valid[rank(p) - 1]) if len(valid) else None)
+                for p in (50, 95, 99)
+            },
         }
     return out
 
@@ -217,7 +240,9 @@ def warehouse_rows(warehouse_url: str, level_id: int) -> dict[tuple[int, datetim
     engine.dispose()
     out = {}
     for r in rows:
-        row = {k: (_round2(v) if k in DECIMAL_COLUMNS and v is not None else v) for k, v in r.items()}
+        row = {
+            k: (_round2(v) if k in DECIMAL_COLUMNS and v is not None else v) for k, v in r.items()
+        }
         for k in ("StartTime", "EndTime"):  # SQLite returns text from a raw SELECT
             if isinstance(row[k], str):
                 row[k] = datetime.fromisoformat(row[k])
@@ -226,6 +251,11 @@ def warehouse_rows(warehouse_url: str, level_id: int) -> dict[tuple[int, datetim
 
 
 DECIMAL_COLUMNS = {
-    "TotalResponseTime", "AvgResponseTime", "P50ResponseTime", "P95ResponseTime",
-    "P99ResponseTime", "ErrorRate", "TimeoutRate",
+    "TotalResponseTime",
+    "AvgResponseTime",
+    "P50ResponseTime",
+    "P95ResponseTime",
+    "P99ResponseTime",
+    "ErrorRate",
+    "TimeoutRate",
 }

@@ -3,14 +3,13 @@
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from metrics_pipeline.cli import contiguous_groups, main
-from tests.support import WINDOW_END, WINDOW_START, create_sources
+from tests.support import create_sources
 
 
 @pytest.fixture
@@ -21,8 +20,11 @@ def env(tmp_path):
         "METRICS_WAREHOUSE_URL": f"sqlite:///{tmp_path}/warehouse.db",
         "METRICS_DATA_DIR": str(tmp_path / "data"),
     }
-    create_sources(e["METRICS_CATALOG_URL"],
-                   lambda s: e["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", s), per_hour=2)
+    create_sources(
+        e["METRICS_CATALOG_URL"],
+        lambda s: e["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", s),
+        per_hour=2,
+    )
     return e
 
 
@@ -66,7 +68,9 @@ def test_unreachable_database_is_one_line_and_exit_2(which, env, capsys):
 
 
 def test_malformed_url_is_one_line_and_exit_2(env, capsys):
-    code, _, err = run(["materialize", *WINDOW], {**env, "METRICS_CATALOG_URL": "not a url"}, capsys)
+    code, _, err = run(
+        ["materialize", *WINDOW], {**env, "METRICS_CATALOG_URL": "not a url"}, capsys
+    )
     assert code == 2 and "not a SQLAlchemy URL" in err and err.count("\n") == 1
 
 
@@ -78,9 +82,14 @@ def test_unreachable_shard_fails_only_its_billers_and_names_them(env, capsys, tm
     assert "biller 7" not in err and "biller 8" not in err
     engine = create_engine(env["METRICS_WAREHOUSE_URL"])
     with engine.connect() as conn:
-        billers = dict(conn.execute(text(
-            'SELECT "BillerId", COUNT(*) FROM "DataPumpErrorAggregation" '
-            'WHERE "TimeStampTypeId" = 1 GROUP BY "BillerId"')).all())
+        billers = dict(
+            conn.execute(
+                text(
+                    'SELECT "BillerId", COUNT(*) FROM "DataPumpErrorAggregation" '
+                    'WHERE "TimeStampTypeId" = 1 GROUP BY "BillerId"'
+                )
+            ).all()
+        )
     engine.dispose()
     assert billers == {7: 168, 8: 168}  # the whole week of hours, and nothing for biller 9
     assert "FAILED" in out
@@ -91,8 +100,12 @@ def test_selected_billers_only(env, capsys):
     assert code == 0
     engine = create_engine(env["METRICS_WAREHOUSE_URL"])
     with engine.connect() as conn:
-        billers = {r[0] for r in conn.execute(text(
-            'SELECT DISTINCT "BillerId" FROM "DataPumpResponseTimeAggregation"'))}
+        billers = {
+            r[0]
+            for r in conn.execute(
+                text('SELECT DISTINCT "BillerId" FROM "DataPumpResponseTimeAggregation"')
+            )
+        }
     engine.dispose()
     assert billers == {7, 9}
 
@@ -108,7 +121,9 @@ def test_console_script_is_quiet_without_a_terminal(env, tmp_path):
     result = subprocess.run(
         [str(script), "materialize", *WINDOW, "--billers", "8"],
         env={**os.environ, **env, "DAGSTER_HOME": str(tmp_path / "home")},
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no progress, no warnings

@@ -24,8 +24,11 @@ UNREACHABLE = {
     "METRICS_WAREHOUSE_URL": "postgresql://nobody@127.0.0.1:1/warehouse",
     "METRICS_SHARD_URL_TEMPLATE": "mssql+pyodbc://u:p@127.0.0.1:1/{shard}?driver=FreeTDS",
 }
-AGGREGATES = [f"{m}_{lvl}" for m in ("response_time", "error_rate", "timeout_rate")
-              for lvl in ("hourly", "daily", "weekly")]
+AGGREGATES = [
+    f"{m}_{lvl}"
+    for m in ("response_time", "error_rate", "timeout_rate")
+    for lvl in ("hourly", "daily", "weekly")
+]
 
 
 def test_definitions_load_without_databases(monkeypatch):
@@ -35,10 +38,17 @@ def test_definitions_load_without_databases(monkeypatch):
     graph = loaded.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert set(AGGREGATES) <= keys
-    assert {"shards/DataPumpDetail", "shards/BillerDataPump", "catalog/BillerElasticOptions"} <= keys
+    assert {
+        "shards/DataPumpDetail",
+        "shards/BillerDataPump",
+        "catalog/BillerElasticOptions",
+    } <= keys
     for name in ("hourly_job", "daily_job", "weekly_job"):
         assert loaded.resolve_job_def(name).name == name
-    assert loaded.resolve_schedule_def("refresh_schedule").default_status == DefaultScheduleStatus.RUNNING
+    assert (
+        loaded.resolve_schedule_def("refresh_schedule").default_status
+        == DefaultScheduleStatus.RUNNING
+    )
     for sensor in ("billers_sensor", "refresh_chain_sensor"):
         assert loaded.resolve_sensor_def(sensor).default_status == DefaultSensorStatus.RUNNING
 
@@ -60,8 +70,12 @@ def test_every_aggregate_asset_is_documented_for_analysts():
 
 
 def test_refresh_interval_is_configurable_and_validated():
-    assert build_definitions({"METRICS_REFRESH_MINUTES": "10"}).resolve_schedule_def(
-        "refresh_schedule").cron_schedule == "*/10 * * * *"
+    assert (
+        build_definitions({"METRICS_REFRESH_MINUTES": "10"})
+        .resolve_schedule_def("refresh_schedule")
+        .cron_schedule
+        == "*/10 * * * *"
+    )
     try:
         build_definitions({"METRICS_REFRESH_MINUTES": "7"})
     except ValueError as exc:

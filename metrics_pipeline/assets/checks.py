@@ -1,6 +1,6 @@
 """The backlog alert, where Dagster users look: a check on the hourly aggregates."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckEvaluation,
@@ -53,6 +53,6 @@ def hourly_backlog(context: AssetCheckExecutionContext, warehouse: WarehouseReso
     settings = BacklogSettings.from_env()
     billers = context.instance.get_dynamic_partitions(billers_partitions.name)
     backlog = find_backlog(
-        context.instance, warehouse, billers, datetime.now(timezone.utc).replace(tzinfo=None), settings
+        context.instance, warehouse, billers, datetime.now(UTC).replace(tzinfo=None), settings
     )
     return AssetCheckResult(**backlog_verdict(backlog, settings))

@@ -69,9 +69,7 @@ def rollup_dep(key: AssetKey, mapping: MultiPartitionMapping) -> AssetDep:
     return AssetDep(key, partition_mapping=mapping)
 
 
-def group_by_biller(
-    partition_keys: Iterable[str], parse
-) -> dict[int, list[datetime]]:
+def group_by_biller(partition_keys: Iterable[str], parse) -> dict[int, list[datetime]]:
     """{BillerId: sorted window starts} for "<biller>|<time>" keys."""
     out: dict[int, list[datetime]] = defaultdict(list)
     for key in partition_keys:

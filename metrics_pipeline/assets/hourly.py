@@ -77,8 +77,7 @@ def hourly_aggregates(
     first = min(s for starts in requested.values() for s in starts)
     sql = shard_sql(shards, sorted(requested), first, first + timedelta(hours=shards.chunk_hours))
     context.log.info(
-        f"{len(outcome.request_counts)} biller-hours written from {len(outcome.shards_read)} shard(s)"
+        f"{len(outcome.request_counts)} biller-hours written from "
+        f"{len(outcome.shards_read)} shard(s)"
     )
     yield from finish(context, warehouse, outcome, started, hourly_specs, sql, hourly=True)
-
-

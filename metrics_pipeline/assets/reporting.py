@@ -82,7 +82,7 @@ def finish(
             },
         )
     results = []
-    for agg, spec in zip(AGGREGATES, specs):
+    for agg, spec in zip(AGGREGATES, specs, strict=True):
         counts = outcome.written.get(agg.table, {})
         results.append(
             MaterializeResult(

@@ -13,7 +13,8 @@ source_specs = [
     AssetSpec(
         key=CATALOG_BILLERS,
         description=(
-            "Catalog of billers: the ones with IsDataPumpEnabled = 1 are aggregated, each read from "
+            "Catalog of billers: the ones with IsDataPumpEnabled = 1 are aggregated, each read "
+            "from "
             "the shard database named by ShardName. Kept in sync with the 'billers' partitions by "
             "billers_sensor."
         ),
@@ -49,7 +50,9 @@ source_specs = [
                     TableColumn("BillerId", "INT"),
                     TableColumn("CreatedDate", "DATETIME", description="UTC request start"),
                     TableColumn("ResponseTime", "DECIMAL(10,2)", description="ms, NULL allowed"),
-                    TableColumn("StatusCode", "VARCHAR(10)", description="HTTP status, NULL allowed"),
+                    TableColumn(
+                        "StatusCode", "VARCHAR(10)", description="HTTP status, NULL allowed"
+                    ),
                 ]
             ),
             "dagster/table_name": "DataPumpDetail",

@@ -18,7 +18,6 @@ from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
     EngineCache,
     ShardUnreachable,
-    create_db_engine,
     describe_db_error,
     safe_url,
 )
@@ -106,7 +105,9 @@ class CatalogResource(ConfigurableResource):
             with engine.connect() as conn:
                 rows = conn.execute(enabled_billers_query(self.names.to_names())).all()
         except OperationalError as exc:
-            raise DatabaseUnreachable("catalog", safe_url(self.url), describe_db_error(exc)) from exc
+            raise DatabaseUnreachable(
+                "catalog", safe_url(self.url), describe_db_error(exc)
+            ) from exc
         return [Biller(int(r.biller_id), r.biller_name, str(r.shard_name)) for r in rows]
 
 
@@ -189,4 +190,3 @@ class ShardsResource(ConfigurableResource):
                 f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)
             ) from exc
         return {int(r.biller_id) for r in rows if r.processing}
-

@@ -68,7 +68,9 @@ def create_db_engine(
     except NoSuchModuleError as exc:
         raise ConfigurationError(f"{what}: unknown database driver in {safe_url(url)}") from exc
     except ModuleNotFoundError as exc:
-        raise ConfigurationError(f"{what}: driver not installed for {safe_url(url)}: {exc}") from exc
+        raise ConfigurationError(
+            f"{what}: driver not installed for {safe_url(url)}: {exc}"
+        ) from exc
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

@@ -5,7 +5,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from dagster import ConfigurableResource, InitResourceContext
@@ -40,7 +40,9 @@ from metrics_pipeline.sql.warehouse import (
 )
 
 # SQLite stores NUMERIC as REAL; values are rounded to 2 decimals on the way in and out.
-warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects.*", category=SAWarning)
+warnings.filterwarnings(
+    "ignore", message=".*does \\*not\\* support Decimal objects.*", category=SAWarning
+)
 
 PartialKey = tuple[int, datetime]
 
@@ -54,7 +56,7 @@ class WriteStats:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 def _normalize(value, column_type):
@@ -62,7 +64,9 @@ def _normalize(value, column_type):
         return None
     if isinstance(column_type, Numeric):
         return round2(value)
-    if isinstance(value, datetime) or (isinstance(value, str) and column_type.python_type is datetime):
+    if isinstance(value, datetime) or (
+        isinstance(value, str) and column_type.python_type is datetime
+    ):
         return as_naive_utc(value)
     if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         return int(value)
@@ -132,7 +136,9 @@ class WarehouseResource(ConfigurableResource):
             wh.metadata.create_all(conn, checkfirst=True)
             insp = inspect(conn)
             for table in wh.metadata.sorted_tables:
-                have = {c["name"].lower() for c in insp.get_columns(table.name, schema=table.schema)}
+                have = {
+                    c["name"].lower() for c in insp.get_columns(table.name, schema=table.schema)
+                }
                 for column in table.columns:
                     if column.name.lower() not in have:
                         conn.execute(text(add_column_ddl(table, column, conn.dialect)))
@@ -144,15 +150,24 @@ class WarehouseResource(ConfigurableResource):
                 conn,
                 wh.timestamp_type,
                 "TimeStampTypeId",
-                [{"TimeStampTypeId": t.id, "Name": t.name, "HierarchyLevel": t.hierarchy_level}
-                 for t in TIMESTAMP_TYPES],
+                [
+                    {"TimeStampTypeId": t.id, "Name": t.name, "HierarchyLevel": t.hierarchy_level}
+                    for t in TIMESTAMP_TYPES
+                ],
             )
             self._upsert_reference(
                 conn,
                 wh.metric_type,
                 "MetricTypeId",
-                [{"MetricTypeId": m.id, "Name": m.name, "Unit": m.unit, "Description": m.description}
-                 for m in METRIC_TYPES],
+                [
+                    {
+                        "MetricTypeId": m.id,
+                        "Name": m.name,
+                        "Unit": m.unit,
+                        "Description": m.description,
+                    }
+                    for m in METRIC_TYPES
+                ],
             )
 
     @staticmethod
@@ -237,8 +252,9 @@ class WarehouseResource(ConfigurableResource):
             if same:
                 unchanged += 1
             else:
-                updates.append({"_id": old[agg.id_column], **{c: row[c] for c in compare},
-                                "UpdatedDate": now})
+                updates.append(
+                    {"_id": old[agg.id_column], **{c: row[c] for c in compare}, "UpdatedDate": now}
+                )
         if inserts:
             conn.execute(table.insert(), inserts)
         if updates:
@@ -310,7 +326,6 @@ class WarehouseResource(ConfigurableResource):
             raise self._unreachable(exc) from exc
         return keys
 
-
     def read_partials(
         self, level: int, billers: Iterable[int], start: datetime, end: datetime
     ) -> dict[PartialKey, Partial]:
@@ -322,7 +337,9 @@ class WarehouseResource(ConfigurableResource):
         try:
             with self.engine().connect() as conn:
                 rt = wh.table(RESPONSE_TIME)
-                for r in conn.execute(aggregate_rows_query(rt, level, billers, start, end)).mappings():
+                for r in conn.execute(
+                    aggregate_rows_query(rt, level, billers, start, end)
+                ).mappings():
                     out[(r["BillerId"], as_naive_utc(r["StartTime"]))] = Partial(
                         request_count=int(r["RequestCount"] or 0),
                         response_time_count=int(r["ResponseTimeCount"] or 0),

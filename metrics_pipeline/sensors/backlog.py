@@ -1,14 +1,14 @@
 """Replaces the pending-aggregation queue: a Dagster backfill for what is missing or failed."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import (
     AssetSelection,
     DefaultSensorStatus,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    SensorDefinition,
     sensor,
 )
 
@@ -29,13 +29,17 @@ def _backlog_sensor(context: SensorEvaluationContext, warehouse: WarehouseResour
     billers = context.instance.get_dynamic_partitions(billers_partitions.name)
     if not billers:
         return SkipReason("no billers yet")
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     backlog = find_backlog(context.instance, warehouse, billers, now, settings)
     evaluation = backlog_evaluation(backlog, settings)
     if not evaluation.passed:
-        context.log.error(f"backlog above threshold {settings.alert_threshold}: {backlog.describe()}")
+        context.log.error(
+            f"backlog above threshold {settings.alert_threshold}: {backlog.describe()}"
+        )
     if not backlog.gaps:
-        return SensorResult(asset_events=[evaluation], skip_reason="no missing or failed partitions")
+        return SensorResult(
+            asset_events=[evaluation], skip_reason="no missing or failed partitions"
+        )
     context.log.info(f"launching a backfill: {backlog.describe()}")
     request = backfill_request(
         context.repository_def.asset_graph, backfill_partitions(backlog.gaps), tags=BACKLOG_TAG
@@ -44,14 +48,16 @@ def _backlog_sensor(context: SensorEvaluationContext, warehouse: WarehouseResour
 
 
 def build_backlog_sensor(minimum_interval_seconds: int = 300) -> SensorDefinition:
-    return sensor(name="backlog_sensor",
-    minimum_interval_seconds=minimum_interval_seconds,
-    default_status=DefaultSensorStatus.RUNNING,
-    asset_selection=AssetSelection.groups("metrics_hourly", "metrics_daily", "metrics_weekly"),
-    description="Finds hourly partitions missing from the warehouse or failed within the "
-    "look-back window and launches one backfill for them (and their days and weeks); at most one "
-    "per tick, none while its previous backfill is in flight. Reports the hourly_backlog check, "
-    "which fails with severity ERROR above the alert threshold.",
+    return sensor(
+        name="backlog_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        asset_selection=AssetSelection.groups("metrics_hourly", "metrics_daily", "metrics_weekly"),
+        description="Finds hourly partitions missing from the warehouse or failed within the "
+        "look-back window and launches one backfill for them (and their days and weeks); at most "
+        "one per tick, none while its previous backfill is in flight. Reports the hourly_backlog "
+        "check, "
+        "which fails with severity ERROR above the alert threshold.",
     )(_backlog_sensor)
 
 

@@ -2,10 +2,10 @@
 
 from dagster import (
     DefaultSensorStatus,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    SensorDefinition,
     sensor,
 )
 
@@ -36,11 +36,12 @@ def _billers_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
 
 
 def build_billers_sensor(minimum_interval_seconds: int = 60) -> SensorDefinition:
-    return sensor(name="billers_sensor",
-    minimum_interval_seconds=minimum_interval_seconds,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Adds a 'billers' partition for each biller newly enabled in the catalog and "
-    "removes the partition of a disabled one; its warehouse history is kept.",
+    return sensor(
+        name="billers_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Adds a 'billers' partition for each biller newly enabled in the catalog and "
+        "removes the partition of a disabled one; its warehouse history is kept.",
     )(_billers_sensor)
 
 

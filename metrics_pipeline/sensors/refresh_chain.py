@@ -1,15 +1,15 @@
 """Daily follows the hourly refresh run, weekly follows daily: three runs per refresh."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
-    SensorDefinition,
     sensor,
 )
 
@@ -31,7 +31,7 @@ def _refresh_chain_sensor(context: SensorEvaluationContext):
             filters=RunsFilter(
                 tags={LEVEL_TAG: level},
                 statuses=DONE,
-                updated_after=None if since is None else datetime.fromtimestamp(since, timezone.utc),
+                updated_after=None if since is None else datetime.fromtimestamp(since, UTC),
             ),
             limit=50,
             order_by="update_timestamp",
@@ -48,12 +48,14 @@ def _refresh_chain_sensor(context: SensorEvaluationContext):
 
 
 def build_refresh_chain_sensor(minimum_interval_seconds: int = 30) -> SensorDefinition:
-    return sensor(name="refresh_chain_sensor",
-    minimum_interval_seconds=minimum_interval_seconds,
-    default_status=DefaultSensorStatus.RUNNING,
-    jobs=[daily_job, weekly_job],
-    description="When a refresh run of one level ends, launches the next level for the same "
-    "windows of every biller (also after a partial failure: the other billers' rows are fresh).",
+    return sensor(
+        name="refresh_chain_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        jobs=[daily_job, weekly_job],
+        description="When a refresh run of one level ends, launches the next level for the same "
+        "windows of every biller (also after a partial failure: the other billers' rows are "
+        "fresh).",
     )(_refresh_chain_sensor)
 
 

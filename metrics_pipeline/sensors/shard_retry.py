@@ -8,16 +8,16 @@ is in flight, and a cap per tick so that a restart after downtime does not start
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
-    SensorDefinition,
     sensor,
 )
 
@@ -59,7 +59,9 @@ class RetrySettings:
         env = os.environ if environ is None else environ
         return cls(
             lookback_hours=int(env.get("METRICS_RETRY_LOOKBACK_HOURS", cls.lookback_hours)),
-            max_requests_per_tick=int(env.get("METRICS_RETRY_MAX_PER_TICK", cls.max_requests_per_tick)),
+            max_requests_per_tick=int(
+                env.get("METRICS_RETRY_MAX_PER_TICK", cls.max_requests_per_tick)
+            ),
             backoff_base_s=int(env.get("METRICS_RETRY_BACKOFF_S", cls.backoff_base_s)),
         )
 
@@ -106,7 +108,7 @@ def _shard_retry_sensor(
     context: SensorEvaluationContext, catalog: CatalogResource, shards: ShardsResource
 ):
     settings = RetrySettings.from_env()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     records = context.instance.get_run_records(
         filters=RunsFilter(
             statuses=[DagsterRunStatus.FAILURE],
@@ -117,7 +119,9 @@ def _shard_retry_sensor(
         ascending=True,
     )
     candidates = [
-        r for r in records if BUSY_TAG in r.dagster_run.tags or UNREACHABLE_TAG in r.dagster_run.tags
+        r
+        for r in records
+        if BUSY_TAG in r.dagster_run.tags or UNREACHABLE_TAG in r.dagster_run.tags
     ]
     if not candidates:
         return SkipReason("no run failed for a busy or unreachable shard in the look-back window")
@@ -150,9 +154,10 @@ def _shard_retry_sensor(
                     continue
                 if attempt > settings.max_attempts:
                     continue
-                if reason == "shard unreachable" and now.timestamp() < failed_at + settings.backoff(
-                    attempt
-                ).total_seconds():
+                if (
+                    reason == "shard unreachable"
+                    and now.timestamp() < failed_at + settings.backoff(attempt).total_seconds()
+                ):
                     waiting.append(biller)
                     continue
                 try:
@@ -167,17 +172,21 @@ def _shard_retry_sensor(
                 if len(requests) >= settings.max_requests_per_tick:
                     return requests
     if not requests:
-        return SkipReason(f"waiting for billers {sorted(set(waiting))}" if waiting else "nothing to retry")
+        return SkipReason(
+            f"waiting for billers {sorted(set(waiting))}" if waiting else "nothing to retry"
+        )
     return requests
 
 
 def build_shard_retry_sensor(minimum_interval_seconds: int = 60) -> SensorDefinition:
-    return sensor(name="shard_retry_sensor",
-    minimum_interval_seconds=minimum_interval_seconds,
-    default_status=DefaultSensorStatus.RUNNING,
-    jobs=[hourly_job],
-    description="Re-requests the hourly partitions that failed because a shard was busy (once its "
-    "Processing flag clears) or unreachable (with exponential backoff, once it answers).",
+    return sensor(
+        name="shard_retry_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        jobs=[hourly_job],
+        description="Re-requests the hourly partitions that failed because a shard was busy "
+        "(once its "
+        "Processing flag clears) or unreachable (with exponential backoff, once it answers).",
     )(_shard_retry_sensor)
 
 

@@ -78,7 +78,10 @@ RESPONSE_TIME = Aggregate(
             "response_time_count",
         ),
         _decimal(
-            "TotalResponseTime", 20, "Sum of valid ResponseTime (ms)", lambda p: p.total_response_time
+            "TotalResponseTime",
+            20,
+            "Sum of valid ResponseTime (ms)",
+            lambda p: p.total_response_time,
         ),
         _decimal(
             "AvgResponseTime",
@@ -126,7 +129,9 @@ TIMEOUT_RATE = Aggregate(
     description="Share of a biller's DataPump calls that timed out",
     values=(
         REQUEST_COUNT,
-        _count("TimeOutCount", "Status 408/504/'timeout' or ResponseTime >= 30000 ms", "timeout_count"),
+        _count(
+            "TimeOutCount", "Status 408/504/'timeout' or ResponseTime >= 30000 ms", "timeout_count"
+        ),
         _decimal(
             "TimeoutRate",
             5,
@@ -195,12 +200,17 @@ def build_warehouse(schema: str | None = None) -> Warehouse:
         )
         # Reads are "one biller, one level, a time range"; the unique key serves them, and this
         # index serves the portal's "latest rows of every biller" scans by level and time.
-        Index(f"IX_{agg.table}_Type_Start", aggregates[agg.table].c.TimeStampTypeId,
-              aggregates[agg.table].c.StartTime)
+        Index(
+            f"IX_{agg.table}_Type_Start",
+            aggregates[agg.table].c.TimeStampTypeId,
+            aggregates[agg.table].c.StartTime,
+        )
     job_log = Table(
         "DataPumpMetricAggregationJobLog",
         md,
-        Column("DataPumpMetricAggregationJobLogId", _id_type(), primary_key=True, autoincrement=True),
+        Column(
+            "DataPumpMetricAggregationJobLogId", _id_type(), primary_key=True, autoincrement=True
+        ),
         Column("ShardIdWithFailures", String(4000)),
         Column("Summary", String(4000)),
         Column("JobStartDateTime", DateTime, nullable=False),

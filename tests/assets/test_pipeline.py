@@ -22,8 +22,16 @@ from tests.support import (
 WIDE_START, WIDE_END = datetime(2025, 2, 23), datetime(2025, 3, 9)  # whole weeks
 ENABLED = sorted(b.biller_id for b in BILLERS if b.enabled)
 SHARDS = sorted({b.shard for b in BILLERS})
-EXACT = ["RequestCount", "FailedRequests", "TimeOutCount", "ResponseTimeCount",
-         "TotalResponseTime", "AvgResponseTime", "ErrorRate", "TimeoutRate"]
+EXACT = [
+    "RequestCount",
+    "FailedRequests",
+    "TimeOutCount",
+    "ResponseTimeCount",
+    "TotalResponseTime",
+    "AvgResponseTime",
+    "ErrorRate",
+    "TimeoutRate",
+]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -58,8 +66,11 @@ def snapshot(url: str) -> list[tuple]:
     engine = create_engine(url)
     rows = []
     with engine.connect() as conn:
-        for table in ("DataPumpResponseTimeAggregation", "DataPumpErrorAggregation",
-                      "DataPumpTimeoutErrorAggregation"):
+        for table in (
+            "DataPumpResponseTimeAggregation",
+            "DataPumpErrorAggregation",
+            "DataPumpTimeoutErrorAggregation",
+        ):
             rows += [tuple(r) for r in conn.execute(text(f'SELECT * FROM "{table}" ORDER BY 1'))]
     engine.dispose()
     return rows
@@ -81,7 +92,10 @@ def test_materialize_matches_independent_computation(environment, capsys):
 
     # Hourly: every enabled biller has a row for every hour of the (widened) window, exact.
     hourly, expected = warehouse_rows(wh, 1), reference(raw, "hourly")
-    hours = [WIDE_START + timedelta(hours=h) for h in range(int((WIDE_END - WIDE_START).total_seconds() // 3600))]
+    hours = [
+        WIDE_START + timedelta(hours=h)
+        for h in range(int((WIDE_END - WIDE_START).total_seconds() // 3600))
+    ]
     assert set(hourly) == {(b, h) for b in ENABLED for h in hours}
     for key, row in hourly.items():
         assert row["EndTime"] == key[1] + timedelta(hours=1)

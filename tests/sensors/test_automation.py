@@ -1,6 +1,6 @@
 """Biller discovery, the refresh schedule and the refresh chain against a real Dagster instance."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import (
@@ -27,8 +27,11 @@ def env(tmp_path):
         "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{tmp_path}/{{shard}}.db",
         "METRICS_WAREHOUSE_URL": f"sqlite:///{tmp_path}/warehouse.db",
     }
-    create_sources(e["METRICS_CATALOG_URL"],
-                   lambda s: e["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", s), per_hour=3)
+    create_sources(
+        e["METRICS_CATALOG_URL"],
+        lambda s: e["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", s),
+        per_hour=3,
+    )
     return e
 
 
@@ -61,8 +64,12 @@ def test_billers_sensor_follows_the_catalog(env, instance):
 
     engine = create_engine(env["METRICS_CATALOG_URL"])
     with engine.begin() as conn:
-        conn.execute(text('UPDATE "BillerElasticOptions" SET "IsDataPumpEnabled" = '
-                          'CASE "BillerId" WHEN 8 THEN 0 WHEN 10 THEN 1 ELSE "IsDataPumpEnabled" END'))
+        conn.execute(
+            text(
+                'UPDATE "BillerElasticOptions" SET "IsDataPumpEnabled" = '
+                'CASE "BillerId" WHEN 8 THEN 0 WHEN 10 THEN 1 ELSE "IsDataPumpEnabled" END'
+            )
+        )
     engine.dispose()
     with build_sensor_context(instance=instance, resources={"catalog": catalog}) as ctx:
         apply(instance, billers_sensor(ctx))
@@ -93,7 +100,7 @@ def test_refresh_hours_finalize_the_closed_hour_once_it_settled(tick, every, exp
 @pytest.mark.parametrize("n_billers", [3, 200])
 def test_refresh_schedule_is_one_run_whatever_the_number_of_billers(instance, n_billers):
     schedule = build_definitions({}).resolve_schedule_def("refresh_schedule")
-    tick = datetime(2025, 3, 1, 10, 0, tzinfo=timezone.utc)
+    tick = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
     ctx = build_schedule_context(instance=instance, scheduled_execution_time=tick)
     assert isinstance(schedule.evaluate_tick(ctx).skip_message, str)  # no billers yet
     instance.add_dynamic_partitions("billers", [str(i) for i in range(1, n_billers + 1)])
@@ -108,28 +115,45 @@ def test_refresh_chain_runs_daily_then_weekly_after_hourly(env, instance):
     defs = build_definitions(env, resolve=True)
     instance.add_dynamic_partitions("billers", ["7", "8", "9"])
     hour = WINDOW_START + timedelta(hours=11)
-    tags = {RANGE_START: f"7|{hour:%Y-%m-%d-%H:%M}", RANGE_END: f"9|{hour:%Y-%m-%d-%H:%M}",
-            REFRESH_TAG: "t1", "metrics/level": "hourly"}
-    assert defs.resolve_job_def("hourly_job").execute_in_process(instance=instance, tags=tags).success
+    tags = {
+        RANGE_START: f"7|{hour:%Y-%m-%d-%H:%M}",
+        RANGE_END: f"9|{hour:%Y-%m-%d-%H:%M}",
+        REFRESH_TAG: "t1",
+        "metrics/level": "hourly",
+    }
+    assert (
+        defs.resolve_job_def("hourly_job").execute_in_process(instance=instance, tags=tags).success
+    )
     ctx = build_sensor_context(instance=instance)
     result = refresh_chain_sensor(ctx)
     [daily] = result.run_requests
     assert daily.job_name == "daily_job"
     assert daily.tags[RANGE_START] == "7|2025-03-01" and daily.tags[RANGE_END] == "9|2025-03-01"
-    assert defs.resolve_job_def("daily_job").execute_in_process(
-        instance=instance, tags=daily.tags).success
+    assert (
+        defs.resolve_job_def("daily_job")
+        .execute_in_process(instance=instance, tags=daily.tags)
+        .success
+    )
     ctx = build_sensor_context(instance=instance, cursor=result.cursor)
     result = refresh_chain_sensor(ctx)
     [weekly] = result.run_requests
     assert weekly.job_name == "weekly_job"
     assert weekly.tags[RANGE_START] == "7|2025-02-23"  # the Sunday starting that week
-    assert defs.resolve_job_def("weekly_job").execute_in_process(
-        instance=instance, tags=weekly.tags).success
+    assert (
+        defs.resolve_job_def("weekly_job")
+        .execute_in_process(instance=instance, tags=weekly.tags)
+        .success
+    )
     again = refresh_chain_sensor(build_sensor_context(instance=instance, cursor=result.cursor))
     assert [r.job_name for r in again.run_requests] == []
     engine = create_engine(env["METRICS_WAREHOUSE_URL"])
     with engine.connect() as conn:
-        levels = dict(conn.execute(text(
-            'SELECT "TimeStampTypeId", COUNT(*) FROM "DataPumpErrorAggregation" GROUP BY 1')).all())
+        levels = dict(
+            conn.execute(
+                text(
+                    'SELECT "TimeStampTypeId", COUNT(*) FROM "DataPumpErrorAggregation" GROUP BY 1'
+                )
+            ).all()
+        )
     engine.dispose()
     assert levels == {1: 3, 2: 3, 3: 3}

@@ -23,7 +23,6 @@ from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.refresh import RANGE_END, RANGE_START
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.sensors.backlog import backlog_sensor
-from metrics_pipeline.sensors.refresh_chain import refresh_chain_sensor
 from metrics_pipeline.sensors.shard_retry import shard_retry_sensor
 from tests.conftest import PG_ADMIN_URL
 from tests.support import WINDOW_START, create_sources, read_raw, reference, warehouse_rows
@@ -45,7 +44,8 @@ def env(request, tmp_path):
         for shard in ("alpha", "beta"):
             dbs.create_named(f"{prefix}_{shard}")
         e["METRICS_SHARD_URL_TEMPLATE"] = e["METRICS_CATALOG_URL"].replace(
-            f"{prefix}_catalog", f"{prefix}_{{shard}}")
+            f"{prefix}_catalog", f"{prefix}_{{shard}}"
+        )
     e["METRICS_WAREHOUSE_URL"] = f"sqlite:///{tmp_path}/warehouse.db"
     e["METRICS_BUSY_RETRIES"] = "2"
     e["METRICS_BUSY_RETRY_DELAY_S"] = "0.5"
@@ -68,27 +68,36 @@ def shard_url(env, shard: str) -> str:
 def set_processing(env, shard: str, biller: int, busy: bool) -> None:
     engine = create_engine(shard_url(env, shard))
     with engine.begin() as conn:
-        conn.execute(text('UPDATE "BillerDataPump" SET "Processing" = :p WHERE "BillerId" = :b'),
-                     {"p": busy, "b": biller})
+        conn.execute(
+            text('UPDATE "BillerDataPump" SET "Processing" = :p WHERE "BillerId" = :b'),
+            {"p": busy, "b": biller},
+        )
     engine.dispose()
 
 
 def rectangle(first: int, last: int) -> dict:
-    return {RANGE_START: f"{first}|{HOURS[0]:%Y-%m-%d-%H:%M}",
-            RANGE_END: f"{last}|{HOURS[-1]:%Y-%m-%d-%H:%M}"}
+    return {
+        RANGE_START: f"{first}|{HOURS[0]:%Y-%m-%d-%H:%M}",
+        RANGE_END: f"{last}|{HOURS[-1]:%Y-%m-%d-%H:%M}",
+    }
 
 
 def run_hourly(env, instance, tags):
     defs = build_definitions(env, resolve=True)
     return defs.resolve_job_def("hourly_job").execute_in_process(
-        instance=instance, tags=tags, raise_on_error=False)
+        instance=instance, tags=tags, raise_on_error=False
+    )
 
 
 def hourly_billers(env) -> dict[int, int]:
     engine = create_engine(env["METRICS_WAREHOUSE_URL"])
     with engine.connect() as conn:
-        rows = conn.execute(text('SELECT "BillerId", COUNT(*) FROM "DataPumpErrorAggregation" '
-                                 'WHERE "TimeStampTypeId" = 1 GROUP BY "BillerId"')).all()
+        rows = conn.execute(
+            text(
+                'SELECT "BillerId", COUNT(*) FROM "DataPumpErrorAggregation" '
+                'WHERE "TimeStampTypeId" = 1 GROUP BY "BillerId"'
+            )
+        ).all()
     engine.dispose()
     return dict(rows)
 
@@ -96,8 +105,16 @@ def hourly_billers(env) -> dict[int, int]:
 def job_log(env) -> list[dict]:
     engine = create_engine(env["METRICS_WAREHOUSE_URL"])
     with engine.connect() as conn:
-        rows = conn.execute(text('SELECT * FROM "DataPumpMetricAggregationJobLog" '
-                                 'ORDER BY "DataPumpMetricAggregationJobLogId"')).mappings().all()
+        rows = (
+            conn.execute(
+                text(
+                    'SELECT * FROM "DataPumpMetricAggregationJobLog" '
+                    'ORDER BY "DataPumpMetricAggregationJobLogId"'
+                )
+            )
+            .mappings()
+            .all()
+        )
     engine.dispose()
     return [dict(r) for r in rows]
 
@@ -170,10 +187,13 @@ def move_shard(env, shard: str, away: bool) -> None:
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     db = url.rsplit("/", 1)[1]
     with admin.connect() as conn:
-        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = :d"), {"d": db.replace(shard, old)})
-        conn.execute(text(f'ALTER DATABASE "{db.replace(shard, old)}" '
-                          f'RENAME TO "{db.replace(shard, new)}"'))
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+            {"d": db.replace(shard, old)},
+        )
+        conn.execute(
+            text(f'ALTER DATABASE "{db.replace(shard, old)}" RENAME TO "{db.replace(shard, new)}"')
+        )
     admin.dispose()
 
 
@@ -188,7 +208,11 @@ def test_unreachable_shard_fails_only_its_billers_and_is_retried_with_backoff(
     assert run.tags["metrics/failure"] == "shard unreachable"
     assert run.tags["metrics/unreachable_billers"] == "9"
     [log] = job_log(env)
-    assert (log["BillersProcessed"], log["BillersFailed"], log["ShardIdWithFailures"]) == (2, 1, "beta")
+    assert (log["BillersProcessed"], log["BillersFailed"], log["ShardIdWithFailures"]) == (
+        2,
+        1,
+        "beta",
+    )
 
     resources = build_resources(env, resolve=True)
     monkeypatch.setenv("METRICS_RETRY_BACKOFF_S", "0")
@@ -214,7 +238,8 @@ def test_unreachable_warehouse_fails_cleanly_and_the_next_run_repairs(env, insta
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_failure_data.user_failure_data.description.startswith(
-        "warehouse unreachable at postgresql://nobody@127.0.0.1:1/warehouse")
+        "warehouse unreachable at postgresql://nobody@127.0.0.1:1/warehouse"
+    )
     assert run_hourly(env, instance, rectangle(7, 9)).success
     assert hourly_billers(env) == {7: 2, 8: 2, 9: 2}
 
@@ -231,12 +256,17 @@ def test_backlog_sensor_launches_one_backfill_for_missing_and_failed_partitions(
     # all but three hours of biller 7 are in the warehouse; billers 8 and 9 have nothing
     instance.delete_dynamic_partition("billers", "8")
     instance.delete_dynamic_partition("billers", "9")
-    tags = {RANGE_START: f"7|{start:%Y-%m-%d-%H:%M}",
-            RANGE_END: f"7|{end - timedelta(hours=4):%Y-%m-%d-%H:%M}"}
+    tags = {
+        RANGE_START: f"7|{start:%Y-%m-%d-%H:%M}",
+        RANGE_END: f"7|{end - timedelta(hours=4):%Y-%m-%d-%H:%M}",
+    }
     assert run_hourly(env, instance, tags).success
     resources = build_resources(env, resolve=True)
-    with build_sensor_context(instance=instance, resources=resources,
-                              repository_def=build_definitions(env, resolve=True).get_repository_def()) as ctx:
+    with build_sensor_context(
+        instance=instance,
+        resources=resources,
+        repository_def=build_definitions(env, resolve=True).get_repository_def(),
+    ) as ctx:
         result = backlog_sensor(ctx)
     [request] = result.run_requests
     subset = request.asset_graph_subset
@@ -248,8 +278,11 @@ def test_backlog_sensor_launches_one_backfill_for_missing_and_failed_partitions(
     [check] = result.asset_events
     assert check.passed  # 3 gaps, threshold 10
     monkeypatch.setenv("METRICS_BACKLOG_ALERT_THRESHOLD", "2")
-    with build_sensor_context(instance=instance, resources=resources,
-                              repository_def=build_definitions(env, resolve=True).get_repository_def()) as ctx:
+    with build_sensor_context(
+        instance=instance,
+        resources=resources,
+        repository_def=build_definitions(env, resolve=True).get_repository_def(),
+    ) as ctx:
         result = backlog_sensor(ctx)
     assert not result.asset_events[0].passed
     assert result.asset_events[0].severity.value == "ERROR"

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,8 +29,10 @@ BUSY = 102
 
 def sql(url: str, statement: str, **params):
     if url.startswith("sqlite"):  # SQLAlchemy stores SQLite timestamps as this text
-        params = {k: v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v
-                  for k, v in params.items()}
+        params = {
+            k: v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v
+            for k, v in params.items()
+        }
     engine = create_engine(url)
     with engine.begin() as conn:
         result = conn.execute(text(statement), params)
@@ -41,10 +43,10 @@ def sql(url: str, statement: str, **params):
 
 @pytest.fixture
 def cycle(tmp_path):
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     if now.minute >= 57:  # keep the refresh inside one hour: the test asserts on it
         time.sleep((60 - now.minute) * 60 - now.second + 5)
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = datetime.now(UTC).replace(tzinfo=None)
     hour = now.replace(minute=0, second=0, microsecond=0)
     home = tmp_path / "home"
     home.mkdir()
@@ -64,8 +66,14 @@ def cycle(tmp_path):
         "METRICS_BACKLOG_LOOKBACK_HOURS": "2",
         "METRICS_BACKLOG_SETTLE_HOURS": "2",
     }
-    create_demo_data(env["METRICS_CATALOG_URL"], env["METRICS_SHARD_URL_TEMPLATE"],
-                     end=hour + timedelta(hours=1), days=1, scale=0.3, billers=BILLERS)
+    create_demo_data(
+        env["METRICS_CATALOG_URL"],
+        env["METRICS_SHARD_URL_TEMPLATE"],
+        end=hour + timedelta(hours=1),
+        days=1,
+        scale=0.3,
+        billers=BILLERS,
+    )
     shard = env["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", "shard_east")
     sql(shard, 'UPDATE "BillerDataPump" SET "Processing" = 1 WHERE "BillerId" = :b', b=BUSY)
     (tmp_path / "workspace.yaml").write_text(
@@ -74,13 +82,26 @@ def cycle(tmp_path):
     )
     log = open(tmp_path / "daemon.log", "w")
     daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-         str(tmp_path / "workspace.yaml")],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        [
+            str(Path(sys.executable).parent / "dagster-daemon"),
+            "run",
+            "-w",
+            str(tmp_path / "workspace.yaml"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
     )
     try:
-        yield {"env": env, "shard": shard, "hour": hour, "home": home, "daemon": daemon,
-               "log": tmp_path / "daemon.log"}
+        yield {
+            "env": env,
+            "shard": shard,
+            "hour": hour,
+            "home": home,
+            "daemon": daemon,
+            "log": tmp_path / "daemon.log",
+        }
     finally:
         daemon.terminate()
         try:
@@ -109,19 +130,31 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
 
     def busy_run():
         runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
-        return [r for r in runs if r.tags.get("metrics/busy_billers") == str(BUSY)
-                and r.tags.get("dagster/schedule_name") == "refresh_schedule"]
+        return [
+            r
+            for r in runs
+            if r.tags.get("metrics/busy_billers") == str(BUSY)
+            and r.tags.get("dagster/schedule_name") == "refresh_schedule"
+        ]
 
     [failed, *_] = wait_for("a scheduled refresh run failing as busy", busy_run, 240, cycle)
     assert failed.tags["metrics/failure"] == "shard busy"
     keys = [f"{BUSY}|{hour:%Y-%m-%d-%H:%M}"]
-    status = instance.get_status_by_partition(AssetKey("error_rate_hourly"), keys, hourly_partitions)
+    status = instance.get_status_by_partition(
+        AssetKey("error_rate_hourly"), keys, hourly_partitions
+    )
     assert status[keys[0]] == AssetPartitionStatus.FAILED
-    written = sql(wh, 'SELECT "BillerId" FROM "DataPumpErrorAggregation" '
-                      'WHERE "TimeStampTypeId" = 1 AND "StartTime" = :h', h=hour)
+    written = sql(
+        wh,
+        'SELECT "BillerId" FROM "DataPumpErrorAggregation" '
+        'WHERE "TimeStampTypeId" = 1 AND "StartTime" = :h',
+        h=hour,
+    )
     assert {r[0] for r in written} == {101}  # the other biller went on
 
-    sql(cycle["shard"], 'UPDATE "BillerDataPump" SET "Processing" = 0 WHERE "BillerId" = :b', b=BUSY)
+    sql(
+        cycle["shard"], 'UPDATE "BillerDataPump" SET "Processing" = 0 WHERE "BillerId" = :b', b=BUSY
+    )
 
     def retried():
         runs = instance.get_runs(filters=RunsFilter(tags={"metrics/retry_of": failed.run_id}))
@@ -132,28 +165,45 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
     refresh_id = retried()[0].tags["metrics/refresh"]
 
     def rolled_up():
-        runs = instance.get_runs(filters=RunsFilter(
-            tags={"metrics/refresh": refresh_id, "metrics/level": "weekly"}))
+        runs = instance.get_runs(
+            filters=RunsFilter(tags={"metrics/refresh": refresh_id, "metrics/level": "weekly"})
+        )
         return [r for r in runs if r.status == DagsterRunStatus.SUCCESS]
 
     wait_for("daily and weekly runs after the retry", rolled_up, 180, cycle)
-    status = instance.get_status_by_partition(AssetKey("error_rate_hourly"), keys, hourly_partitions)
+    status = instance.get_status_by_partition(
+        AssetKey("error_rate_hourly"), keys, hourly_partitions
+    )
     assert status[keys[0]] == AssetPartitionStatus.MATERIALIZED
     day = hour.replace(hour=0)
-    [(hourly_sum,)] = sql(wh, 'SELECT SUM("RequestCount") FROM "DataPumpErrorAggregation" '
-                              'WHERE "BillerId" = :b AND "TimeStampTypeId" = 1 AND "StartTime" >= :d '
-                              'AND "StartTime" < :e', b=BUSY, d=day, e=day + timedelta(days=1))
-    [(daily,)] = sql(wh, 'SELECT "RequestCount" FROM "DataPumpErrorAggregation" '
-                         'WHERE "BillerId" = :b AND "TimeStampTypeId" = 2 AND "StartTime" = :d',
-                     b=BUSY, d=day)
+    [(hourly_sum,)] = sql(
+        wh,
+        'SELECT SUM("RequestCount") FROM "DataPumpErrorAggregation" '
+        'WHERE "BillerId" = :b AND "TimeStampTypeId" = 1 AND "StartTime" >= :d '
+        'AND "StartTime" < :e',
+        b=BUSY,
+        d=day,
+        e=day + timedelta(days=1),
+    )
+    [(daily,)] = sql(
+        wh,
+        'SELECT "RequestCount" FROM "DataPumpErrorAggregation" '
+        'WHERE "BillerId" = :b AND "TimeStampTypeId" = 2 AND "StartTime" = :d',
+        b=BUSY,
+        d=day,
+    )
     assert daily == hourly_sum
 
     # Complete and correct: the busy biller's hour equals the raw rows' figures.
     raw = read_raw([cycle["shard"]])
     expected = reference(raw[raw["BillerId"] == BUSY], "hourly")[(BUSY, hour)]
     [(count, failed_count)] = sql(
-        wh, 'SELECT "RequestCount", "FailedRequests" FROM "DataPumpErrorAggregation" '
-            'WHERE "BillerId" = :b AND "TimeStampTypeId" = 1 AND "StartTime" = :h', b=BUSY, h=hour)
+        wh,
+        'SELECT "RequestCount", "FailedRequests" FROM "DataPumpErrorAggregation" '
+        'WHERE "BillerId" = :b AND "TimeStampTypeId" = 1 AND "StartTime" = :h',
+        b=BUSY,
+        h=hour,
+    )
     # Rows of the running hour may still be arriving in a real system; the demo's are fixed.
     assert (count, failed_count) == (expected["RequestCount"], expected["FailedRequests"])
 
@@ -173,15 +223,20 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
     older = hour - timedelta(hours=3)
 
     def older_filled():
-        rows = sql(wh, 'SELECT COUNT(*) FROM "DataPumpErrorAggregation" '
-                       'WHERE "TimeStampTypeId" = 1 AND "StartTime" = :h', h=older)
+        rows = sql(
+            wh,
+            'SELECT COUNT(*) FROM "DataPumpErrorAggregation" '
+            'WHERE "TimeStampTypeId" = 1 AND "StartTime" = :h',
+            h=older,
+        )
         return rows[0][0] == 2  # the busy biller's too, once retried
 
     wait_for("the older hours of both billers", older_filled, 180, cycle)
 
     # The job log has a row per aggregation run.
-    runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.SUCCESS,
-                                                          DagsterRunStatus.FAILURE]))
+    runs = instance.get_runs(
+        filters=RunsFilter(statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE])
+    )
     logged = sql(wh, 'SELECT "RunId", "BillersSkippedBusy" FROM "DataPumpMetricAggregationJobLog"')
     assert {r.run_id for r in runs} <= {r[0] for r in logged}
     assert dict(logged)[failed.run_id] == 1

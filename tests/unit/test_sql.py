@@ -48,8 +48,11 @@ def captured(tmp_path):
     def record(conn, clauseelement, multiparams, params, execution_options):
         statements.append(clauseelement)
 
-    env = {"cat": f"sqlite:///{tmp_path}/cat.db", "shard": f"sqlite:///{tmp_path}/{{shard}}.db",
-           "wh": f"sqlite:///{tmp_path}/wh.db"}
+    env = {
+        "cat": f"sqlite:///{tmp_path}/cat.db",
+        "shard": f"sqlite:///{tmp_path}/{{shard}}.db",
+        "wh": f"sqlite:///{tmp_path}/wh.db",
+    }
     create_sources(env["cat"], lambda s: env["shard"].replace("{shard}", s), per_hour=3)
     event.listen(Engine, "before_execute", record)
     try:
@@ -61,9 +64,10 @@ def captured(tmp_path):
         shards.busy_billers("alpha", [7, 8])
         late = create_engine(env["shard"].replace("{shard}", "alpha"))
         with late.begin() as conn:  # a late call, so the second pass takes the update path
-            conn.execute(insert(detail_table(ShardNames())),
-                         {"BillerId": 7, "CreatedDate": hours[3], "StatusCode": "500",
-                          "ResponseTime": 1.0})
+            conn.execute(
+                insert(detail_table(ShardNames())),
+                {"BillerId": 7, "CreatedDate": hours[3], "StatusCode": "500", "ResponseTime": 1.0},
+            )
         late.dispose()
         aggregate_hourly({7: hours}, catalog, shards, warehouse)
         roll_up({7: [WINDOW_START, WINDOW_START + timedelta(days=1)]}, HOURLY, DAILY, warehouse)
@@ -114,15 +118,25 @@ def _rows_db(url: str):
     md.create_all(engine)
     rows = [(WINDOW_START + off, st, rt) for off, st, rt in EDGE_ROWS]
     with engine.begin() as conn:
-        conn.execute(insert(t), [{"BillerId": 1, "CreatedDate": c, "StatusCode": s,
-                                  "ResponseTime": r} for c, s, r in rows])
+        conn.execute(
+            insert(t),
+            [
+                {"BillerId": 1, "CreatedDate": c, "StatusCode": s, "ResponseTime": r}
+                for c, s, r in rows
+            ],
+        )
     return engine, rows
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_shard_query_applies_the_rules_exactly(backend, tmp_path, request):
-    url = (f"sqlite:///{tmp_path}/s.db" if backend == "sqlite"
-           else request.getfixturevalue("pg_databases").create())
+    url = (
+        f"sqlite:///{tmp_path}/s.db"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_databases").create()
+    )
     engine, rows = _rows_db(url)
     start, end = WINDOW_START, WINDOW_START + timedelta(days=3)
     with engine.connect() as conn:
@@ -133,12 +147,17 @@ def test_shard_query_applies_the_rules_exactly(backend, tmp_path, request):
     engine.dispose()
     by_hour: dict = {}
     for created, status, rt in rows:
-        by_hour.setdefault(created.replace(minute=0, second=0, microsecond=0), []).append((status, rt))
+        by_hour.setdefault(created.replace(minute=0, second=0, microsecond=0), []).append(
+            (status, rt)
+        )
     assert set(got) == {(1, h) for h in by_hour}
     for hour, hour_rows in by_hour.items():
         want, have = partial_from_rows(hour_rows), got[(1, hour)]
         assert (have.request_count, have.failed_count, have.timeout_count) == (
-            want.request_count, want.failed_count, want.timeout_count), hour
+            want.request_count,
+            want.failed_count,
+            want.timeout_count,
+        ), hour
         assert have.response_time_count == want.response_time_count
         assert have.total_response_time == want.total_response_time
         assert have.sketch.counts == want.sketch.counts
