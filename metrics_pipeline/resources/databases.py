@@ -185,8 +185,10 @@ class ShardsResource(ConfigurableResource):
         try:
             with engine.connect() as conn:
                 rows = conn.execute(processing_query(self.names.to_names(), billers)).all()
-        except OperationalError as exc:
-            raise ShardUnreachable(
-                f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)
-            ) from exc
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise ShardUnreachable(
+                    f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)
+                ) from exc
+            raise
         return {int(r.biller_id) for r in rows if r.processing}
