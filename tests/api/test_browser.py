@@ -77,9 +77,14 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
             for i, h in enumerate(hours)
         },
     )
+    # Daily and weekly rows over 20 days: more than the default 14-day period shows.
+    days = [current_hour - timedelta(hours=h) for h in range(20 * 24, 0, -1)]
     for level in (DAILY, WEEKLY):
-        starts = sorted({window(level, h)[0] for h in hours})
+        starts = sorted({window(level, h)[0] for h in days})
         warehouse.write_partials(level, {(BILLER, s): partial(2400, "131.50") for s in starts})
+    # The period ends with the current hour; each graph starts with the window (day, week)
+    # the period begins in.
+    period_start = current_hour + timedelta(hours=1) - timedelta(days=14)
 
     tokens = tmp_path / "tokens.json"
     tokens.write_text(
@@ -114,8 +119,12 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
         assert len(hourly["x"]) == 48
         assert hourly["x"][-1] == (current_hour - timedelta(hours=1)).isoformat()
         assert hourly["y"][0] == 120.25  # the warehouse's AvgResponseTime of the first hour
-        assert chart(page, 2)["y"] and set(chart(page, 2)["y"]) == {131.5}
-        assert chart(page, 3)["y"] and set(chart(page, 3)["y"]) == {131.5}
+        assert hourly["x"][0] == hours[0].isoformat()  # 48 hours: all inside the period
+        daily, weekly = chart(page, 2), chart(page, 3)
+        assert set(daily["y"]) == {131.5} and set(weekly["y"]) == {131.5}
+        assert daily["x"][0] == window(DAILY, period_start)[0].isoformat()
+        assert weekly["x"][0] == window(WEEKLY, period_start)[0].isoformat()
+        assert daily["x"][-1] == window(DAILY, current_hour)[0].isoformat()
         assert page.text_content("#last-updated") != "never"
         assert page.is_hidden("#error")
 

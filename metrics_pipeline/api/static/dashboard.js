@@ -153,6 +153,15 @@
     Plotly.react(el("chart-" + level), [trace], layout, { displaylogo: false, responsive: true });
   }
 
+  // The start of the level's window that contains `time` (UTC days; weeks start on Sunday), so
+  // a graph also shows the day or week the period begins in.
+  function windowStart(level, time) {
+    const t = new Date(time.getTime());
+    if (level >= 2) t.setUTCHours(0, 0, 0, 0);
+    if (level === 3) t.setUTCDate(t.getUTCDate() - t.getUTCDay());
+    return t;
+  }
+
   let busy = false;
   async function refresh() {
     if (busy) return;
@@ -176,7 +185,9 @@
       const to = new Date((Math.floor(Date.now() / hour) + 1) * hour);
       const from = new Date(to.getTime() - Number(el("period").value) * 86400000);
       const all = await Promise.all(
-        LEVELS.map((level) => fetchSeries(biller, metricId, level, from.toISOString(), to.toISOString()))
+        LEVELS.map((level) =>
+          fetchSeries(biller, metricId, level, windowStart(level, from).toISOString(), to.toISOString())
+        )
       );
       LEVELS.forEach((level, i) => draw(level, all[i], metric));
       dashboard.refreshes += 1;
