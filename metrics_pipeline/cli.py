@@ -121,7 +121,7 @@ def materialize_window(
     start: datetime,
     end: datetime,
     biller_ids: list[int] | None,
-    chunk_days: int = 1,
+    chunk_days: int = 7,
     environ=None,
     instance=None,
     out=None,
@@ -311,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--last-days", type=int, help="instead of --start/--end: the last N days up to now"
     )
     mat.add_argument("--billers", help="comma-separated BillerIds (default: all enabled)")
-    mat.add_argument("--chunk-days", type=int, default=1, help="days of hours per hourly run")
+    mat.add_argument(
+        "--chunk-days", type=int, default=7, help="days of hours per hourly run (default 7)"
+    )
     api = sub.add_parser("api", help="serve the metrics API and the dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)

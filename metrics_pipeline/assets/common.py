@@ -37,6 +37,7 @@ def aggregate_spec(
     partitions_def: MultiPartitionsDefinition,
     deps: Iterable[AssetKey | AssetDep],
     how: str,
+    sql_example: str,
 ) -> AssetSpec:
     descriptions = {v.name: v.description for v in aggregate.values}
     schema = TableSchema(
@@ -60,6 +61,9 @@ def aggregate_spec(
             "dagster/column_schema": schema,
             "dagster/table_name": aggregate.table,
             "unique_key": MetadataValue.text("BillerId, TimeStampTypeId, StartTime"),
+            # What a run sends, for one biller and window, as SQL Server reads it; every run also
+            # attaches the exact statements it sent to its last partition's materialization.
+            "sql_example": MetadataValue.md(f"```sql\n{sql_example}\n```"),
         },
         tags={"level": LEVEL_NAMES[level]},
     )

@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta
 
 from dagster import AssetExecutionContext, BackfillPolicy, multi_asset
+from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
 
 from metrics_pipeline.aggregation import aggregate_hourly
@@ -17,9 +18,9 @@ from metrics_pipeline.assets.reporting import finish, plain_failures
 from metrics_pipeline.partitions import hourly_partitions, parse_partition_key
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
-from metrics_pipeline.semantics import HOURLY
+from metrics_pipeline.semantics import DEFAULT_RULES, HOURLY
 from metrics_pipeline.sql.render import render
-from metrics_pipeline.sql.source import hourly_facts_query, hourly_percentiles_query
+from metrics_pipeline.sql.source import ShardNames, hourly_facts_query, hourly_percentiles_query
 from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
 
 HOW_HOURLY = (
@@ -28,6 +29,14 @@ HOW_HOURLY = (
 )
 
 _tables = build_warehouse()
+_EXAMPLE = (101, datetime(2025, 4, 10), datetime(2025, 4, 11))
+_SQL_EXAMPLE = "\n\n".join(
+    render(stmt, mssql.dialect())
+    for stmt in (
+        hourly_facts_query(ShardNames(), DEFAULT_RULES, [_EXAMPLE[0]], *_EXAMPLE[1:]),
+        hourly_percentiles_query(ShardNames(), [_EXAMPLE[0]], *_EXAMPLE[1:]),
+    )
+)
 
 hourly_specs = [
     aggregate_spec(
@@ -37,6 +46,7 @@ hourly_specs = [
         hourly_partitions,
         deps=[SHARD_DETAIL, SHARD_OCCUPANCY, CATALOG_BILLERS],
         how=HOW_HOURLY,
+        sql_example=_SQL_EXAMPLE,
     )
     for agg in AGGREGATES
 ]

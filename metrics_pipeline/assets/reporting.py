@@ -81,6 +81,15 @@ def finish(
                 "written_partitions": len(outcome.request_counts),
             },
         )
+    # The statements the run sent, on the run's last partition of each asset: metadata of the
+    # result itself would be copied into every partition's event (thousands per backfill).
+    last = max(outcome.request_counts)
+    for spec in specs:
+        context.add_asset_metadata(
+            {"sql": MetadataValue.md(f"```sql\n{level_sql}\n```")},
+            asset_key=spec.key,
+            partition_key=partition_key(*last, hourly),
+        )
     results = []
     for agg, spec in zip(AGGREGATES, specs, strict=True):
         counts = outcome.written.get(agg.table, {})
@@ -95,7 +104,6 @@ def finish(
                     "rows_inserted": counts.get("inserted", 0),
                     "rows_updated": counts.get("updated", 0),
                     "rows_unchanged": counts.get("unchanged", 0),
-                    "sql": MetadataValue.md(f"```sql\n{level_sql}\n```"),
                 },
             )
         )

@@ -1,6 +1,9 @@
 """Daily and weekly aggregates: exact sums of the level below, never a second shard read."""
 
+from datetime import datetime
+
 from dagster import AssetExecutionContext, BackfillPolicy, multi_asset
+from sqlalchemy.dialects import mssql
 
 from metrics_pipeline.aggregation import roll_up
 from metrics_pipeline.assets.common import aggregate_spec, asset_key, group_by_biller, rollup_dep
@@ -19,6 +22,20 @@ from metrics_pipeline.sql.warehouse import AGGREGATES, aggregate_rows_query, bui
 
 _tables = build_warehouse()
 
+
+def _sql_example(source: int, target: int) -> str:
+    start = datetime(2025, 4, 6)
+    return "\n\n".join(
+        render(
+            aggregate_rows_query(
+                _tables.table(agg), source, [101], start, start + LEVEL_LENGTH[target]
+            ),
+            mssql.dialect(),
+        )
+        for agg in AGGREGATES
+    )
+
+
 HOW = {
     DAILY: "Sum of the day's 24 hourly rows (rates recomputed from the summed counts, "
     "percentiles from the merged hourly sketches); today's row is updated through the day.",
@@ -34,6 +51,7 @@ daily_specs = [
         daily_partitions,
         deps=[rollup_dep(asset_key(agg, HOURLY), daily_from_hourly)],
         how=HOW[DAILY],
+        sql_example=_sql_example(HOURLY, DAILY),
     )
     for agg in AGGREGATES
 ]
@@ -46,6 +64,7 @@ weekly_specs = [
         weekly_partitions,
         deps=[rollup_dep(asset_key(agg, DAILY), weekly_from_daily)],
         how=HOW[WEEKLY],
+        sql_example=_sql_example(DAILY, WEEKLY),
     )
     for agg in AGGREGATES
 ]

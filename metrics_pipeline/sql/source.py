@@ -179,7 +179,10 @@ def hourly_percentiles_query(names: ShardNames, billers, start: datetime, end: d
             func.row_number()
             .over(partition_by=[t.c[names.biller_id], hour], order_by=rt)
             .label("rn"),
-            func.count().over(partition_by=[t.c[names.biller_id], hour]).label("n"),
+            # Same partition and order as ROW_NUMBER, so the database sorts the rows once.
+            func.count()
+            .over(partition_by=[t.c[names.biller_id], hour], order_by=rt, rows=(None, None))
+            .label("n"),
         )
         .where(and_(_window_filter(t, names, billers, start, end), rt >= 0))
         .subquery("ranked")
