@@ -85,7 +85,8 @@ def hourly_aggregates(
     with plain_failures():
         outcome = aggregate_hourly(requested, catalog, shards, warehouse, log=context.log.warning)
     first = min(s for starts in requested.values() for s in starts)
-    sql = shard_sql(shards, sorted(requested), first, first + timedelta(hours=shards.chunk_hours))
+    chunk = timedelta(hours=shards.chunk_hours(len(requested)))
+    sql = shard_sql(shards, sorted(requested), first, first + chunk)
     context.log.info(
         f"{len(outcome.request_counts)} biller-hours written from "
         f"{len(outcome.shards_read)} shard(s)"

@@ -122,8 +122,10 @@ class ShardsResource(ConfigurableResource):
     max_parallel_shards: int = Field(
         default=4, description="Shard connections one run opens at once"
     )
-    chunk_hours: int = Field(
-        default=24, description="Hours read per shard query; bounds memory and query time"
+    chunk_biller_hours: int = Field(
+        default=2400,
+        description="Biller-hours read per shard query (hours = this / billers of the shard); "
+        "bounds memory and query time",
     )
     busy_retries: int = Field(
         default=2, description="Times a busy biller is tried again within a run, after the others"
@@ -137,6 +139,10 @@ class ShardsResource(ConfigurableResource):
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self._engines.dispose()
+
+    def chunk_hours(self, billers: int) -> int:
+        """Hours per shard query for this many billers: at most ``chunk_biller_hours`` in all."""
+        return max(1, self.chunk_biller_hours // max(1, billers))
 
     def shard_url(self, shard: str) -> str:
         return self.url_template.replace("{shard}", shard)
@@ -154,14 +160,14 @@ class ShardsResource(ConfigurableResource):
         self, shard: str, billers: list[int], start: datetime, end: datetime
     ) -> Iterator[tuple[datetime, datetime, dict[tuple[int, datetime], Partial]]]:
         """(chunk start, chunk end, partials per (biller, hour)) over [start, end), one chunk of
-        ``chunk_hours`` at a time; hours without rows are absent from the partials.
+        ``chunk_hours(len(billers))`` hours at a time; hours without rows are absent.
 
         Every statement aggregates inside the shard: what crosses the network is one row per
         biller, hour and sketch bucket, never the raw calls.
         """
         engine = self._engine(shard)
         names, rules = self.names.to_names(), self.rules.to_rules()
-        step = timedelta(hours=max(1, self.chunk_hours))
+        step = timedelta(hours=self.chunk_hours(len(billers)))
         chunk_start = start
         while chunk_start < end:
             chunk_end = min(end, chunk_start + step)

@@ -57,7 +57,7 @@ def captured(tmp_path):
     event.listen(Engine, "before_execute", record)
     try:
         catalog = CatalogResource(url=env["cat"])
-        shards = ShardsResource(url_template=env["shard"], chunk_hours=6)
+        shards = ShardsResource(url_template=env["shard"], chunk_biller_hours=12)
         warehouse = WarehouseResource(url=env["wh"])
         hours = [WINDOW_START + timedelta(hours=h) for h in range(48)]
         aggregate_hourly({7: hours, 9: hours}, catalog, shards, warehouse)
