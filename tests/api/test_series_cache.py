@@ -87,6 +87,32 @@ def test_concurrent_misses_share_one_load():
     assert sorted(how for _, how in results) == ["hit"] * 9 + ["miss"]
 
 
+def test_an_entry_is_refreshed_ahead_and_never_older_than_the_ttl():
+    cache = SeriesCache(ttl_s=1)
+    version = 0
+
+    async def load():
+        nonlocal version
+        version += 1
+        await asyncio.sleep(0.05)
+        return f"v{version}".encode()
+
+    async def main():
+        assert await cache.get_or_load("k", load) == (b"v1", "miss")
+        assert await cache.get_or_load("k", load) == (b"v1", "hit")  # young: no reload
+        assert version == 1
+        await asyncio.sleep(0.85)  # past the refresh point (<= 80 % of the TTL), not expired
+        assert await cache.get_or_load("k", load) == (b"v1", "hit")  # served, reload started
+        assert await cache.get_or_load("k", load) == (b"v1", "hit")  # one reload only
+        await asyncio.sleep(0.1)
+        assert version == 2
+        assert await cache.get_or_load("k", load) == (b"v2", "hit")
+        await asyncio.sleep(1.05)  # nobody asked: expired, the next request waits for a load
+        assert await cache.get_or_load("k", load) == (b"v3", "miss")
+
+    asyncio.run(main())
+
+
 def test_a_failed_load_is_not_cached_and_reaches_every_waiter():
     cache = SeriesCache(ttl_s=60)
 
