@@ -47,7 +47,7 @@ def _refresh_chain_sensor(context: SensorEvaluationContext):
     return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
 
-def build_refresh_chain_sensor(minimum_interval_seconds: int = 30) -> SensorDefinition:
+def build_refresh_chain_sensor(minimum_interval_seconds: int = 5) -> SensorDefinition:
     return sensor(
         name="refresh_chain_sensor",
         minimum_interval_seconds=minimum_interval_seconds,

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 from dagster import AssetKey, AssetPartitionStatus, DagsterInstance, DagsterRunStatus, RunsFilter
 from sqlalchemy import create_engine, text
@@ -103,11 +104,18 @@ def cycle(tmp_path):
             "log": tmp_path / "daemon.log",
         }
     finally:
+        children = psutil.Process(daemon.pid).children(recursive=True)
         daemon.terminate()
         try:
             daemon.wait(timeout=30)
         except subprocess.TimeoutExpired:
             daemon.kill()
+        for child in children:  # its code server and run workers would outlive it
+            try:
+                child.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(children, timeout=10)
         log.close()
 
 

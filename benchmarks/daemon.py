@@ -1,0 +1,84 @@
+"""A real dagster-daemon (and nothing else) on a temporary instance, for the refresh and backfill
+benchmarks: start, watch the CPU of its whole process tree, stop."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Daemon:
+    def __init__(self, home: Path, env: dict, instance_yaml: str = ""):
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + instance_yaml)
+        (home / "workspace.yaml").write_text(
+            "load_from:\n  - python_module:\n      module_name: metrics_pipeline.definitions\n"
+            f"      working_directory: {REPO}\n"
+        )
+        self.env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+        self.proc: subprocess.Popen | None = None
+        self.cpu: dict[int, float] = {}
+
+    def start(self) -> None:
+        log = open(self.home / "daemon.log", "w")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+             str(self.home / "workspace.yaml")],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
+        )
+
+    def sample(self) -> None:
+        """Remember the CPU seconds of every process of the tree (runs come and go)."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                try:
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = max(self.cpu.get(p.pid, 0.0), t.user + t.system)
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+
+    def wait(self, what: str, check, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dagster-daemon exited: {(self.home / 'daemon.log').read_text()[-3000:]}")
+            self.sample()
+            value = check()
+            if value:
+                return value
+            time.sleep(0.5)
+        raise TimeoutError(f"timed out waiting for {what}")
+
+    def stop(self) -> None:
+        """Stop the daemon and its code server and run processes (they would outlive it)."""
+        if not self.proc:
+            return
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        for child in children:
+            try:
+                child.terminate()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(children, timeout=10)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
