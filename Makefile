@@ -50,6 +50,7 @@ test: install test-deps services
 	$(BIN)/pytest -q
 
 bench: install services
+	./scripts/system-deps.sh wrk
 	$(BIN)/python -m benchmarks.run_all
 
 lint: install

@@ -77,6 +77,9 @@ def create_shards(
         md.drop_all(engine)
         md.create_all(engine)
         mine = [b for b in range(1, billers + 1) if shard_of(b, shards) == name]
+        if not mine:
+            engine.dispose()
+            continue
         with engine.begin() as conn:
             conn.execute(insert(occ), [{"BillerId": b, "Processing": False} for b in mine])
         backend = make_url(url).get_backend_name()

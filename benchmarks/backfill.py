@@ -1,0 +1,103 @@
+"""Backfill at scale: B billers x D days of hours, through one Dagster backfill launched by the
+backlog sensor under the real daemon: runs, wall time, partitions per second.
+
+    python -m benchmarks.backfill --billers 50 --days 90
+"""
+
+import argparse
+import json
+import tempfile
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from dagster import DagsterInstance, RunsFilter
+from sqlalchemy import create_engine, text
+
+from benchmarks.daemon import Daemon
+from benchmarks.data import create_catalog, create_shards
+from benchmarks.throughput import PG_ADMIN, drop
+from metrics_pipeline.semantics import hour_start
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser()
+    p.add_argument("--billers", type=int, default=50)
+    p.add_argument("--days", type=int, default=90)
+    p.add_argument("--shards", type=int, default=10)
+    p.add_argument("--per-hour", type=int, default=10)
+    p.add_argument("--max-concurrent-runs", type=int, default=4)
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args(argv)
+    dbs: list[str] = []
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"mpbench_instance_{uuid.uuid4().hex[:6]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    dbs.append(name)
+    base = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
+    tmpdir = tempfile.TemporaryDirectory(prefix="mpbackfill_", ignore_cleanup_errors=True)
+    with tmpdir as tmp:
+        folder = Path(tmp)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        # Old enough hours only: the backlog sensor leaves the last 2 to the schedule.
+        end = hour_start(now) - timedelta(hours=2)
+        env = {
+            "DAGSTER_EVENT_BATCH_SIZE": "1000",
+            "METRICS_CATALOG_URL": f"sqlite:///{folder}/catalog.db",
+            "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{folder}/{{shard}}.db",
+            "METRICS_WAREHOUSE_URL": f"sqlite:///{folder}/warehouse.db",
+            "METRICS_SENSOR_INTERVAL_S": "5",
+            "METRICS_BACKLOG_LOOKBACK_HOURS": str(args.days * 24),
+            "METRICS_BACKLOG_ALERT_THRESHOLD": str(10**9),
+        }
+        create_catalog(env["METRICS_CATALOG_URL"], args.billers, args.shards)
+        rows = create_shards(env["METRICS_SHARD_URL_TEMPLATE"], args.billers, args.shards,
+                             args.days, args.per_hour, end)
+        home = folder / "home"
+        instance_yaml = (
+            f"storage:\n  postgres:\n    postgres_url: postgresql+psycopg2://{base}/{name}\n"
+            "run_coordinator:\n  module: dagster.core.run_coordinator\n"
+            "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
+            f"    max_concurrent_runs: {args.max_concurrent_runs}\n"
+        )
+        daemon = Daemon(home, env, instance_yaml)
+        instance = DagsterInstance.from_config(str(home))
+        instance.add_dynamic_partitions("billers", [str(b) for b in range(1, args.billers + 1)])
+        daemon.start()
+        try:
+            backfill = daemon.wait("the backlog backfill", lambda: instance.get_backfills(), 300)[0]
+            started = backfill.backfill_timestamp
+
+            def done():
+                b = instance.get_backfill(backfill.backfill_id)
+                return b.status.value != "REQUESTED" and b
+
+            finished = daemon.wait("the backfill", done, 6 * 3600)
+            runs = instance.get_runs(
+                filters=RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
+            ends = [instance.get_run_record_by_id(r.run_id).end_time or 0 for r in runs]
+            wall = max(ends) - started
+        finally:
+            daemon.stop()
+        partitions = args.billers * args.days * 24 + args.billers * (args.days + 1) \
+            + args.billers * (args.days // 7 + 2)
+        result = {
+            "billers": args.billers, "days": args.days, "rows": rows,
+            "status": finished.status.value, "runs": len(runs),
+            "run_statuses": sorted({r.status.value for r in runs}),
+            "wall_s": wall, "partitions_about": partitions,
+            "hourly_partitions": args.billers * args.days * 24,
+            "partitions_per_s": partitions / wall, "cpu_s": daemon.cpu_seconds,
+            "max_concurrent_runs": args.max_concurrent_runs,
+        }
+    drop(dbs)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "backfill.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
