@@ -1,0 +1,71 @@
+"""`make bench`: every benchmark, then docs/benchmarks.md from their results.
+
+Results go to benchmarks/results/*.json (committed with the doc, so every figure can be traced);
+`--only` re-runs some of them and re-renders the doc from all the results present.
+"""
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks import backfill, memory, refresh, throughput
+from benchmarks.report import render
+
+OUT = Path("benchmarks/results")
+STEPS = ("throughput", "refresh", "backfill", "memory", "api")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} vCPUs ({cpu}), {mem:.0f} GiB RAM, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS))
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    if "throughput" in args.only:
+        for backend in ("sqlite", "postgresql"):
+            print(f"throughput ({backend})", flush=True)
+            throughput.main(["--backend", backend, "--repeat", str(args.repeat)])
+    if "refresh" in args.only:
+        print("refresh cycle", flush=True)
+        refresh.main(["--billers", "20", "200", "--repeat", str(args.repeat)])
+    if "backfill" in args.only:
+        print("backfill (long)", flush=True)
+        backfill.main(["--billers", "50", "--days", "90"])
+    if "memory" in args.only:
+        print("memory", flush=True)
+        memory.main([])
+    if "api" in args.only:
+        print("API load (wrk)", flush=True)
+        buf = io.StringIO()
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.api_load", "--duration", "15",
+                               "--configs", "1/off/5,1/on/5,1/off/0"],
+                              capture_output=True, text=True)
+        buf.write(proc.stdout)
+        (OUT / "api.md").write_text(buf.getvalue())
+    meta = {"machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "repeat": args.repeat}
+    Path("docs/benchmarks.md").write_text(render(OUT, meta))
+    print("wrote docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
