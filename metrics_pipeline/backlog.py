@@ -1,7 +1,6 @@
 """The pending-aggregation queue, replaced: which hourly partitions of a bounded look-back window
 are missing from the warehouse or failed in Dagster, and the backfill that mends them."""
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -11,6 +10,7 @@ from metrics_pipeline.assets.common import LEVEL_NAMES
 from metrics_pipeline.partitions import hourly_partitions, partition_key
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, day_start, hour_start, week_start
+from metrics_pipeline.settings import from_env
 from metrics_pipeline.sql.warehouse import AGGREGATES
 
 STATUS_ASSET = AssetKey("error_rate_hourly")
@@ -25,11 +25,14 @@ class BacklogSettings:
 
     @classmethod
     def from_env(cls, environ=None) -> "BacklogSettings":
-        env = os.environ if environ is None else environ
-        return cls(
-            lookback_hours=int(env.get("METRICS_BACKLOG_LOOKBACK_HOURS", cls.lookback_hours)),
-            settle_hours=int(env.get("METRICS_BACKLOG_SETTLE_HOURS", cls.settle_hours)),
-            alert_threshold=int(env.get("METRICS_BACKLOG_ALERT_THRESHOLD", cls.alert_threshold)),
+        return from_env(
+            cls,
+            {
+                "lookback_hours": "METRICS_BACKLOG_LOOKBACK_HOURS",
+                "settle_hours": "METRICS_BACKLOG_SETTLE_HOURS",
+                "alert_threshold": "METRICS_BACKLOG_ALERT_THRESHOLD",
+            },
+            environ,
         )
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:

@@ -259,3 +259,19 @@ DECIMAL_COLUMNS = {
     "ErrorRate",
     "TimeoutRate",
 }
+
+
+def sqlite_environment(folder, per_hour: int = 3) -> dict[str, str]:
+    """The METRICS_* variables for SQLite sources with test data, and a warehouse, in ``folder``."""
+    env = {
+        "METRICS_CATALOG_URL": f"sqlite:///{folder}/catalog.db",
+        "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{folder}/{{shard}}.db",
+        "METRICS_WAREHOUSE_URL": f"sqlite:///{folder}/warehouse.db",
+        "METRICS_DATA_DIR": str(folder / "data"),
+    }
+    create_sources(
+        env["METRICS_CATALOG_URL"],
+        lambda s: env["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", s),
+        per_hour=per_hour,
+    )
+    return env

@@ -9,23 +9,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from metrics_pipeline.cli import contiguous_groups, main
-from tests.support import create_sources
+from tests.support import sqlite_environment
 
 
 @pytest.fixture
 def env(tmp_path):
-    e = {
-        "METRICS_CATALOG_URL": f"sqlite:///{tmp_path}/catalog.db",
-        "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{tmp_path}/{{shard}}.db",
-        "METRICS_WAREHOUSE_URL": f"sqlite:///{tmp_path}/warehouse.db",
-        "METRICS_DATA_DIR": str(tmp_path / "data"),
-    }
-    create_sources(
-        e["METRICS_CATALOG_URL"],
-        lambda s: e["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", s),
-        per_hour=2,
-    )
-    return e
+    return sqlite_environment(tmp_path, per_hour=2)
 
 
 def run(args, env, capsys) -> tuple[int, str, str]:

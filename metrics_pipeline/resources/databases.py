@@ -5,6 +5,7 @@ names and the metric rules are plain config with the seed's defaults, so a deplo
 differ changes values, not code.
 """
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,34 +41,27 @@ class Biller:
     shard: str
 
 
-class CatalogTableNames(Config):
-    table: str = "BillerElasticOptions"
-    biller_id: str = "BillerId"
-    biller_name: str = "BillerName"
-    shard_name: str = "ShardName"
-    enabled: str = "IsDataPumpEnabled"
-    db_schema: str | None = Field(default=None, description="Database schema, e.g. dbo")
+def names_config(names_type: type, doc: str) -> type[Config]:
+    """A Config class with the fields and defaults of a names dataclass of the SQL layer, so the
+    launchpad shows every overridable name (``schema`` becomes ``db_schema``: pydantic owns
+    ``schema``), and ``to_names()`` gives the dataclass back."""
+    annotations, namespace = {}, {"__doc__": doc, "__module__": __name__}
+    for f in dataclasses.fields(names_type):
+        key = "db_schema" if f.name == "schema" else f.name
+        annotations[key] = f.type
+        namespace[key] = f.default
 
-    def to_names(self) -> CatalogNames:
+    def to_names(self):
         data = self.model_dump()
-        return CatalogNames(schema=data.pop("db_schema"), **data)
+        data["schema"] = data.pop("db_schema")
+        return names_type(**data)
+
+    namespace.update(__annotations__=annotations, to_names=to_names)
+    return type(f"{names_type.__name__}Config", (Config,), namespace)
 
 
-class ShardTableNames(Config):
-    detail_table: str = "DataPumpDetail"
-    detail_id: str = "DataPumpDetailId"
-    biller_id: str = "BillerId"
-    created: str = "CreatedDate"
-    response_time: str = "ResponseTime"
-    status_code: str = "StatusCode"
-    occupancy_table: str = "BillerDataPump"
-    occupancy_biller_id: str = "BillerId"
-    processing: str = "Processing"
-    db_schema: str | None = Field(default=None, description="Database schema, e.g. dbo")
-
-    def to_names(self) -> ShardNames:
-        data = self.model_dump()
-        return ShardNames(schema=data.pop("db_schema"), **data)
+CatalogTableNames = names_config(CatalogNames, "Table and column names in the catalog database.")
+ShardTableNames = names_config(ShardNames, "Table and column names in every shard database.")
 
 
 class MetricRulesConfig(Config):

@@ -6,7 +6,6 @@ at most one request per failed run and biller (run_key), never while a retry of 
 is in flight, and a cap per tick so that a restart after downtime does not start a storm.
 """
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +31,7 @@ from metrics_pipeline.refresh import (
 )
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.engines import DatabaseUnreachable, ShardUnreachable
+from metrics_pipeline.settings import from_env
 
 RETRY_FLAG = "metrics/retry"
 RETRY_TAG = "metrics/retry_of"
@@ -56,13 +56,14 @@ class RetrySettings:
 
     @classmethod
     def from_env(cls, environ=None) -> "RetrySettings":
-        env = os.environ if environ is None else environ
-        return cls(
-            lookback_hours=int(env.get("METRICS_RETRY_LOOKBACK_HOURS", cls.lookback_hours)),
-            max_requests_per_tick=int(
-                env.get("METRICS_RETRY_MAX_PER_TICK", cls.max_requests_per_tick)
-            ),
-            backoff_base_s=int(env.get("METRICS_RETRY_BACKOFF_S", cls.backoff_base_s)),
+        return from_env(
+            cls,
+            {
+                "lookback_hours": "METRICS_RETRY_LOOKBACK_HOURS",
+                "max_requests_per_tick": "METRICS_RETRY_MAX_PER_TICK",
+                "backoff_base_s": "METRICS_RETRY_BACKOFF_S",
+            },
+            environ,
         )
 
     def backoff(self, attempt: int) -> timedelta:

@@ -17,22 +17,12 @@ from metrics_pipeline.refresh import RANGE_END, RANGE_START, REFRESH_TAG, refres
 from metrics_pipeline.resources.databases import CatalogResource
 from metrics_pipeline.sensors.billers import billers_sensor, partition_changes
 from metrics_pipeline.sensors.refresh_chain import refresh_chain_sensor
-from tests.support import WINDOW_START, create_sources
+from tests.support import WINDOW_START, sqlite_environment
 
 
 @pytest.fixture
 def env(tmp_path):
-    e = {
-        "METRICS_CATALOG_URL": f"sqlite:///{tmp_path}/catalog.db",
-        "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{tmp_path}/{{shard}}.db",
-        "METRICS_WAREHOUSE_URL": f"sqlite:///{tmp_path}/warehouse.db",
-    }
-    create_sources(
-        e["METRICS_CATALOG_URL"],
-        lambda s: e["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", s),
-        per_hour=3,
-    )
-    return e
+    return sqlite_environment(tmp_path, per_hour=3)
 
 
 @pytest.fixture
