@@ -47,8 +47,8 @@ def main(argv=None) -> int:
         print("refresh cycle", flush=True)
         refresh.main(["--billers", "20", "200", "--repeat", str(args.repeat)])
     if "backfill" in args.only:
-        print("backfill (long)", flush=True)
-        backfill.main(["--billers", "50", "--days", "90"])
+        print("backfill", flush=True)
+        backfill.main(["--billers", "50", "--days", "14"])
     if "memory" in args.only:
         print("memory", flush=True)
         memory.main([])
