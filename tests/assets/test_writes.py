@@ -203,4 +203,4 @@ def test_hourly_asset_materializes_one_partition_with_lineage_metadata(tmp_path)
     assert len(mats) == 3 and {m.partition for m in mats} == {f"8|{HOUR:%Y-%m-%d-%H:%M}"}
     meta = mats[0].metadata
     assert "DATEADD" not in meta["sql"].value and "strftime" in meta["sql"].value  # shard dialect
-    assert meta["dagster/row_count"].value == 1 and meta["rows_inserted"].value == 1
+    assert meta["dagster/row_count"].value == 1 and meta["run_rows_inserted"].value == 1
