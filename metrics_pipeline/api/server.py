@@ -47,7 +47,7 @@ def workers_of(environ: Mapping[str, str]) -> int:
 
 
 def access_log_of(environ: Mapping[str, str]) -> bool:
-    raw = (environ.get("METRICS_API_ACCESS_LOG") or "1").strip().lower()
+    raw = (environ.get("METRICS_API_ACCESS_LOG") or "0").strip().lower()
     if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
         raise ConfigurationError(f"METRICS_API_ACCESS_LOG: expected 1 or 0, got {raw!r}")
     return raw in ("1", "true", "yes", "on")
