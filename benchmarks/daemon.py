@@ -28,9 +28,16 @@ class Daemon:
     def start(self) -> None:
         log = open(self.home / "daemon.log", "w")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-             str(self.home / "workspace.yaml")],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
+            [
+                str(Path(sys.executable).parent / "dagster-daemon"),
+                "run",
+                "-w",
+                str(self.home / "workspace.yaml"),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.home,
         )
 
     def sample(self) -> None:
@@ -50,7 +57,9 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"dagster-daemon exited: {(self.home / 'daemon.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"dagster-daemon exited: {(self.home / 'daemon.log').read_text()[-3000:]}"
+                )
             self.sample()
             value = check()
             if value:

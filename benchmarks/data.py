@@ -38,8 +38,12 @@ def create_catalog(url: str, billers: int, shards: int) -> None:
         conn.execute(
             insert(t),
             [
-                {"BillerId": b, "BillerName": f"Bench {b}", "ShardName": shard_of(b, shards),
-                 "IsDataPumpEnabled": True}
+                {
+                    "BillerId": b,
+                    "BillerName": f"Bench {b}",
+                    "ShardName": shard_of(b, shards),
+                    "IsDataPumpEnabled": True,
+                }
                 for b in range(1, billers + 1)
             ],
         )
@@ -54,8 +58,12 @@ def _rows_for_day(rng, biller: int, day: datetime, per_hour: int):
     status = rng.choice(STATUSES, n)
     nulls = rng.random(n) < 0.002
     return [
-        (biller, created[i].strftime("%Y-%m-%d %H:%M:%S.%f"), None if nulls[i] else float(rt[i]),
-         str(status[i]))
+        (
+            biller,
+            created[i].strftime("%Y-%m-%d %H:%M:%S.%f"),
+            None if nulls[i] else float(rt[i]),
+            str(status[i]),
+        )
         for i in range(n)
     ]
 
@@ -100,10 +108,13 @@ def create_shards(
                 else:
                     raw = engine.raw_connection()
                     try:
-                        with raw.cursor() as cur, cur.copy(
-                            'COPY "DataPumpDetail" ("BillerId", "CreatedDate", "ResponseTime", '
-                            '"StatusCode") FROM STDIN'
-                        ) as copy:
+                        with (
+                            raw.cursor() as cur,
+                            cur.copy(
+                                'COPY "DataPumpDetail" ("BillerId", "CreatedDate", "ResponseTime", '
+                                '"StatusCode") FROM STDIN'
+                            ) as copy,
+                        ):
                             for row in rows:
                                 copy.write_row(row)
                         raw.commit()

@@ -59,8 +59,14 @@ def main(argv=None) -> dict:
             }
             env.pop("DAGSTER_HOME", None)
             create_catalog(env["METRICS_CATALOG_URL"], args.billers, args.billers)
-            rows = create_shards(env["METRICS_SHARD_URL_TEMPLATE"], args.billers, args.billers,
-                                 args.days, args.per_hour * factor, END)
+            rows = create_shards(
+                env["METRICS_SHARD_URL_TEMPLATE"],
+                args.billers,
+                args.billers,
+                args.days,
+                args.per_hour * factor,
+                END,
+            )
             mb, seconds = peak_rss(
                 [script, "materialize", "--start", start.isoformat(), "--end", END.isoformat()], env
             )

@@ -41,8 +41,9 @@ def instance_yaml(kind: str, dbs: list) -> str:
     return queue + f"storage:\n  postgres:\n    postgres_url: postgresql+psycopg2://{base}/{name}\n"
 
 
-def one_cycle(billers: int, shards: int, per_hour: int, folder: Path, instance_kind: str,
-              dbs: list) -> dict:
+def one_cycle(
+    billers: int, shards: int, per_hour: int, folder: Path, instance_kind: str, dbs: list
+) -> dict:
     now = datetime.now(UTC).replace(tzinfo=None)
     env = {
         # Batched event writes (one INSERT for a run's thousands of partition events), as the
@@ -56,14 +57,21 @@ def one_cycle(billers: int, shards: int, per_hour: int, folder: Path, instance_k
         "METRICS_BACKLOG_LOOKBACK_HOURS": "0",  # measure the refresh alone
     }
     create_catalog(env["METRICS_CATALOG_URL"], billers, shards)
-    create_shards(env["METRICS_SHARD_URL_TEMPLATE"], billers, shards, 1, per_hour,
-                  hour_start(now) + timedelta(hours=1))
+    create_shards(
+        env["METRICS_SHARD_URL_TEMPLATE"],
+        billers,
+        shards,
+        1,
+        per_hour,
+        hour_start(now) + timedelta(hours=1),
+    )
     home = folder / "home"
     daemon = Daemon(home, env, instance_yaml(instance_kind, dbs))
     instance = DagsterInstance.from_config(str(home))
     instance.add_dynamic_partitions("billers", [str(b) for b in range(1, billers + 1)])
     daemon.start()
     try:
+
         def first_refresh():
             runs = instance.get_runs(filters=RunsFilter(tags={"metrics/level": "hourly"}))
             return [r for r in runs if r.tags.get("dagster/schedule_name") == "refresh_schedule"]
@@ -74,9 +82,12 @@ def one_cycle(billers: int, shards: int, per_hour: int, folder: Path, instance_k
         cpu_before = daemon.cpu_seconds  # start-up and code loading are not the cycle's
 
         def weekly_done():
-            runs = instance.get_runs(filters=RunsFilter(
-                tags={"metrics/refresh": refresh, "metrics/level": "weekly"},
-                statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]))
+            runs = instance.get_runs(
+                filters=RunsFilter(
+                    tags={"metrics/refresh": refresh, "metrics/level": "weekly"},
+                    statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE],
+                )
+            )
             return runs
 
         [weekly] = daemon.wait("the weekly run of that refresh", weekly_done, 600)
@@ -86,12 +97,16 @@ def one_cycle(billers: int, shards: int, per_hour: int, folder: Path, instance_k
         wall = last.end_time - first.create_timestamp.timestamp()
         daemon.sample()
         return {
-            "billers": billers, "runs": len(runs),
+            "billers": billers,
+            "runs": len(runs),
             "statuses": sorted(r.status.value for r in runs),
-            "wall_s": wall, "cpu_s": daemon.cpu_seconds - cpu_before,
-            "run_seconds": sorted((instance.get_run_record_by_id(r.run_id).end_time or 0)
-                                  - (instance.get_run_record_by_id(r.run_id).start_time or 0)
-                                  for r in runs),
+            "wall_s": wall,
+            "cpu_s": daemon.cpu_seconds - cpu_before,
+            "run_seconds": sorted(
+                (instance.get_run_record_by_id(r.run_id).end_time or 0)
+                - (instance.get_run_record_by_id(r.run_id).start_time or 0)
+                for r in runs
+            ),
         }
     finally:
         daemon.stop()
@@ -114,13 +129,19 @@ def main(argv=None) -> dict:
             tmpdir = tempfile.TemporaryDirectory(prefix="mprefresh_", ignore_cleanup_errors=True)
             with tmpdir as tmp:
                 try:
-                    cycles.append(one_cycle(n, min(args.shards, n), args.per_hour, Path(tmp),
-                                            args.instance, dbs))
+                    cycles.append(
+                        one_cycle(
+                            n, min(args.shards, n), args.per_hour, Path(tmp), args.instance, dbs
+                        )
+                    )
                 finally:
                     drop(dbs)
                     dbs.clear()
-            print(f"  {n} billers, cycle {i + 1}: {cycles[-1]['wall_s']:.1f}s wall, "
-                  f"{cycles[-1]['cpu_s']:.1f}s CPU, {cycles[-1]['runs']} runs", flush=True)
+            print(
+                f"  {n} billers, cycle {i + 1}: {cycles[-1]['wall_s']:.1f}s wall, "
+                f"{cycles[-1]['cpu_s']:.1f}s CPU, {cycles[-1]['runs']} runs",
+                flush=True,
+            )
             time.sleep(1)
         result[str(n)] = {
             "wall_s": statistics.median(c["wall_s"] for c in cycles),
@@ -130,8 +151,15 @@ def main(argv=None) -> dict:
         }
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "refresh.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: {x: v[x] for x in ("wall_s", "cpu_s", "runs")}
-                      for k, v in result.items() if k != "instance"}))
+    print(
+        json.dumps(
+            {
+                k: {x: v[x] for x in ("wall_s", "cpu_s", "runs")}
+                for k, v in result.items()
+                if k != "instance"
+            }
+        )
+    )
     return result
 
 

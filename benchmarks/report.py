@@ -28,7 +28,9 @@ def render(folder: Path, meta: dict) -> str:
         "- The machine is shared: identical runs varied by up to ±20 %.",
         "",
     ]
-    rows = [r for r in (_load(folder, f"throughput_{b}.json") for b in ("sqlite", "postgresql")) if r]
+    rows = [
+        r for r in (_load(folder, f"throughput_{b}.json") for b in ("sqlite", "postgresql")) if r
+    ]
     if rows:
         out += [
             "## 1. Throughput: materialize vs the database's own GROUP BY",
@@ -61,8 +63,13 @@ def render(folder: Path, meta: dict) -> str:
                 f"- {r['backend']}: "
                 + "; ".join(
                     f"{a:.1f} / {b:.1f} / {b0:.1f} / {c:.1f}"
-                    for a, b, b0, c in zip(runs["materialize"], runs["sql"], runs["counts_sql"],
-                                           runs["pandas"], strict=True)
+                    for a, b, b0, c in zip(
+                        runs["materialize"],
+                        runs["sql"],
+                        runs["counts_sql"],
+                        runs["pandas"],
+                        strict=True,
+                    )
                 )
             )
         out.append("")
@@ -83,8 +90,10 @@ def render(folder: Path, meta: dict) -> str:
         for n, v in ref.items():
             if n == "instance":
                 continue
-            out.append(f"| {n} | {v['wall_s']:.1f} s | {v['cpu_s']:.1f} | {v['runs']:g} | "
-                       f"{_verdict(v['wall_s'], 60, ' s')} |")
+            out.append(
+                f"| {n} | {v['wall_s']:.1f} s | {v['cpu_s']:.1f} | {v['runs']:g} | "
+                f"{_verdict(v['wall_s'], 60, ' s')} |"
+            )
         out.append("")
     bf = _load(folder, "backfill.json")
     if bf:
@@ -94,13 +103,16 @@ def render(folder: Path, meta: dict) -> str:
             f"{bf['billers']} billers × {bf['days']} days ({bf['hourly_partitions']:,} hourly "
             f"partitions, about {bf['partitions_about']:,} with their days and weeks; "
             f"{bf['rows']:,} calls), one Dagster backfill launched by `backlog_sensor` under the "
-            f"real daemon, PostgreSQL instance, at most {bf['max_concurrent_runs']} runs at once. "
-            "One run of the median is reported (it takes a while).",
+            f"real daemon, PostgreSQL instance, at most {bf['max_concurrent_runs']} runs at once, "
+            f"watched for {bf['budget_minutes']:g} minutes (one measurement; status: "
+            f"{bf['status']}).",
             "",
-            "| runs | wall | partitions / s | CPU seconds | status |",
-            "|---:|---:|---:|---:|---|",
-            f"| {bf['runs']} | {bf['wall_s'] / 60:.1f} min | {bf['partitions_per_s']:.1f} | "
-            f"{bf['cpu_s']:.0f} | {bf['status']} |",
+            "| runs finished / launched | partitions done | wall to last finished run | "
+            "partitions / s | median run | CPU seconds |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {bf['runs_finished']} / {bf['runs_launched']} | {bf['partitions_done']:,} | "
+            f"{bf['wall_s'] / 60:.1f} min | {bf['partitions_per_s']:.1f} | "
+            f"{(bf['run_seconds_median'] or 0):.0f} s | {bf['cpu_s']:.0f} |",
             "",
         ]
     mem = _load(folder, "memory.json")
@@ -116,16 +128,26 @@ def render(folder: Path, meta: dict) -> str:
             "|---|---:|---:|---:|---|",
         ]
         for k, v in mem["runs"].items():
-            out.append(f"| {k} | {v['rows']:,} | {v['peak_rss_mb']:.0f} MB | {v['seconds']:.0f} s | "
-                       f"{_verdict(v['peak_rss_mb'], 500, ' MB')} |")
+            out.append(
+                f"| {k} | {v['rows']:,} | {v['peak_rss_mb']:.0f} MB | {v['seconds']:.0f} s | "
+                f"{_verdict(v['peak_rss_mb'], 500, ' MB')} |"
+            )
         out.append("")
     api = folder / "api.md"
     out += ["## 5. API", ""]
     if api.exists() and api.read_text().strip():
-        out += ["Latest `make bench` run (`benchmarks/api_load.py`, 32 connections, 30-day hourly "
-                "series):", "", api.read_text().strip(), ""]
-    out += ["The full API load study (configurations, two runs each, what was fixed) is in "
-            "[benchmarks-api.md](benchmarks-api.md).", ""]
+        out += [
+            "Latest `make bench` run (`benchmarks/api_load.py`, 32 connections, 30-day hourly "
+            "series):",
+            "",
+            api.read_text().strip(),
+            "",
+        ]
+    out += [
+        "The full API load study (configurations, two runs each, what was fixed) is in "
+        "[benchmarks-api.md](benchmarks-api.md).",
+        "",
+    ]
     notes = Path(__file__).with_name("NOTES.md")
     if notes.exists():
         out += [notes.read_text().strip(), ""]

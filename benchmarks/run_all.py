@@ -11,7 +11,7 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import backfill, memory, refresh, throughput
@@ -29,8 +29,10 @@ def machine() -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} vCPUs ({cpu}), {mem:.0f} GiB RAM, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} vCPUs ({cpu}), {mem:.0f} GiB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def main(argv=None) -> int:
@@ -48,20 +50,33 @@ def main(argv=None) -> int:
         refresh.main(["--billers", "20", "200", "--repeat", str(args.repeat)])
     if "backfill" in args.only:
         print("backfill", flush=True)
-        backfill.main(["--billers", "50", "--days", "14"])
+        backfill.main(["--billers", "50", "--days", "90", "--budget-minutes", "8"])
     if "memory" in args.only:
         print("memory", flush=True)
         memory.main([])
     if "api" in args.only:
         print("API load (wrk)", flush=True)
         buf = io.StringIO()
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.api_load", "--duration", "15",
-                               "--configs", "1/off/5,1/on/5,1/off/0"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.api_load",
+                "--duration",
+                "15",
+                "--configs",
+                "1/off/5,1/on/5,1/off/0",
+            ],
+            capture_output=True,
+            text=True,
+        )
         buf.write(proc.stdout)
         (OUT / "api.md").write_text(buf.getvalue())
-    meta = {"machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "repeat": args.repeat}
+    meta = {
+        "machine": machine(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "repeat": args.repeat,
+    }
     Path("docs/benchmarks.md").write_text(render(OUT, meta))
     print("wrote docs/benchmarks.md")
     return 0

@@ -23,14 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import create_engine, text
 
 from benchmarks.data import create_catalog, create_shards
 from metrics_pipeline.semantics import SKETCH_GAMMA
 
-PG_ADMIN = os.environ.get("METRICS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get(
+    "METRICS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 #: A Sunday, so the two weeks before it are whole weeks: the command does not widen the window.
 END = datetime(2026, 11, 22)
 LOG_GAMMA = math.log(SKETCH_GAMMA)
@@ -44,14 +45,20 @@ LN = {"sqlite": "ln", "postgresql": "ln"}
 
 def facts_sql(backend: str) -> str:
     """The hand-written hourly aggregate with the sketch histogram (what the pipeline needs)."""
-    s = "trim(\"StatusCode\")"
-    digits = f"{s} ~ '^[0-9]+$'" if backend == "postgresql" else f"{s} <> '' AND {s} NOT GLOB '*[^0-9]*'"
-    timeout = (f"((CASE WHEN {digits} THEN CAST({s} AS BIGINT) END) IN (408, 504) "
-               f"OR lower({s}) = 'timeout' OR \"ResponseTime\" >= 30000)")
+    s = 'trim("StatusCode")'
+    digits = (
+        f"{s} ~ '^[0-9]+$'" if backend == "postgresql" else f"{s} <> '' AND {s} NOT GLOB '*[^0-9]*'"
+    )
+    timeout = (
+        f"((CASE WHEN {digits} THEN CAST({s} AS BIGINT) END) IN (408, 504) "
+        f"OR lower({s}) = 'timeout' OR \"ResponseTime\" >= 30000)"
+    )
     ok = f"(CASE WHEN {digits} THEN CAST({s} AS BIGINT) END) BETWEEN 200 AND 399"
     real = "DOUBLE PRECISION" if backend == "postgresql" else "REAL"
-    bucket = (f"CASE WHEN \"ResponseTime\" > 0 THEN CAST(ceil(ln(CAST(\"ResponseTime\" AS {real})) "
-              f"/ {LOG_GAMMA!r}) AS BIGINT) WHEN \"ResponseTime\" = 0 THEN -1000000 END")
+    bucket = (
+        f'CASE WHEN "ResponseTime" > 0 THEN CAST(ceil(ln(CAST("ResponseTime" AS {real})) '
+        f'/ {LOG_GAMMA!r}) AS BIGINT) WHEN "ResponseTime" = 0 THEN -1000000 END'
+    )
     return f"""
         SELECT "BillerId", {HOUR_EXPR[backend]} AS hr, {bucket} AS bucket, COUNT(*),
                SUM(CASE WHEN {timeout} THEN 1 ELSE 0 END),
@@ -82,7 +89,10 @@ def counts_sql(backend: str) -> str:
 
 def _params(backend, start, end):
     if backend == "sqlite":  # stored as SQLAlchemy writes SQLite timestamps
-        return {"s": start.strftime("%Y-%m-%d %H:%M:%S.%f"), "e": end.strftime("%Y-%m-%d %H:%M:%S.%f")}
+        return {
+            "s": start.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            "e": end.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        }
     return {"s": start, "e": end}
 
 
@@ -105,20 +115,32 @@ def run_pandas(urls, backend, start, end) -> float:
     for url in urls:
         engine = create_engine(url)
         with engine.connect() as conn:
-            df = pd.read_sql(text('SELECT "BillerId", "CreatedDate", "ResponseTime", "StatusCode" '
-                                  'FROM "DataPumpDetail" WHERE "CreatedDate" >= :s AND "CreatedDate" < :e'),
-                             conn, params=_params(backend, start, end))
+            df = pd.read_sql(
+                text(
+                    'SELECT "BillerId", "CreatedDate", "ResponseTime", "StatusCode" '
+                    'FROM "DataPumpDetail" WHERE "CreatedDate" >= :s AND "CreatedDate" < :e'
+                ),
+                conn,
+                params=_params(backend, start, end),
+            )
         engine.dispose()
         df["hr"] = pd.to_datetime(df["CreatedDate"], format="mixed").dt.floor("h")
         s = df["StatusCode"].astype("string").str.strip()
         code = pd.to_numeric(s.where(s.str.fullmatch(r"[0-9]+").fillna(False)), errors="coerce")
         rt = df["ResponseTime"].astype(float)
-        df["timeout"] = code.isin([408, 504]) | s.str.lower().eq("timeout").fillna(False) | (rt >= 30000)
+        df["timeout"] = (
+            code.isin([408, 504]) | s.str.lower().eq("timeout").fillna(False) | (rt >= 30000)
+        )
         df["failed"] = df["timeout"] | ~code.between(200, 399)
         df["valid"] = rt.where(rt >= 0)
         g = df.groupby(["BillerId", "hr"])
-        g.agg(n=("BillerId", "size"), failed=("failed", "sum"), timeout=("timeout", "sum"),
-              total=("valid", "sum"), count=("valid", "count"))
+        g.agg(
+            n=("BillerId", "size"),
+            failed=("failed", "sum"),
+            timeout=("timeout", "sum"),
+            total=("valid", "sum"),
+            count=("valid", "count"),
+        )
         g["valid"].quantile([0.5, 0.95, 0.99], interpolation="higher")
     return time.perf_counter() - t0
 
@@ -126,8 +148,12 @@ def run_pandas(urls, backend, start, end) -> float:
 def materialize(env: dict, start: datetime, end: datetime) -> float:
     script = Path(sys.executable).parent / "metrics-pipeline"
     t0 = time.perf_counter()
-    proc = subprocess.run([str(script), "materialize", "--start", start.isoformat(), "--end", end.isoformat()],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(script), "materialize", "--start", start.isoformat(), "--end", end.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"materialize failed: {proc.stderr[-2000:]}")
@@ -136,8 +162,10 @@ def materialize(env: dict, start: datetime, end: datetime) -> float:
 
 def setup(backend: str, billers: int, days: int, per_hour: int, folder: Path, dbs: list):
     if backend == "sqlite":
-        env = {"METRICS_CATALOG_URL": f"sqlite:///{folder}/catalog.db",
-               "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{folder}/{{shard}}.db"}
+        env = {
+            "METRICS_CATALOG_URL": f"sqlite:///{folder}/catalog.db",
+            "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{folder}/{{shard}}.db",
+        }
         warehouse = lambda i: f"sqlite:///{folder}/warehouse_{i}.db"  # noqa: E731
     else:
         admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
@@ -159,7 +187,10 @@ def setup(backend: str, billers: int, days: int, per_hour: int, folder: Path, db
     t0 = time.perf_counter()
     rows = create_shards(env["METRICS_SHARD_URL_TEMPLATE"], billers, billers, days, per_hour, END)
     print(f"  generated {rows} rows in {time.perf_counter() - t0:.0f}s", flush=True)
-    urls = [env["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", f"bench_{s:02d}") for s in range(billers)]
+    urls = [
+        env["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", f"bench_{s:02d}")
+        for s in range(billers)
+    ]
     return env, warehouse, urls, rows
 
 
@@ -186,31 +217,56 @@ def main(argv=None) -> dict:
     dbs: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mpbench_") as tmp:
         try:
-            env, warehouse, urls, rows = setup(args.backend, args.billers, args.days, args.per_hour,
-                                               Path(tmp), dbs)
+            env, warehouse, urls, rows = setup(
+                args.backend, args.billers, args.days, args.per_hour, Path(tmp), dbs
+            )
             parallel = min(4, len(urls))
             a, b, b0, c = [], [], [], []
             for i in range(args.repeat):
-                run_env = {**os.environ, **env, "METRICS_WAREHOUSE_URL": warehouse(i),
-                           "METRICS_DATA_DIR": tmp}
+                run_env = {
+                    **os.environ,
+                    **env,
+                    "METRICS_WAREHOUSE_URL": warehouse(i),
+                    "METRICS_DATA_DIR": tmp,
+                }
                 run_env.pop("DAGSTER_HOME", None)
-                b.append(run_sql(urls, args.backend, [facts_sql(args.backend),
-                                                      percentiles_sql(args.backend)],
-                                 start, END, parallel))
-                b0.append(run_sql(urls, args.backend, [counts_sql(args.backend)], start, END, parallel))
+                b.append(
+                    run_sql(
+                        urls,
+                        args.backend,
+                        [facts_sql(args.backend), percentiles_sql(args.backend)],
+                        start,
+                        END,
+                        parallel,
+                    )
+                )
+                b0.append(
+                    run_sql(urls, args.backend, [counts_sql(args.backend)], start, END, parallel)
+                )
                 a.append(materialize(run_env, start, END))
                 c.append(run_pandas(urls, args.backend, start, END))
-                print(f"  run {i + 1}: materialize {a[-1]:.1f}s, SQL {b[-1]:.1f}s, "
-                      f"counts-only {b0[-1]:.1f}s, pandas {c[-1]:.1f}s", flush=True)
+                print(
+                    f"  run {i + 1}: materialize {a[-1]:.1f}s, SQL {b[-1]:.1f}s, "
+                    f"counts-only {b0[-1]:.1f}s, pandas {c[-1]:.1f}s",
+                    flush=True,
+                )
         finally:
             drop(dbs)
     med = {k: statistics.median(v) for k, v in {"a": a, "b": b, "b0": b0, "c": c}.items()}
     result = {
-        "backend": args.backend, "billers": args.billers, "days": args.days,
-        "per_hour": args.per_hour, "rows": rows, "repeat": args.repeat,
-        "partitions": args.billers * args.days * 24 + args.billers * args.days
+        "backend": args.backend,
+        "billers": args.billers,
+        "days": args.days,
+        "per_hour": args.per_hour,
+        "rows": rows,
+        "repeat": args.repeat,
+        "partitions": args.billers * args.days * 24
+        + args.billers * args.days
         + args.billers * math.ceil(args.days / 7),
-        "materialize_s": med["a"], "sql_s": med["b"], "counts_sql_s": med["b0"], "pandas_s": med["c"],
+        "materialize_s": med["a"],
+        "sql_s": med["b"],
+        "counts_sql_s": med["b0"],
+        "pandas_s": med["c"],
         "runs": {"materialize": a, "sql": b, "counts_sql": b0, "pandas": c},
         "ratio_a_b": med["a"] / med["b"],
         "rows_per_s": {k: rows / v for k, v in med.items()},
