@@ -4,6 +4,7 @@ The reference shares no code with metrics_pipeline's rules or SQL: it reads the 
 plain SELECT and applies the documented semantics with pandas and Decimal.
 """
 
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -19,6 +20,22 @@ from metrics_pipeline.sql.source import (
     detail_table,
     occupancy_table,
 )
+
+PG_ADMIN_URL = os.environ.get(
+    "METRICS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def pg_available() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
 
 #: Saturday 2025-03-01 .. Tuesday 2025-03-04: crosses a Sunday week boundary; the CLI widens it
 #: to whole weeks (2025-02-23 .. 2025-03-09).

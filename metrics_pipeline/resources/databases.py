@@ -7,6 +7,7 @@ differ changes values, not code.
 
 import dataclasses
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -150,6 +151,18 @@ class ShardsResource(ConfigurableResource):
         except DatabaseUnreachable as exc:
             raise ShardUnreachable(f"shard {shard}", exc.url, exc.reason) from exc
 
+    @contextmanager
+    def _unreachable_as_typed(self, shard: str):
+        """Connection failures (refused, bad login, timeout, dropped) as ShardUnreachable."""
+        try:
+            yield
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise ShardUnreachable(
+                    f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)
+                ) from exc
+            raise
+
     def read_hourly(
         self, shard: str, billers: list[int], start: datetime, end: datetime
     ) -> Iterator[tuple[datetime, datetime, dict[tuple[int, datetime], Partial]]]:
@@ -167,28 +180,14 @@ class ShardsResource(ConfigurableResource):
             chunk_end = min(end, chunk_start + step)
             facts = hourly_facts_query(names, rules, billers, chunk_start, chunk_end)
             ranks = hourly_percentiles_query(names, billers, chunk_start, chunk_end)
-            try:
-                with engine.connect() as conn:
-                    partials = fold_hourly_rows(conn.execute(facts), conn.execute(ranks))
-            except (OperationalError, DBAPIError) as exc:
-                if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                    raise ShardUnreachable(
-                        f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)
-                    ) from exc
-                raise
+            with self._unreachable_as_typed(shard), engine.connect() as conn:
+                partials = fold_hourly_rows(conn.execute(facts), conn.execute(ranks))
             yield chunk_start, chunk_end, partials
             chunk_start = chunk_end
 
     def busy_billers(self, shard: str, billers: list[int]) -> set[int]:
         """Billers whose Processing flag is set in their shard (a missing row means not busy)."""
         engine = self._engine(shard)
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(processing_query(self.names.to_names(), billers)).all()
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                raise ShardUnreachable(
-                    f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)
-                ) from exc
-            raise
+        with self._unreachable_as_typed(shard), engine.connect() as conn:
+            rows = conn.execute(processing_query(self.names.to_names(), billers)).all()
         return {int(r.biller_id) for r in rows if r.processing}

@@ -17,14 +17,11 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 import uvicorn
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import SQLAlchemyError
 
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch
+from tests.support import PG_ADMIN_URL, pg_available  # noqa: F401 - re-exported for the API tests
 
-PG_ADMIN_URL = os.environ.get(
-    "METRICS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_TEST_URL = os.environ.get("METRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 #: Saturday 2025-03-01: five days of hours cross a Sunday week boundary.
@@ -151,17 +148,6 @@ class Warehouse:
     backend: str
     url: str
     resource: WarehouseResource
-
-
-def pg_available() -> bool:
-    try:
-        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        engine.dispose()
-        return True
-    except (SQLAlchemyError, OSError):
-        return False
 
 
 def free_port() -> int:

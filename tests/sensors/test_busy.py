@@ -24,8 +24,14 @@ from metrics_pipeline.refresh import RANGE_END, RANGE_START
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.sensors.backlog import backlog_sensor
 from metrics_pipeline.sensors.shard_retry import shard_retry_sensor
-from tests.conftest import PG_ADMIN_URL
-from tests.support import WINDOW_START, create_sources, read_raw, reference, warehouse_rows
+from tests.support import (
+    PG_ADMIN_URL,
+    WINDOW_START,
+    create_sources,
+    read_raw,
+    reference,
+    warehouse_rows,
+)
 
 HOURS = [WINDOW_START + timedelta(hours=h) for h in (10, 11)]
 
