@@ -8,16 +8,14 @@ import argparse
 import json
 import statistics
 import tempfile
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import DagsterInstance, RunsFilter
-from sqlalchemy import create_engine, text
 
-from benchmarks.daemon import Daemon
+from benchmarks.daemon import Daemon, pg_instance_storage
 from benchmarks.data import create_catalog, create_shards
-from benchmarks.throughput import PG_ADMIN, drop
+from benchmarks.throughput import drop
 from metrics_pipeline.partitions import parse_partition_key
 from metrics_pipeline.semantics import hour_start
 
@@ -38,13 +36,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     dbs: list[str] = []
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"mpbench_instance_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    dbs.append(name)
-    base = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
+    instance_yaml = pg_instance_storage(dbs, args.max_concurrent_runs)
     tmpdir = tempfile.TemporaryDirectory(prefix="mpbackfill_", ignore_cleanup_errors=True)
     with tmpdir as tmp:
         folder = Path(tmp)
@@ -70,12 +62,6 @@ def main(argv=None) -> dict:
             end,
         )
         home = folder / "home"
-        instance_yaml = (
-            f"storage:\n  postgres:\n    postgres_url: postgresql+psycopg2://{base}/{name}\n"
-            "run_coordinator:\n  module: dagster.core.run_coordinator\n"
-            "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
-            f"    max_concurrent_runs: {args.max_concurrent_runs}\n"
-        )
         daemon = Daemon(home, env, instance_yaml)
         instance = DagsterInstance.from_config(str(home))
         instance.add_dynamic_partitions("billers", [str(b) for b in range(1, args.billers + 1)])

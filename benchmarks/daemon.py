@@ -5,11 +5,34 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pg_instance_storage(dbs: list[str], max_concurrent_runs: int | None = None) -> str:
+    """dagster.yaml lines for an instance in a new throwaway PostgreSQL database (its name is
+    appended to ``dbs`` for dropping), with the queue polled every second."""
+    from sqlalchemy import create_engine, text
+
+    from benchmarks.throughput import PG_ADMIN
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"mpbench_instance_{uuid.uuid4().hex[:6]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    dbs.append(name)
+    base = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
+    limit = f"    max_concurrent_runs: {max_concurrent_runs}\n" if max_concurrent_runs else ""
+    return (
+        f"storage:\n  postgres:\n    postgres_url: postgresql+psycopg2://{base}/{name}\n"
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n"
+        "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n" + limit
+    )
 
 
 class Daemon:

@@ -10,35 +10,25 @@ import json
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-from sqlalchemy import create_engine, text
 
-from benchmarks.daemon import Daemon
+from benchmarks.daemon import Daemon, pg_instance_storage
 from benchmarks.data import create_catalog, create_shards
-from benchmarks.throughput import PG_ADMIN, drop
+from benchmarks.throughput import drop
 from metrics_pipeline.semantics import hour_start
 
 
 def instance_yaml(kind: str, dbs: list) -> str:
     """Dagster instance storage: PostgreSQL as deployed (deploy/), or the local SQLite default."""
-    queue = (
-        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n"
-        "  config:\n    dequeue_interval_seconds: 1\n"
-    )
     if kind == "sqlite":
-        return queue
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"mpbench_instance_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    dbs.append(name)
-    base = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
-    return queue + f"storage:\n  postgres:\n    postgres_url: postgresql+psycopg2://{base}/{name}\n"
+        return (
+            "run_coordinator:\n  module: dagster.core.run_coordinator\n"
+            "  class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
+        )
+    return pg_instance_storage(dbs)
 
 
 def one_cycle(
