@@ -373,22 +373,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         """Points of one metric of one biller, in time order, one per window of the level."""
         if not who.can_read(billerId):
             raise ApiError(403, f"billerId: this token may not read biller {billerId}", "billerId")
-        metric = METRICS_BY_ID.get(metricTypeId)
-        if metric is None:
-            known = ", ".join(f"{m.id} {m.name}" for m in METRIC_TYPES)
-            raise ApiError(
-                400,
-                f"metricTypeId: unknown metric type {metricTypeId} (known: {known})",
-                "metricTypeId",
-            )
-        level = LEVELS_BY_ID.get(timeStampTypeId)
-        if level is None:
-            known = ", ".join(f"{t.id} {t.name}" for t in TIMESTAMP_TYPES)
-            raise ApiError(
-                400,
-                f"timeStampTypeId: unknown timestamp type {timeStampTypeId} (known: {known})",
-                "timeStampTypeId",
-            )
+        metric = _known(METRICS_BY_ID, metricTypeId, "metricTypeId", "metric type", METRIC_TYPES)
+        level = _known(
+            LEVELS_BY_ID, timeStampTypeId, "timeStampTypeId", "timestamp type", TIMESTAMP_TYPES
+        )
         end = parse_time(to, "to") if to is not None else utc_now()
         start = parse_time(from_, "from") if from_ is not None else end - DEFAULT_SPAN[level.id]
         after = None
@@ -484,3 +472,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app
+
+
+def _known(by_id, value: int, parameter: str, what: str, all_types):
+    """The reference row with this id, or a 400 naming the parameter and the known ids."""
+    found = by_id.get(value)
+    if found is None:
+        known = ", ".join(f"{t.id} {t.name}" for t in all_types)
+        raise ApiError(400, f"{parameter}: unknown {what} {value} (known: {known})", parameter)
+    return found
