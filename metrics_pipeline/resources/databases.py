@@ -170,7 +170,7 @@ class ShardsResource(ConfigurableResource):
         ``chunk_hours(len(billers))`` hours at a time; hours without rows are absent.
 
         Every statement aggregates inside the shard: what crosses the network is one row per
-        biller, hour and sketch bucket, never the raw calls.
+        biller and hour (sketch included) and one per percentile, never the raw calls.
         """
         engine = self._engine(shard)
         names, rules = self.names.to_names(), self.rules.to_rules()

@@ -7,7 +7,7 @@ GROUP BY or PARTITION BY is textually identical, which SQL Server requires.
 from sqlalchemy import func
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
-from sqlalchemy.types import BigInteger, DateTime
+from sqlalchemy.types import BigInteger, DateTime, String
 
 from metrics_pipeline.semantics import SKETCH_LOG_GAMMA, ZERO_BUCKET
 
@@ -111,3 +111,59 @@ def _bucket_sqlite(element, compiler, **kw):
 def trimmed(column: ColumnElement) -> ColumnElement:
     """Spaces stripped from both ends, spelled the same on all three databases."""
     return func.ltrim(func.rtrim(column))
+
+
+class bucket_counts(FunctionElement):  # noqa: N801
+    """Aggregate: the (bucket, count) pairs of a group as one ``bucket:count,…`` string.
+
+    Pairs whose bucket is NULL are left out; the string is NULL when none is left. A bucket may
+    appear more than once (the caller adds the counts up). It lets a shard return one row per
+    biller and hour instead of one per sketch bucket.
+    """
+
+    type = String()
+    inherit_cache = True
+    name = "bucket_counts"
+
+
+@compiles(bucket_counts)
+def _bucket_counts_default(element, compiler, **kw):
+    raise NotImplementedError(f"bucket_counts is not implemented for {compiler.dialect.name}")
+
+
+def _pair_args(element, compiler, **kw) -> tuple[str, str]:
+    bucket, count = (compiler.process(c, **kw) for c in element.clauses)
+    return bucket, count
+
+
+@compiles(bucket_counts, "mssql")
+def _bucket_counts_mssql(element, compiler, **kw):
+    bucket, count = _pair_args(element, compiler, **kw)
+    # VARCHAR(MAX) input lifts STRING_AGG's 8,000-byte limit; CONCAT would turn NULL into ''.
+    return (
+        f"STRING_AGG(CASE WHEN {bucket} IS NOT NULL THEN "
+        f"CAST(CONCAT({bucket}, ':', {count}) AS VARCHAR(MAX)) END, ',')"
+    )
+
+
+@compiles(bucket_counts, "postgresql")
+def _bucket_counts_pg(element, compiler, **kw):
+    bucket, count = _pair_args(element, compiler, **kw)
+    return f"string_agg(CAST({bucket} AS VARCHAR) || ':' || CAST({count} AS VARCHAR), ',')"
+
+
+@compiles(bucket_counts, "sqlite")
+def _bucket_counts_sqlite(element, compiler, **kw):
+    bucket, count = _pair_args(element, compiler, **kw)
+    return f"group_concat({bucket} || ':' || {count}, ',')"
+
+
+def parse_bucket_counts(text: str | None) -> list[tuple[int, int]]:
+    """The pairs of a ``bucket_counts`` string (empty for NULL)."""
+    if not text:
+        return []
+    pairs = []
+    for pair in text.split(","):
+        bucket, count = pair.split(":")
+        pairs.append((int(bucket), int(count)))
+    return pairs

@@ -23,7 +23,14 @@ from sqlalchemy import (
 )
 
 from metrics_pipeline.semantics import PERCENTILES, Partial, Rules, nearest_rank, round2, to_decimal
-from metrics_pipeline.sql.dialect import digits_as_int, hour_floor, sketch_bucket, trimmed
+from metrics_pipeline.sql.dialect import (
+    bucket_counts,
+    digits_as_int,
+    hour_floor,
+    parse_bucket_counts,
+    sketch_bucket,
+    trimmed,
+)
 
 
 @dataclass(frozen=True)
@@ -119,47 +126,69 @@ def _window_filter(t: Table, names: ShardNames, billers, start: datetime, end: d
 def hourly_facts_query(
     names: ShardNames, rules: Rules, billers, start: datetime, end: datetime
 ) -> Select:
-    """Additive facts per biller, hour and response-time sketch bucket, computed in the shard.
+    """Additive facts per biller and hour, with the response-time sketch, computed in the shard.
 
-    Columns: biller_id, hour, bucket, request_count, timeout_count, failed_count,
-    response_time_count, total_response_time. Rows with no valid ResponseTime have a NULL bucket.
+    Columns: biller_id, hour, request_count, timeout_count, failed_count, response_time_count,
+    total_response_time, sketch (``bucket:count,…`` — see ``bucket_counts``; NULL when the hour
+    has no valid ResponseTime).
+
+    The rows are first grouped by hour, sketch bucket, raw StatusCode and the slow flag, so the
+    status rules run once per group (a handful of distinct codes per hour) instead of once per
+    call, and one row per biller and hour leaves the shard.
     """
     t = detail_table(names)
     rt = t.c[names.response_time]
-    status = trimmed(t.c[names.status_code])
-    code = digits_as_int(status)
-    timeout = or_(
-        code.in_(list(rules.timeout_status_codes)),
-        func.lower(status).in_([w.lower() for w in rules.timeout_words]),
-        rt >= rules.timeout_threshold_ms,
-    )
     one, zero = literal_column("1"), literal_column("0")
     rows = (
         select(
             t.c[names.biller_id].label("biller_id"),
             hour_floor(t.c[names.created]).label("hour"),
             sketch_bucket(rt).label("bucket"),
-            case((timeout, one), else_=zero).label("is_timeout"),
-            case(
-                (timeout, one),
-                (code.between(rules.success_min, rules.success_max), zero),
-                else_=one,
-            ).label("is_failed"),
+            t.c[names.status_code].label("status"),
+            case((rt >= rules.timeout_threshold_ms, one), else_=zero).label("slow"),
             case((rt >= 0, rt)).label("valid_rt"),
         )
         .where(_window_filter(t, names, billers, start, end))
         .subquery("r")
     )
+    groups = (
+        select(
+            rows.c.biller_id,
+            rows.c.hour,
+            rows.c.bucket,
+            rows.c.status,
+            rows.c.slow,
+            func.count().label("calls"),
+            func.count(rows.c.valid_rt).label("valid"),
+            func.sum(rows.c.valid_rt).label("total"),
+        )
+        .group_by(rows.c.biller_id, rows.c.hour, rows.c.bucket, rows.c.status, rows.c.slow)
+        .subquery("g")
+    )
+    status = trimmed(groups.c.status)
+    code = digits_as_int(status)
+    timeout = or_(
+        code.in_(list(rules.timeout_status_codes)),
+        func.lower(status).in_([w.lower() for w in rules.timeout_words]),
+        groups.c.slow == one,
+    )
+    calls = groups.c.calls
     return select(
-        rows.c.biller_id,
-        rows.c.hour,
-        rows.c.bucket,
-        func.count().label("request_count"),
-        func.sum(rows.c.is_timeout).label("timeout_count"),
-        func.sum(rows.c.is_failed).label("failed_count"),
-        func.count(rows.c.valid_rt).label("response_time_count"),
-        func.sum(rows.c.valid_rt).label("total_response_time"),
-    ).group_by(rows.c.biller_id, rows.c.hour, rows.c.bucket)
+        groups.c.biller_id,
+        groups.c.hour,
+        func.sum(calls).label("request_count"),
+        func.sum(case((timeout, calls), else_=zero)).label("timeout_count"),
+        func.sum(
+            case(
+                (timeout, calls),
+                (code.between(rules.success_min, rules.success_max), zero),
+                else_=calls,
+            )
+        ).label("failed_count"),
+        func.sum(groups.c.valid).label("response_time_count"),
+        func.sum(groups.c.total).label("total_response_time"),
+        bucket_counts(groups.c.bucket, groups.c.valid).label("sketch"),
+    ).group_by(groups.c.biller_id, groups.c.hour)
 
 
 def hourly_percentiles_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
@@ -223,8 +252,8 @@ def fold_hourly_rows(fact_rows, percentile_rows) -> dict[tuple[int, datetime], P
         p.response_time_count += int(row.response_time_count or 0)
         if row.total_response_time is not None:
             p.total_response_time += to_decimal(row.total_response_time)
-        if row.bucket is not None:
-            p.sketch.add(int(row.bucket), int(row.response_time_count))
+        for bucket, count in parse_bucket_counts(row.sketch):
+            p.sketch.add(bucket, count)
     for p in partials.values():
         p.total_response_time = round2(p.total_response_time)
     for row in percentile_rows:

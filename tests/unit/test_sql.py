@@ -14,6 +14,7 @@ from metrics_pipeline.aggregation import aggregate_hourly, roll_up
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Rules, partial_from_rows
+from metrics_pipeline.sql.dialect import parse_bucket_counts
 from metrics_pipeline.sql.source import (
     ShardNames,
     detail_table,
@@ -108,7 +109,20 @@ def test_shard_queries_in_each_dialect_are_well_formed():
         assert "DATEADD(hour, DATEDIFF(hour, 0," in sql
         pg = str(q.compile(dialect=postgresql.dialect()))
         sqlglot.parse(pg.replace("%(", "(").replace(")s", ")"), read="postgres")
-    assert "TRY_CAST" in assert_tsql(facts)
+    tsql = assert_tsql(facts)
+    assert "TRY_CAST" in tsql
+    # The sketch leaves the shard as one string per biller-hour, unbounded on SQL Server.
+    assert "STRING_AGG(CASE WHEN" in tsql and "AS VARCHAR(MAX))" in tsql
+
+
+def test_bucket_counts_parse_back_including_negative_and_repeated_buckets():
+    assert parse_bucket_counts(None) == [] and parse_bucket_counts("") == []
+    assert parse_bucket_counts("-1000000:2,-3:1,17:5,17:2") == [
+        (-1000000, 2),
+        (-3, 1),
+        (17, 5),
+        (17, 2),
+    ]
 
 
 def _rows_db(url: str):
