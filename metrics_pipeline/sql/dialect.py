@@ -12,17 +12,23 @@ from sqlalchemy.types import BigInteger, DateTime, String
 from metrics_pipeline.semantics import SKETCH_LOG_GAMMA, ZERO_BUCKET
 
 
+def _per_dialect(cls):
+    """Class decorator: the construct has no generic SQL; each dialect registers its own."""
+
+    @compiles(cls)
+    def _default(element, compiler, **kw):
+        raise NotImplementedError(f"{cls.name} is not implemented for {compiler.dialect.name}")
+
+    return cls
+
+
+@_per_dialect
 class hour_floor(FunctionElement):  # noqa: N801 - SQL function style
     """The start of the UTC hour that contains a DATETIME value."""
 
     type = DateTime()
     inherit_cache = True
     name = "hour_floor"
-
-
-@compiles(hour_floor)
-def _hour_floor_default(element, compiler, **kw):
-    raise NotImplementedError(f"hour_floor is not implemented for {compiler.dialect.name}")
 
 
 @compiles(hour_floor, "mssql")
@@ -41,17 +47,13 @@ def _hour_floor_sqlite(element, compiler, **kw):
     return f"strftime('%Y-%m-%d %H:00:00', {compiler.process(element.clauses, **kw)})"
 
 
+@_per_dialect
 class digits_as_int(FunctionElement):  # noqa: N801
     """The integer value of a string made of one or more ASCII digits; NULL for anything else."""
 
     type = BigInteger()
     inherit_cache = True
     name = "digits_as_int"
-
-
-@compiles(digits_as_int)
-def _digits_default(element, compiler, **kw):
-    raise NotImplementedError(f"digits_as_int is not implemented for {compiler.dialect.name}")
 
 
 @compiles(digits_as_int, "mssql")
@@ -73,6 +75,7 @@ def _digits_sqlite(element, compiler, **kw):
     return f"CASE WHEN {s} <> '' AND {s} NOT GLOB '*[^0-9]*' THEN CAST({s} AS INTEGER) END"
 
 
+@_per_dialect
 class sketch_bucket(FunctionElement):  # noqa: N801
     """Log bucket of a non-negative response time (see semantics.sketch_bucket); NULL if < 0."""
 
@@ -86,11 +89,6 @@ def _bucket_sql(value: str, ln: str, ceil: str, real: str) -> str:
         f"CASE WHEN {value} > 0 THEN CAST({ceil}({ln}(CAST({value} AS {real})) / "
         f"{SKETCH_LOG_GAMMA!r}) AS BIGINT) WHEN {value} = 0 THEN {ZERO_BUCKET} END"
     )
-
-
-@compiles(sketch_bucket)
-def _bucket_default(element, compiler, **kw):
-    raise NotImplementedError(f"sketch_bucket is not implemented for {compiler.dialect.name}")
 
 
 @compiles(sketch_bucket, "mssql")
@@ -113,6 +111,7 @@ def trimmed(column: ColumnElement) -> ColumnElement:
     return func.ltrim(func.rtrim(column))
 
 
+@_per_dialect
 class bucket_counts(FunctionElement):  # noqa: N801
     """Aggregate: the (bucket, count) pairs of a group as one ``bucket:count,…`` string.
 
@@ -124,11 +123,6 @@ class bucket_counts(FunctionElement):  # noqa: N801
     type = String()
     inherit_cache = True
     name = "bucket_counts"
-
-
-@compiles(bucket_counts)
-def _bucket_counts_default(element, compiler, **kw):
-    raise NotImplementedError(f"bucket_counts is not implemented for {compiler.dialect.name}")
 
 
 def _pair_args(element, compiler, **kw) -> tuple[str, str]:
