@@ -3,8 +3,10 @@
 (a) the real command over the window (every hourly, daily and weekly partition, fresh warehouse,
     an in-memory Dagster instance), (b) hand-written SQL per shard computing the same hourly
     aggregates inside the database — counts, failures, timeouts, response-time sums, the sketch
-    histogram and the exact percentiles (the limit), plus (b0) a plain counts-only GROUP BY for
-    scale, (c) pandas over the same rows. Every figure is the median of --repeat runs.
+    histogram and the exact percentiles (the limit), (b1) the pipeline's own shard statements run
+    alone (what Dagster, folding and the warehouse writes add is a - b1), (b0) a plain
+    counts-only GROUP BY for scale, (c) pandas over the same rows. Every figure is the median of
+    --repeat runs.
 
     python -m benchmarks.throughput --backend sqlite --billers 5 --days 14 --per-hour 3000
 """
@@ -26,8 +28,9 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import create_engine, text
 
-from benchmarks.data import create_catalog, create_shards
-from metrics_pipeline.semantics import SKETCH_GAMMA
+from benchmarks.data import create_catalog, create_shards, shard_of
+from metrics_pipeline.semantics import DEFAULT_RULES, SKETCH_GAMMA
+from metrics_pipeline.sql.source import ShardNames, hourly_facts_query, hourly_percentiles_query
 
 PG_ADMIN = os.environ.get(
     "METRICS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -102,6 +105,26 @@ def run_sql(urls, backend, statements, start, end, parallel) -> float:
         with engine.connect() as conn:
             for stmt in statements:
                 conn.execute(text(stmt), _params(backend, start, end)).fetchall()
+        engine.dispose()
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, urls))
+    return time.perf_counter() - t0
+
+
+def run_pipeline_sql(urls, billers, start, end, parallel) -> float:
+    """(b1) The pipeline's own shard statements (facts with the sketch, then the percentiles),
+    built by the same functions as the asset, run alone: what the shards cost without Dagster,
+    Python folding or warehouse writes."""
+
+    def one(url):
+        shard = url.rsplit("/", 1)[-1].removesuffix(".db")
+        mine = [b for b in range(1, billers + 1) if shard.endswith(shard_of(b, billers))]
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(hourly_facts_query(ShardNames(), DEFAULT_RULES, mine, start, end)).all()
+            conn.execute(hourly_percentiles_query(ShardNames(), mine, start, end)).all()
         engine.dispose()
 
     t0 = time.perf_counter()
@@ -221,7 +244,7 @@ def main(argv=None) -> dict:
                 args.backend, args.billers, args.days, args.per_hour, Path(tmp), dbs
             )
             parallel = min(4, len(urls))
-            a, b, b0, c = [], [], [], []
+            a, b, b1, b0, c = [], [], [], [], []
             for i in range(args.repeat):
                 run_env = {
                     **os.environ,
@@ -240,6 +263,7 @@ def main(argv=None) -> dict:
                         parallel,
                     )
                 )
+                b1.append(run_pipeline_sql(urls, args.billers, start, END, parallel))
                 b0.append(
                     run_sql(urls, args.backend, [counts_sql(args.backend)], start, END, parallel)
                 )
@@ -247,12 +271,14 @@ def main(argv=None) -> dict:
                 c.append(run_pandas(urls, args.backend, start, END))
                 print(
                     f"  run {i + 1}: materialize {a[-1]:.1f}s, SQL {b[-1]:.1f}s, "
+                    f"pipeline SQL {b1[-1]:.1f}s, "
                     f"counts-only {b0[-1]:.1f}s, pandas {c[-1]:.1f}s",
                     flush=True,
                 )
         finally:
             drop(dbs)
-    med = {k: statistics.median(v) for k, v in {"a": a, "b": b, "b0": b0, "c": c}.items()}
+    runs = {"a": a, "b": b, "b1": b1, "b0": b0, "c": c}
+    med = {k: statistics.median(v) for k, v in runs.items()}
     result = {
         "backend": args.backend,
         "billers": args.billers,
@@ -265,10 +291,12 @@ def main(argv=None) -> dict:
         + args.billers * math.ceil(args.days / 7),
         "materialize_s": med["a"],
         "sql_s": med["b"],
+        "pipeline_sql_s": med["b1"],
         "counts_sql_s": med["b0"],
         "pandas_s": med["c"],
-        "runs": {"materialize": a, "sql": b, "counts_sql": b0, "pandas": c},
+        "runs": {"materialize": a, "sql": b, "pipeline_sql": b1, "counts_sql": b0, "pandas": c},
         "ratio_a_b": med["a"] / med["b"],
+        "ratio_a_b1": med["a"] / med["b1"],
         "rows_per_s": {k: rows / v for k, v in med.items()},
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
