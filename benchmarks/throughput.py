@@ -107,26 +107,27 @@ def run_sql(urls, backend, statements, start, end, parallel) -> float:
                 conn.execute(text(stmt), _params(backend, start, end)).fetchall()
         engine.dispose()
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        list(pool.map(one, urls))
-    return time.perf_counter() - t0
+    return _timed_per_shard(one, urls, parallel)
 
 
-def run_pipeline_sql(urls, billers, start, end, parallel) -> float:
+def run_pipeline_sql(shards: dict[str, list[int]], start, end, parallel) -> float:
     """(b1) The pipeline's own shard statements (facts with the sketch, then the percentiles),
     built by the same functions as the asset, run alone: what the shards cost without Dagster,
-    Python folding or warehouse writes."""
+    Python folding or warehouse writes. ``shards`` maps each shard URL to its billers."""
 
     def one(url):
-        shard = url.rsplit("/", 1)[-1].removesuffix(".db")
-        mine = [b for b in range(1, billers + 1) if shard.endswith(shard_of(b, billers))]
+        billers = shards[url]
         engine = create_engine(url)
         with engine.connect() as conn:
-            conn.execute(hourly_facts_query(ShardNames(), DEFAULT_RULES, mine, start, end)).all()
-            conn.execute(hourly_percentiles_query(ShardNames(), mine, start, end)).all()
+            conn.execute(hourly_facts_query(ShardNames(), DEFAULT_RULES, billers, start, end)).all()
+            conn.execute(hourly_percentiles_query(ShardNames(), billers, start, end)).all()
         engine.dispose()
 
+    return _timed_per_shard(one, list(shards), parallel)
+
+
+def _timed_per_shard(one, urls, parallel) -> float:
+    """Seconds to run ``one(url)`` for every shard, ``parallel`` at once (as the pipeline does)."""
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(one, urls))
@@ -210,11 +211,12 @@ def setup(backend: str, billers: int, days: int, per_hour: int, folder: Path, db
     t0 = time.perf_counter()
     rows = create_shards(env["METRICS_SHARD_URL_TEMPLATE"], billers, billers, days, per_hour, END)
     print(f"  generated {rows} rows in {time.perf_counter() - t0:.0f}s", flush=True)
-    urls = [
-        env["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", f"bench_{s:02d}")
-        for s in range(billers)
-    ]
-    return env, warehouse, urls, rows
+    # Shard URL -> its billers, from the same placement the generator used.
+    shards: dict[str, list[int]] = {}
+    for biller in range(1, billers + 1):
+        url = env["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", shard_of(biller, billers))
+        shards.setdefault(url, []).append(biller)
+    return env, warehouse, shards, rows
 
 
 def drop(dbs):
@@ -240,9 +242,10 @@ def main(argv=None) -> dict:
     dbs: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mpbench_") as tmp:
         try:
-            env, warehouse, urls, rows = setup(
+            env, warehouse, shards, rows = setup(
                 args.backend, args.billers, args.days, args.per_hour, Path(tmp), dbs
             )
+            urls = list(shards)
             parallel = min(4, len(urls))
             a, b, b1, b0, c = [], [], [], [], []
             for i in range(args.repeat):
@@ -263,7 +266,7 @@ def main(argv=None) -> dict:
                         parallel,
                     )
                 )
-                b1.append(run_pipeline_sql(urls, args.billers, start, END, parallel))
+                b1.append(run_pipeline_sql(shards, start, END, parallel))
                 b0.append(
                     run_sql(urls, args.backend, [counts_sql(args.backend)], start, END, parallel)
                 )

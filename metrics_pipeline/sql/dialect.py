@@ -125,9 +125,8 @@ class bucket_counts(FunctionElement):  # noqa: N801
     name = "bucket_counts"
 
 
-def _pair_args(element, compiler, **kw) -> tuple[str, str]:
-    bucket, count = (compiler.process(c, **kw) for c in element.clauses)
-    return bucket, count
+def _pair_args(element, compiler, **kw) -> tuple[str, ...]:
+    return tuple(compiler.process(c, **kw) for c in element.clauses)
 
 
 @compiles(bucket_counts, "mssql")
