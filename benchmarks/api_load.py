@@ -35,7 +35,7 @@ from sqlalchemy import create_engine, text
 
 from metrics_pipeline.api.auth import token_digest
 from metrics_pipeline.resources.warehouse import WarehouseResource
-from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch, window
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch
 
 TOKEN = "benchmark-token"
 PG_ADMIN_URL = os.environ.get(
@@ -74,7 +74,7 @@ def build_warehouse(url: str, billers: list[int], end: datetime, days: int) -> N
 
     resource.write_partials(HOURLY, {(b, h): partial() for b in billers for h in hours})
     for level in (DAILY, WEEKLY):
-        starts = sorted({window(level, h)[0] for h in hours})
+        starts = sorted({level.window(h)[0] for h in hours})
         resource.write_partials(level, {(b, s): partial() for b in billers for s in starts})
     resource._engines.dispose()
 

@@ -12,10 +12,18 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from metrics_pipeline.coverage import (
+    BUSY,
+    DATAPUMP,
+    FAILED,
+    UNREACHABLE,
+    WRITTEN,
+    LedgerEntry,
+)
 from metrics_pipeline.resources.databases import Biller, CatalogResource, ShardsResource
 from metrics_pipeline.resources.engines import ShardUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource, WriteStats
-from metrics_pipeline.semantics import HOURLY, LEVEL_FLOOR, LEVEL_LENGTH, Partial, rollup
+from metrics_pipeline.semantics import HOURLY, Level, Partial, rollup
 
 HOUR = timedelta(hours=1)
 Log = Callable[[str], None]
@@ -36,6 +44,8 @@ class Outcome:
     #: BillerId -> shard name, for billers whose Processing flag stayed set through the retries.
     busy: dict[int, str] = field(default_factory=dict)
     shards_read: set[str] = field(default_factory=set)
+    #: BillerId -> rows of its shard whose CreatedDate is NULL or not a timestamp (in no hour).
+    undated: dict[int, int] = field(default_factory=dict)
 
     @property
     def billers_processed(self) -> int:
@@ -97,6 +107,7 @@ def aggregate_hourly(
     warehouse: WarehouseResource,
     log: Log = lambda _m: None,
     sleep: Callable[[float], None] = time.sleep,
+    run_id: str | None = None,
 ) -> Outcome:
     """Read every requested (biller, hour) from its shard and upsert the three hourly rows.
 
@@ -105,6 +116,8 @@ def aggregate_hourly(
     Processing flag is set is not read; busy billers are tried again after all the others
     (``shards.busy_retries`` times, ``shards.busy_retry_delay_s`` apart) and fail as busy if the
     flag stays set. A shard that cannot be reached fails only its billers; the others are written.
+    Every requested biller-hour gets a ledger row: ``written`` in the same transaction as its
+    aggregate rows, or why it was not.
     """
     outcome = Outcome()
     directory: dict[int, Biller] = {b.biller_id: b for b in catalog.enabled_billers()}
@@ -131,8 +144,12 @@ def aggregate_hourly(
             }
             if not batch:
                 continue
+            ledger = [
+                LedgerEntry(str(b), h, WRITTEN, source_rows=p.request_count)
+                for (b, h), p in batch.items()
+            ]
             with write_lock:
-                stats = warehouse.write_partials(HOURLY, batch)
+                stats = warehouse.write_partials(HOURLY, batch, ledger, run_id=run_id)
                 outcome.add_stats(stats)
                 for key, partial in batch.items():
                     outcome.request_counts[key] = partial.request_count
@@ -143,6 +160,9 @@ def aggregate_hourly(
         free = [b for b in billers if b not in busy]
         if free:
             read_shard(shard, free)
+            undated = shards.undated_rows(shard, free)
+            with write_lock:
+                outcome.undated.update(undated)
         return sorted(busy)
 
     pending = dict(by_shard)
@@ -177,13 +197,27 @@ def aggregate_hourly(
         for b in billers:
             outcome.failed[b] = f"shard busy: Processing flag still set in shard {shard}"
             outcome.busy[b] = shard
+    warehouse.record_ledger(DATAPUMP, HOURLY, _failure_entries(requested, outcome), run_id)
     return outcome
+
+
+def _failure_entries(requested: Mapping[int, list[datetime]], outcome: Outcome):
+    """Ledger rows for the billers that were not written, with their reason."""
+    for biller, why in outcome.failed.items():
+        state = (
+            BUSY
+            if biller in outcome.busy
+            else UNREACHABLE
+            if biller in outcome.unreachable
+            else FAILED
+        )
+        for hour in requested.get(biller, ()):
+            yield LedgerEntry(str(biller), hour, state, why)
 
 
 def roll_up(
     requested: Mapping[int, list[datetime]],
-    source_level: int,
-    target_level: int,
+    target_level: Level,
     warehouse: WarehouseResource,
     billers_per_batch: int = 20,
     windows_per_batch: int = 7,
@@ -193,8 +227,8 @@ def roll_up(
     Never reads the shards. Works in batches of billers and windows so memory stays bounded.
     """
     outcome = Outcome()
-    length = LEVEL_LENGTH[target_level]
-    floor = LEVEL_FLOOR[target_level]
+    source_level = target_level.previous
+    length, floor = target_level.length, target_level.floor
     billers = sorted(requested)
     for i in range(0, len(billers), billers_per_batch):
         group = billers[i : i + billers_per_batch]

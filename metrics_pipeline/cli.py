@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
-from metrics_pipeline.semantics import day_start, week_start
+from metrics_pipeline.semantics import DAILY, HOURLY, LEVELS, WEEKLY, Level, hour_start, rollup
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -79,44 +79,100 @@ class Progress:
             self.stream.write("\n")
 
 
-# --- materialize --------------------------------------------------------------------------------
+# --- materialize: plan -> run -> report ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run: a range of partitions of one level (first and last window start, inclusive)."""
+
+    level: Level
+    first: datetime
+    last: datetime
+
+    @property
+    def windows(self) -> int:
+        return int((self.last - self.first) / self.level.length) + 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    first: datetime
+    stop: datetime
+    runs: list[PlannedRun]
+
+    def partitions(self, level: Level) -> int:
+        return sum(r.windows for r in self.runs if r.level == level)
+
+
+def plan_window(
+    start: datetime, end: datetime, now: datetime, earliest: datetime, chunk_days: int = 7
+) -> Plan:
+    """The runs that materialize [start, end): widened to whole weeks, so every day and week the
+    window touches is complete and exact, and cut at the running hour. Pure: no Dagster."""
+    if start >= end:
+        raise UsageError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
+    if start < earliest:
+        raise UsageError(
+            f"--start must be on or after {earliest:%Y-%m-%d} (METRICS_PARTITIONS_START, the "
+            "first partition)"
+        )
+    last_hour = hour_start(now)
+    if start > last_hour:
+        raise UsageError(f"--start {start.isoformat()} is in the future")
+    first = max(WEEKLY.floor(start), earliest)
+    stop = min(
+        WEEKLY.floor(end - timedelta(microseconds=1)) + WEEKLY.length, last_hour + HOURLY.length
+    )
+    runs = []
+    step = timedelta(days=max(1, chunk_days))
+    chunk = first
+    while chunk < stop:
+        chunk_end = min(chunk + step, stop)
+        runs.append(PlannedRun(HOURLY, chunk, chunk_end - HOURLY.length))
+        chunk = chunk_end
+    for level in (DAILY, WEEKLY):
+        windows = level.starts(first, stop)
+        runs.append(PlannedRun(level, max(windows[0], level.floor(earliest)), windows[-1]))
+    return Plan(first, stop, runs)
 
 
 @dataclass
 class LevelResult:
     partitions: int = 0
     runs: int = 0
-    failed: dict[int, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
-def contiguous_groups(order: Sequence[str], selected: set[int]) -> list[list[str]]:
-    """Runs of selected billers that are adjacent in the partition order (one rectangle each)."""
-    groups: list[list[str]] = []
-    previous_selected = False
-    for key in order:
-        if int(key) in selected:
-            if previous_selected:
-                groups[-1].append(key)
+@contextmanager
+def lean_dagster_events():
+    """One "planned" event per asset and run (not one per partition) and batched event writes,
+    unless the user set these Dagster variables: on a persistent instance they are most of
+    Dagster's cost per partition. Partition status is unchanged; a run that dies before it
+    materializes leaves its partitions "missing" rather than "failed" (the ledger still says
+    which billers are not written)."""
+    wanted = {
+        "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
+        "DAGSTER_EVENT_BATCH_SIZE": "500",
+    }
+    before = {k: os.environ.get(k) for k in wanted}
+    for k, v in wanted.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
             else:
-                groups.append([key])
-            previous_selected = True
-        else:
-            previous_selected = False
-    return groups
+                os.environ[k] = v
 
 
-def _failure_details(result, group: list[str]) -> dict[int, str]:
-    """{BillerId: reason} from a failed run: the asset's failure metadata when it has some,
-    else the error's first line for every biller of the run."""
+def _step_error(result) -> str:
     for event in result.all_events:
-        if event.is_step_failure:
-            data = event.step_failure_data
-            if data.user_failure_data and "reasons" in data.user_failure_data.metadata:
-                reasons = data.user_failure_data.metadata["reasons"].value
-                return {int(b): why for b, why in reasons.items()}
-            message = data.error.message.strip().splitlines()[0] if data.error else "step failed"
-            return {int(b): message for b in group}
-    return {int(b): "run failed" for b in group}
+        if event.is_step_failure and event.step_failure_data.error:
+            return event.step_failure_data.error.message.strip().splitlines()[0]
+    return "run failed"
 
 
 def materialize_window(
@@ -131,131 +187,94 @@ def materialize_window(
 ) -> int:
     from dagster import DagsterInstance
 
+    from metrics_pipeline.assets.common import BILLERS_TAG
     from metrics_pipeline.dagster_internal import throwaway_instance
     from metrics_pipeline.definitions import build_definitions
-    from metrics_pipeline.partitions import PARTITIONS_START, billers_partitions
-    from metrics_pipeline.refresh import LEVEL_TAG, rectangle_tags
+    from metrics_pipeline.partitions import first_window, parse_partitions_start
+    from metrics_pipeline.refresh import range_tags
     from metrics_pipeline.resources import build_resources
-    from metrics_pipeline.semantics import LEVEL_LENGTH, WEEKLY, day_start, hour_start, week_start
 
     environ = os.environ if environ is None else environ
     out, err = out or sys.stdout, err or sys.stderr
-    if start >= end:
-        raise UsageError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
-    earliest = datetime.fromisoformat(PARTITIONS_START)
-    if start < earliest:
-        raise UsageError(f"--start must be on or after {PARTITIONS_START} (the first partition)")
-    last_hour = hour_start(utc_now())
-    if start > last_hour:
-        raise UsageError(f"--start {start.isoformat()} is in the future")
-    # Whole weeks, so every day and week the window touches is complete and exact.
-    first = week_start(start)
-    stop = min(
-        week_start(end - timedelta(microseconds=1)) + LEVEL_LENGTH[WEEKLY],
-        last_hour + timedelta(hours=1),
-    )
+    try:
+        partitions_start = parse_partitions_start(environ.get("METRICS_PARTITIONS_START"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    plan = plan_window(start, end, utc_now(), first_window(HOURLY, partitions_start), chunk_days)
 
     resources = build_resources(environ, resolve=True)
-    catalog_billers = resources["catalog"].enabled_billers()
-    known = {b.biller_id for b in catalog_billers}
+    known = {b.biller_id for b in resources["catalog"].enabled_billers()}
     if biller_ids is not None:
         unknown = sorted(set(biller_ids) - known)
         if unknown:
             raise UsageError(
                 f"--billers: not enabled in the catalog: {', '.join(map(str, unknown))}"
             )
-    selected = set(biller_ids) if biller_ids is not None else known
+    selected = sorted(set(biller_ids) if biller_ids is not None else known)
     if not selected:
         raise UsageError("the catalog has no DataPump-enabled billers")
     resources["warehouse"].ensure_schema()
 
-    lean_events = False
     if instance is None and environ.get("DAGSTER_HOME"):
         instance = DagsterInstance.from_config(ensure_dagster_home(environ["DAGSTER_HOME"]))
     elif instance is None:
-        # Nobody reads this throw-away instance afterwards (failures are taken from the step
-        # failures), so it keeps no asset index and gets one "planned" event per asset and run
-        # instead of one per partition: together about half of Dagster's fixed cost.
         instance = throwaway_instance()
-        lean_events = True
-    have = instance.get_dynamic_partitions(billers_partitions.name)
-    missing = [str(b) for b in sorted(known) if str(b) not in have]
-    if missing:
-        instance.add_dynamic_partitions(billers_partitions.name, missing)
-    order = instance.get_dynamic_partitions(billers_partitions.name)
     defs = build_definitions(environ, resolve=True)
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    extra = {BILLERS_TAG: ",".join(map(str, selected))} if biller_ids is not None else {}
 
-    hours = int((stop - first) / timedelta(hours=1))
-    days = len({day_start(first + timedelta(hours=h)) for h in range(hours)})
-    weeks = len({week_start(first + timedelta(hours=h)) for h in range(hours)})
-    total = len(selected) * (hours + days + weeks)
+    total = sum(r.windows for r in plan.runs)
     progress = Progress(total, err)
-    results = {level: LevelResult() for level in ("hourly", "daily", "weekly")}
+    results = {level.name: LevelResult() for level in LEVELS}
     started = time.monotonic()
-
-    def run(level: str, group: list[str], windows: list[datetime]) -> None:
-        job = defs.resolve_job_def(f"{level}_job")
-        tags = {**rectangle_tags(group, level, windows), LEVEL_TAG: level, "metrics/source": "cli"}
-        result = job.execute_in_process(
-            instance=instance, tags=tags, run_config=quiet, raise_on_error=False
-        )
-        n = len(group) * len(_windows_between(level, windows))
-        res = results[level]
-        res.runs += 1
-        if result.success:
-            res.partitions += n
-        else:
-            failed = _failure_details(result, group)
-            res.failed.update(failed)
-            res.partitions += n - len(failed) * len(_windows_between(level, windows))
-        progress.advance(n, level)
-
-    step = timedelta(days=max(1, chunk_days))
-    with _planned_events_per_asset(lean_events):
-        _run_levels(run, order, selected, first, stop, step, results)
+    with lean_dagster_events():
+        for run in plan.runs:
+            tags = {
+                **range_tags(run.level, partitions_start, run.first, run.last),
+                **extra,
+                "metrics/source": "cli",
+            }
+            job = defs.resolve_job_def(run.level.job_name)
+            result = job.execute_in_process(
+                instance=instance, tags=tags, run_config=quiet, raise_on_error=False
+            )
+            res = results[run.level.name]
+            res.runs += 1
+            res.partitions += run.windows
+            if not result.success:
+                res.errors.append(_step_error(result))
+            progress.advance(run.windows, run.level.name)
     progress.close()
 
+    # The report reads the ledger, the one record of which biller-hours were written.
+    gaps = _not_written(resources["warehouse"], selected, plan)
     elapsed = time.monotonic() - started
-    print_summary(out, resources["warehouse"], sorted(selected), first, stop, results, elapsed)
-    failed = {b: why for r in results.values() for b, why in r.failed.items()}
-    if failed:
-        for b, why in sorted(failed.items()):
-            err.write(f"metrics-pipeline: failed partitions of biller {b}: {why}\n")
+    print_summary(out, resources["warehouse"], selected, plan, results, gaps, elapsed)
+    errors = [e for r in results.values() for e in r.errors]
+    if gaps or errors:
+        for biller, (state, why, hours) in sorted(gaps.items()):
+            err.write(
+                f"metrics-pipeline: biller {biller}: {hours} hour(s) not written ({state}: {why})\n"
+            )
+        if not gaps:
+            err.write(f"metrics-pipeline: {errors[0]}\n")
         return EXIT_FAILED
     return EXIT_OK
 
 
-def _run_levels(run, order, selected, first, stop, step, results) -> None:
-    """Hourly in rectangles of billers x ``step``, then daily and weekly for billers whose
-    hours all succeeded."""
-    for group in contiguous_groups(order, selected):
-        chunk = first
-        while chunk < stop:
-            chunk_end = min(chunk + step, stop)
-            run("hourly", group, [chunk, chunk_end - timedelta(hours=1)])
-            chunk = chunk_end
-    hourly_failed = set(results["hourly"].failed)
-    for level in ("daily", "weekly"):
-        floor = day_start if level == "daily" else week_start
-        for group in contiguous_groups(order, selected - hourly_failed):
-            run(level, group, [floor(first), floor(stop - timedelta(hours=1))])
+def _not_written(warehouse, billers: list[int], plan: Plan) -> dict[int, tuple[str, str, int]]:
+    """{BillerId: (state, reason, hours)} of the selected billers with hours not written."""
+    from metrics_pipeline.coverage import DATAPUMP, judge
 
-
-@contextmanager
-def _planned_events_per_asset(enabled: bool):
-    """Ask Dagster for one planned event per asset and run (not per partition) while running."""
-    name = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-    before = os.environ.get(name)
-    if enabled:
-        os.environ[name] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+    ledger = warehouse.read_ledger(DATAPUMP, HOURLY, plan.first, plan.stop)
+    out: dict[int, tuple[str, str, int]] = {}
+    for hour in HOURLY.starts(plan.first, plan.stop):
+        for entity, (state, why) in judge(
+            hour, map(str, billers), ledger.get(hour, {})
+        ).gaps.items():
+            _, _, n = out.get(int(entity), (state, why, 0))
+            out[int(entity)] = (state, why, n + 1)
+    return out
 
 
 def ensure_dagster_home(path: str) -> str:
@@ -271,30 +290,22 @@ def ensure_dagster_home(path: str) -> str:
     return str(home)
 
 
-def _windows_between(level: str, windows: list[datetime]) -> list[datetime]:
-    from metrics_pipeline.semantics import window
-
-    code = {"hourly": 1, "daily": 2, "weekly": 3}[level]
-    out, current = [], windows[0]
-    while current <= windows[-1]:
-        out.append(current)
-        current = window(code, current)[1]
-    return out
-
-
-def print_summary(out, warehouse, billers, first, stop, results, elapsed) -> None:
-    from metrics_pipeline.semantics import DAILY, rollup
-
+def print_summary(out, warehouse, billers, plan: Plan, results, gaps, elapsed) -> None:
     out.write(
-        f"\nWindow {first:%Y-%m-%d %H:%M} .. {stop:%Y-%m-%d %H:%M} UTC (whole weeks), "
+        f"\nWindow {plan.first:%Y-%m-%d %H:%M} .. {plan.stop:%Y-%m-%d %H:%M} UTC (whole weeks), "
         f"{len(billers)} billers, {elapsed:.1f}s\n"
     )
-    for level, res in results.items():
-        busy = sorted(b for b, why in res.failed.items() if why.startswith("shard busy"))
-        status = f", {len(res.failed)} biller(s) FAILED" if res.failed else ""
-        status += f" (busy: {', '.join(map(str, busy))})" if busy else ""
-        out.write(f"  {level:<7} {res.partitions:>6} partitions in {res.runs} runs{status}\n")
-    partials = warehouse.read_partials(DAILY, billers, first, stop)
+    for level in LEVELS:
+        res = results[level.name]
+        status = f", {len(res.errors)} run(s) FAILED" if res.errors else ""
+        out.write(f"  {level.name:<7} {res.partitions:>6} partitions in {res.runs} runs{status}\n")
+    if gaps:
+        by_state: dict[str, list[int]] = {}
+        for biller, (state, _, _) in sorted(gaps.items()):
+            by_state.setdefault(state, []).append(biller)
+        parts = "; ".join(f"{s}: {', '.join(map(str, b))}" for s, b in by_state.items())
+        out.write(f"  not written: {len(gaps)} biller(s) ({parts})\n")
+    partials = warehouse.read_partials(DAILY, billers, plan.first, plan.stop)
     out.write(
         f"\n  {'Biller':>6} {'Requests':>9} {'AvgMs':>8} {'P95Ms':>8} {'Error%':>7} "
         f"{'Timeout%':>8}\n"
@@ -367,7 +378,6 @@ def materialize_bounds(args) -> tuple[datetime, datetime]:
 def run_demo_data(args, environ) -> int:
     from metrics_pipeline.demo import create_demo_data
     from metrics_pipeline.resources import resource_urls
-    from metrics_pipeline.semantics import hour_start
 
     urls = resource_urls(environ, resolve=True)
     for name in ("catalog", "shards"):

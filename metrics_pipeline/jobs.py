@@ -2,29 +2,23 @@
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from metrics_pipeline.partitions import daily_partitions, hourly_partitions, weekly_partitions
+from metrics_pipeline.semantics import LEVELS, Level
 
-hourly_job = define_asset_job(
-    "hourly_job",
-    selection=AssetSelection.groups("metrics_hourly").without_checks(),
-    partitions_def=hourly_partitions,
-    executor_def=in_process_executor,
-    description="Hourly aggregates for a rectangle of billers x hours "
-    "(one shard read per biller-hour).",
-)
-daily_job = define_asset_job(
-    "daily_job",
-    selection=AssetSelection.groups("metrics_daily").without_checks(),
-    partitions_def=daily_partitions,
-    executor_def=in_process_executor,
-    description="Daily rollups of the hourly rows.",
-)
-weekly_job = define_asset_job(
-    "weekly_job",
-    selection=AssetSelection.groups("metrics_weekly").without_checks(),
-    partitions_def=weekly_partitions,
-    executor_def=in_process_executor,
-    description="Weekly (Sunday to Sunday) rollups of the daily rows.",
-)
+DESCRIPTIONS = {
+    "hourly": "Hourly aggregates of every enabled biller for a range of hours.",
+    "daily": "Daily rollups of the hourly rows.",
+    "weekly": "Weekly (Sunday to Sunday) rollups of the daily rows.",
+}
 
-LEVEL_JOBS = {"hourly": hourly_job, "daily": daily_job, "weekly": weekly_job}
+
+def level_job(level: Level):
+    return define_asset_job(
+        level.job_name,
+        selection=AssetSelection.groups(level.group_name).without_checks(),
+        executor_def=in_process_executor,
+        description=DESCRIPTIONS[level.name],
+    )
+
+
+def build_jobs() -> list:
+    return [level_job(level) for level in LEVELS]

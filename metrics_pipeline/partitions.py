@@ -1,90 +1,92 @@
-"""Partitions, defined once: time (hour, day, week) x biller, and the mappings between levels."""
+"""Partitions, defined once: one time partitions definition per level (hour, day, week; UTC).
 
-import warnings
-from datetime import datetime
+Billers are rows inside a partition, not a partition dimension: the partition count depends on
+time only, and per-biller state lives in the warehouse's coverage ledger. Keys are built and
+parsed through Dagster's own definitions.
+"""
+
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from dagster import (
-    BetaWarning,
     DailyPartitionsDefinition,
-    DimensionPartitionMapping,
-    DynamicPartitionsDefinition,
     HourlyPartitionsDefinition,
-    IdentityPartitionMapping,
-    MultiPartitionKey,
-    MultiPartitionMapping,
-    MultiPartitionsDefinition,
     TimeWindowPartitionMapping,
+    TimeWindowPartitionsDefinition,
     WeeklyPartitionsDefinition,
 )
 
-#: First partition of every level; a Sunday, so weeks line up with days and hours.
-PARTITIONS_START = "2025-01-05"
+from metrics_pipeline.semantics import DAILY, HOURLY, Level, week_start
 
-#: Kept equal to the catalog's enabled billers by the biller discovery sensor.
-billers_partitions = DynamicPartitionsDefinition(name="billers")
-
-HOUR_FORMAT = "%Y-%m-%d-%H:%M"
-DAY_FORMAT = "%Y-%m-%d"
-
-# end_offset=1 keeps the running hour, day and week materializable, so they refresh as they fill.
-hourly_partitions = MultiPartitionsDefinition(
-    {
-        "time": HourlyPartitionsDefinition(
-            start_date=f"{PARTITIONS_START}-00:00", end_offset=1, timezone="UTC"
-        ),
-        "biller": billers_partitions,
-    }
-)
-daily_partitions = MultiPartitionsDefinition(
-    {
-        "time": DailyPartitionsDefinition(
-            start_date=PARTITIONS_START, end_offset=1, timezone="UTC"
-        ),
-        "biller": billers_partitions,
-    }
-)
-weekly_partitions = MultiPartitionsDefinition(
-    {
-        "time": WeeklyPartitionsDefinition(
-            start_date=PARTITIONS_START, day_offset=0, end_offset=1, timezone="UTC"
-        ),
-        "biller": billers_partitions,
-    }
-)
+#: The first day of the partitions when METRICS_PARTITIONS_START is not set.
+DEFAULT_PARTITIONS_START = "2025-01-05"
 
 
-def _rollup_mapping() -> MultiPartitionMapping:
-    """A day covers its 24 hours (a week its 7 days) of the same biller; not-yet-existing hours
-    of the running day are not reported as missing."""
-    # Both classes are marked beta in Dagster 1.13 but are the documented way to map a
-    # time x dynamic partitioned asset; silence the warning rather than every import.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BetaWarning)
-        return _mapping()
+def parse_partitions_start(text: str | None) -> date:
+    """METRICS_PARTITIONS_START as a date (ISO ``YYYY-MM-DD``)."""
+    value = (text or DEFAULT_PARTITIONS_START).strip()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"METRICS_PARTITIONS_START must be a date YYYY-MM-DD, got {value!r}"
+        ) from None
 
 
-def _mapping() -> MultiPartitionMapping:
-    return MultiPartitionMapping(
-        {
-            "time": DimensionPartitionMapping(
-                "time", TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
-            ),
-            "biller": DimensionPartitionMapping("biller", IdentityPartitionMapping()),
-        }
+@lru_cache(maxsize=32)
+def _definition(level_name: str, start: date) -> TimeWindowPartitionsDefinition:
+    # end_offset=1 keeps the running hour, day and week materializable, so they refresh as they
+    # fill. Weeks start on the Sunday on or before the configured day.
+    if level_name == HOURLY.name:
+        return HourlyPartitionsDefinition(
+            start_date=f"{start:%Y-%m-%d}-00:00", end_offset=1, timezone="UTC"
+        )
+    if level_name == DAILY.name:
+        return DailyPartitionsDefinition(
+            start_date=f"{start:%Y-%m-%d}", end_offset=1, timezone="UTC"
+        )
+    sunday = week_start(datetime.combine(start, datetime.min.time()))
+    return WeeklyPartitionsDefinition(
+        start_date=f"{sunday:%Y-%m-%d}", day_offset=0, end_offset=1, timezone="UTC"
     )
 
 
-daily_from_hourly = _rollup_mapping()
-weekly_from_daily = _rollup_mapping()
+def partitions_def(level: Level, start: date) -> TimeWindowPartitionsDefinition:
+    """The time partitions of ``level`` beginning at ``start`` (the same object for equal args)."""
+    return _definition(level.name, start)
 
 
-def partition_key(biller_id: int, start: datetime, hourly: bool = False) -> MultiPartitionKey:
-    fmt = HOUR_FORMAT if hourly else DAY_FORMAT
-    return MultiPartitionKey({"biller": str(biller_id), "time": start.strftime(fmt)})
+def first_window(level: Level, start: date) -> datetime:
+    """Start of the first partition of ``level``."""
+    return level.floor(datetime.combine(start, datetime.min.time()))
 
 
-def parse_partition_key(key: str) -> tuple[int, datetime]:
-    """(BillerId, window start) of a "<biller>|<time>" key of any level."""
-    biller, time_key = key.split("|", 1)
-    fmt = HOUR_FORMAT if len(time_key) > len("YYYY-MM-DD") else DAY_FORMAT
-    return int(biller), datetime.strptime(time_key, fmt)
+def partition_key(level: Level, start: date, window_start: datetime) -> str:
+    """The partition key of the window of ``level`` that contains ``window_start`` (naive UTC)."""
+    ts = window_start.replace(tzinfo=UTC).timestamp()
+    return partitions_def(level, start).get_partition_key_for_timestamp(ts)
+
+
+def window_of(level: Level, start: date, key: str) -> tuple[datetime, datetime]:
+    """[start, end) of a partition key, as naive UTC."""
+    tw = partitions_def(level, start).time_window_for_partition_key(key)
+    return _naive(tw.start), _naive(tw.end)
+
+
+def windows_of(level: Level, start: date, keys) -> list[datetime]:
+    """Sorted window starts of partition keys."""
+    return sorted(window_of(level, start, k)[0] for k in keys)
+
+
+def _naive(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def rollup_mapping() -> TimeWindowPartitionMapping:
+    """A day covers its 24 hours (a week its 7 days); hours of the running day that do not exist
+    yet are not reported as missing."""
+    return TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+
+
+def hours_between(first: datetime, stop: datetime) -> int:
+    return int((stop - first) / timedelta(hours=1))

@@ -1,22 +1,21 @@
-"""Planning the refresh cycle: which windows a tick refreshes, as run requests over rectangles.
+"""Planning the refresh cycle: which windows a tick refreshes, as run requests over key ranges.
 
-A rectangle "first biller .. last biller x first window .. last window" is one run whatever the
-number of billers, so a refresh costs three runs (hourly, then daily, then weekly).
+A range of time partitions is one run whatever the number of billers (they are rows inside each
+partition), so a refresh costs three runs: hourly, then daily, then weekly.
 """
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
 
 from dagster import RunRequest
 
-from metrics_pipeline.partitions import DAY_FORMAT, HOUR_FORMAT, parse_partition_key
-from metrics_pipeline.semantics import day_start, hour_start, week_start
+from metrics_pipeline.partitions import partition_key, window_of
+from metrics_pipeline.semantics import Level, hour_start
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 REFRESH_TAG = "metrics/refresh"
 LEVEL_TAG = "metrics/level"
-LEVELS = ("hourly", "daily", "weekly")
 
 
 def refresh_hours(tick: datetime, every_minutes: int) -> list[datetime]:
@@ -29,35 +28,38 @@ def refresh_hours(tick: datetime, every_minutes: int) -> list[datetime]:
     return hours
 
 
-def windows_for(level: str, hours: Sequence[datetime]) -> list[datetime]:
-    floor = {"hourly": lambda h: h, "daily": day_start, "weekly": week_start}[level]
-    return sorted({floor(h) for h in hours})
-
-
-def rectangle_tags(billers: Sequence[str], level: str, windows: Sequence[datetime]) -> dict:
-    fmt = HOUR_FORMAT if level == "hourly" else DAY_FORMAT
+def range_tags(level: Level, start: date, first: datetime, last: datetime) -> dict[str, str]:
+    """Tags for one run over the partitions of ``level`` from ``first`` to ``last`` (inclusive)."""
     return {
-        RANGE_START: f"{billers[0]}|{windows[0].strftime(fmt)}",
-        RANGE_END: f"{billers[-1]}|{windows[-1].strftime(fmt)}",
+        RANGE_START: partition_key(level, start, first),
+        RANGE_END: partition_key(level, start, last),
+        LEVEL_TAG: level.name,
     }
 
 
+def windows_from_tags(level: Level, start: date, tags: Mapping[str, str]) -> list[datetime]:
+    """The first and last window start of a ranged run (or its single partition)."""
+    if RANGE_START in tags:
+        return [window_of(level, start, tags[t])[0] for t in (RANGE_START, RANGE_END)]
+    hour = window_of(level, start, tags["dagster/partition"])[0]
+    return [hour, hour]
+
+
 def refresh_request(
-    billers: Sequence[str], level: str, hours: Sequence[datetime], refresh_id: str
+    level: Level,
+    start: date,
+    hours: Sequence[datetime],
+    refresh_id: str,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> RunRequest:
-    """One run refreshing ``level`` for every biller over the windows that contain ``hours``."""
-    windows = windows_for(level, hours)
+    """One run refreshing ``level`` over the windows that contain ``hours``."""
+    windows = sorted({level.floor(h) for h in hours})
     return RunRequest(
-        run_key=f"refresh-{refresh_id}-{level}",
-        job_name=f"{level}_job",
+        run_key=f"refresh-{refresh_id}-{level.name}",
+        job_name=level.job_name,
         tags={
-            **rectangle_tags(billers, level, windows),
+            **range_tags(level, start, windows[0], windows[-1]),
             REFRESH_TAG: refresh_id,
-            LEVEL_TAG: level,
+            **(extra_tags or {}),
         },
     )
-
-
-def windows_from_tags(tags: dict) -> list[datetime]:
-    """The first and last window start of a rectangle run, from its range tags."""
-    return [parse_partition_key(tags[t])[1] for t in (RANGE_START, RANGE_END)]

@@ -1,16 +1,11 @@
-"""The refresh schedule: every N minutes, the running hour (and the one just closed) of every
-biller."""
+"""The refresh schedule: every N minutes, the running hour (and the one just closed)."""
 
-from dagster import (
-    DefaultScheduleStatus,
-    ScheduleDefinition,
-    ScheduleEvaluationContext,
-    SkipReason,
-)
+from datetime import date
 
-from metrics_pipeline.jobs import hourly_job
-from metrics_pipeline.partitions import billers_partitions
+from dagster import DefaultScheduleStatus, ScheduleDefinition, ScheduleEvaluationContext
+
 from metrics_pipeline.refresh import refresh_hours, refresh_request
+from metrics_pipeline.semantics import HOURLY
 
 VALID_INTERVALS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)
 
@@ -24,25 +19,23 @@ def refresh_cron(every_minutes: int) -> str:
     return "0 * * * *" if every_minutes == 60 else f"*/{every_minutes} * * * *"
 
 
-def build_refresh_schedule(every_minutes: int = 30) -> ScheduleDefinition:
+def build_refresh_schedule(start: date, every_minutes: int = 30) -> ScheduleDefinition:
     def evaluate(context: ScheduleEvaluationContext):
-        billers = context.instance.get_dynamic_partitions(billers_partitions.name)
-        if not billers:
-            return SkipReason("no billers yet: billers_sensor registers them from the catalog")
         tick = context.scheduled_execution_time.replace(tzinfo=None)
         hours = refresh_hours(tick, every_minutes)
         # Daily and weekly follow when this run ends (refresh_chain_sensor): they read its rows.
-        return refresh_request(billers, "hourly", hours, refresh_id=tick.strftime("%Y%m%dT%H%M"))
+        return refresh_request(HOURLY, start, hours, refresh_id=tick.strftime("%Y%m%dT%H%M"))
 
     return ScheduleDefinition(
         name="refresh_schedule",
         cron_schedule=refresh_cron(every_minutes),
         execution_timezone="UTC",
-        job=hourly_job,
+        job_name=HOURLY.job_name,
         execution_fn=evaluate,
         default_status=DefaultScheduleStatus.RUNNING,
         description=(
-            f"Every {every_minutes} minutes: the running hour of every biller, and the previous "
-            "hour while it closed less than one interval ago; then daily and weekly follow."
+            f"Every {every_minutes} minutes: the running hour of every enabled biller, and the "
+            "previous hour while it closed less than one interval ago; then daily and weekly "
+            "follow."
         ),
     )

@@ -5,14 +5,12 @@ the database; the unit tests check both against each other on the same rows.
 """
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 # --- Reference data (the seed's lookup tables) -------------------------------------------------
-
-HOURLY, DAILY, WEEKLY = 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -20,13 +18,6 @@ class TimeStampType:
     id: int
     name: str
     hierarchy_level: int
-
-
-TIMESTAMP_TYPES = (
-    TimeStampType(HOURLY, "Hourly", 1),
-    TimeStampType(DAILY, "Daily", 2),
-    TimeStampType(WEEKLY, "Weekly", 3),
-)
 
 
 @dataclass(frozen=True)
@@ -289,7 +280,7 @@ def partial_from_rows(
     return out
 
 
-# --- Time windows (UTC, start inclusive, end exclusive) ----------------------------------------
+# --- Time levels (UTC, start inclusive, end exclusive) -----------------------------------------
 
 
 def hour_start(ts: datetime) -> datetime:
@@ -306,11 +297,58 @@ def week_start(ts: datetime) -> datetime:
     return day - timedelta(days=(day.weekday() + 1) % 7)
 
 
-LEVEL_LENGTH = {HOURLY: timedelta(hours=1), DAILY: timedelta(days=1), WEEKLY: timedelta(days=7)}
-LEVEL_FLOOR = {HOURLY: hour_start, DAILY: day_start, WEEKLY: week_start}
+@dataclass(frozen=True)
+class Level:
+    """One time level of the aggregates: the seed's TimeStampTypeId, its name, its window length
+    and floor, and the level it rolls up into. Everything that needs a level asks this object;
+    :mod:`metrics_pipeline.partitions` gives its Dagster partitions."""
+
+    id: int
+    name: str
+    title: str
+    unit: str
+    length: timedelta
+    floor: Callable[[datetime], datetime]
+    next_name: str | None = None
+
+    @property
+    def next(self) -> "Level | None":
+        return LEVELS_BY_NAME.get(self.next_name) if self.next_name else None
+
+    @property
+    def previous(self) -> "Level | None":
+        return next((lv for lv in LEVELS if lv.next_name == self.name), None)
+
+    @property
+    def job_name(self) -> str:
+        return f"{self.name}_job"
+
+    @property
+    def group_name(self) -> str:
+        return f"metrics_{self.name}"
+
+    def window(self, ts: datetime) -> tuple[datetime, datetime]:
+        """The [start, end) window of this level that contains ``ts``."""
+        start = self.floor(ts)
+        return start, start + self.length
+
+    def starts(self, start: datetime, end: datetime) -> list[datetime]:
+        """Starts of the windows of this level that overlap [start, end)."""
+        out, current = [], self.floor(start)
+        while current < end:
+            out.append(current)
+            current += self.length
+        return out
+
+    def __str__(self) -> str:
+        return self.name
 
 
-def window(level: int, ts: datetime) -> tuple[datetime, datetime]:
-    """The [start, end) window of ``level`` that contains ``ts``."""
-    start = LEVEL_FLOOR[level](ts)
-    return start, start + LEVEL_LENGTH[level]
+HOURLY = Level(1, "hourly", "Hourly", "hour", timedelta(hours=1), hour_start, "daily")
+DAILY = Level(2, "daily", "Daily", "day", timedelta(days=1), day_start, "weekly")
+WEEKLY = Level(3, "weekly", "Weekly", "week", timedelta(days=7), week_start)
+LEVELS = (HOURLY, DAILY, WEEKLY)
+LEVELS_BY_NAME = {lv.name: lv for lv in LEVELS}
+LEVELS_BY_ID = {lv.id: lv for lv in LEVELS}
+
+TIMESTAMP_TYPES = tuple(TimeStampType(lv.id, lv.title, lv.id) for lv in LEVELS)

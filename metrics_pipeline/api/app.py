@@ -44,7 +44,11 @@ HERE = Path(__file__).parent
 METRICS_BY_ID = {m.id: m for m in METRIC_TYPES}
 LEVELS_BY_ID = {t.id: t for t in TIMESTAMP_TYPES}
 #: The range a series covers when the caller gives no ``from``.
-DEFAULT_SPAN = {HOURLY: timedelta(days=2), DAILY: timedelta(days=31), WEEKLY: timedelta(weeks=26)}
+DEFAULT_SPAN = {
+    HOURLY.id: timedelta(days=2),
+    DAILY.id: timedelta(days=31),
+    WEEKLY.id: timedelta(weeks=26),
+}
 MAX_INT32 = 2**31 - 1
 
 

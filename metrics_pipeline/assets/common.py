@@ -1,7 +1,6 @@
-"""What the aggregate assets share: their specs, and partition keys grouped by biller."""
+"""What the aggregate assets share: their specs, column lineage, and the run's scope."""
 
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from dagster import (
@@ -9,33 +8,67 @@ from dagster import (
     AssetKey,
     AssetSpec,
     MetadataValue,
-    MultiPartitionMapping,
-    MultiPartitionsDefinition,
     TableColumn,
+    TableColumnDep,
+    TableColumnLineage,
     TableSchema,
+    TimeWindowPartitionsDefinition,
 )
 from sqlalchemy import Table
 
+from metrics_pipeline.partitions import rollup_mapping
+from metrics_pipeline.semantics import Level
 from metrics_pipeline.sql.warehouse import Aggregate
 
 OWNERS = ["team:metrics-platform"]
-LEVEL_NAMES = {1: "hourly", 2: "daily", 3: "weekly"}
 
 SHARD_DETAIL = AssetKey(["shards", "DataPumpDetail"])
 SHARD_OCCUPANCY = AssetKey(["shards", "BillerDataPump"])
 CATALOG_BILLERS = AssetKey(["catalog", "BillerElasticOptions"])
 
+#: Run tags that narrow a run to some billers (an operator's rebuild, a retry) or to the billers
+#: whose ledger rows of each window are not "written" (the backlog's backfills).
+BILLERS_TAG = "metrics/billers"
+SCOPE_TAG = "metrics/scope"
+SCOPE_INCOMPLETE = "incomplete"
 
-def asset_key(aggregate: Aggregate, level: int) -> AssetKey:
-    return AssetKey(f"{aggregate.asset_stem}_{LEVEL_NAMES[level]}")
+#: Which raw shard columns each hourly column is computed from (analysts read it as lineage).
+_SHARD_SOURCES = {
+    "BillerId": ("BillerId",),
+    "StartTime": ("CreatedDate",),
+    "EndTime": ("CreatedDate",),
+    "RequestCount": ("DataPumpDetailId", "CreatedDate"),
+    "FailedRequests": ("StatusCode", "ResponseTime"),
+    "ErrorRate": ("StatusCode", "ResponseTime"),
+    "TimeOutCount": ("StatusCode", "ResponseTime"),
+    "TimeoutRate": ("StatusCode", "ResponseTime"),
+}
+
+
+def asset_key(aggregate: Aggregate, level: Level) -> AssetKey:
+    return AssetKey(f"{aggregate.asset_stem}_{level.name}")
+
+
+def column_lineage(aggregate: Aggregate, level: Level) -> TableColumnLineage:
+    """Hourly columns from the shard's raw columns; daily and weekly from the same column of the
+    level below (rates are recomputed from the summed counts, so they also depend on those)."""
+    columns = ["BillerId", "StartTime", "EndTime", *(v.name for v in aggregate.values)]
+    if level.previous is None:
+        deps = {
+            c: [TableColumnDep(SHARD_DETAIL, s) for s in _SHARD_SOURCES.get(c, ("ResponseTime",))]
+            for c in columns
+        }
+    else:
+        below = asset_key(aggregate, level.previous)
+        deps = {c: [TableColumnDep(below, c)] for c in columns}
+    return TableColumnLineage(deps_by_column=deps)
 
 
 def aggregate_spec(
     aggregate: Aggregate,
-    level: int,
+    level: Level,
     table: Table,
-    partitions_def: MultiPartitionsDefinition,
-    deps: Iterable[AssetKey | AssetDep],
+    partitions_def: TimeWindowPartitionsDefinition,
     how: str,
     sql_example: str,
 ) -> AssetSpec:
@@ -46,37 +79,53 @@ def aggregate_spec(
             for c in table.columns
         ]
     )
+    if level.previous is None:
+        deps: list = [SHARD_DETAIL, SHARD_OCCUPANCY, CATALOG_BILLERS]
+    else:
+        deps = [AssetDep(asset_key(aggregate, level.previous), partition_mapping=rollup_mapping())]
     return AssetSpec(
         key=asset_key(aggregate, level),
         description=(
-            f"{aggregate.description}, {LEVEL_NAMES[level]} per biller "
-            f"(TimeStampTypeId {level}), in warehouse table {aggregate.table}. {how}"
+            f"{aggregate.description}, {level.name} per biller (TimeStampTypeId {level.id}), in "
+            f"warehouse table {aggregate.table}. One partition per {level.unit} holds every "
+            f"enabled biller's row. {how}"
         ),
-        group_name=f"metrics_{LEVEL_NAMES[level]}",
+        group_name=level.group_name,
         owners=OWNERS,
         kinds={"sql", "python"},
-        deps=list(deps),
+        deps=deps,
         partitions_def=partitions_def,
         metadata={
             "dagster/column_schema": schema,
+            "dagster/column_lineage": column_lineage(aggregate, level),
             "dagster/table_name": aggregate.table,
             "unique_key": MetadataValue.text("BillerId, TimeStampTypeId, StartTime"),
             # What a run sends, for one biller and window, as SQL Server reads it; every run also
             # attaches the exact statements it sent to its last partition's materialization.
             "sql_example": MetadataValue.md(f"```sql\n{sql_example}\n```"),
         },
-        tags={"level": LEVEL_NAMES[level]},
+        tags={"level": level.name},
     )
 
 
-def rollup_dep(key: AssetKey, mapping: MultiPartitionMapping) -> AssetDep:
-    return AssetDep(key, partition_mapping=mapping)
+def run_billers(tags: Mapping[str, str], enabled: Iterable[int]) -> list[int]:
+    """The billers a run computes: its ``metrics/billers`` tag, else every enabled biller."""
+    text = tags.get(BILLERS_TAG, "").strip()
+    if not text:
+        return sorted(set(enabled))
+    return sorted({int(b) for b in text.split(",") if b.strip()})
 
 
-def group_by_biller(partition_keys: Iterable[str], parse) -> dict[int, list[datetime]]:
-    """{BillerId: sorted window starts} for "<biller>|<time>" keys."""
-    out: dict[int, list[datetime]] = defaultdict(list)
-    for key in partition_keys:
-        biller, start = parse(key)
-        out[biller].append(start)
-    return {b: sorted(v) for b, v in out.items()}
+def requested_cells(
+    billers: Iterable[int],
+    windows: list[datetime],
+    written: Mapping[datetime, set[str]] | None = None,
+) -> dict[int, list[datetime]]:
+    """{BillerId: windows} to compute; with ``written`` (the incomplete scope), only the windows
+    whose ledger does not say the biller was written."""
+    out: dict[int, list[datetime]] = {}
+    for b in billers:
+        wanted = [w for w in windows if written is None or str(b) not in written.get(w, set())]
+        if wanted:
+            out[b] = wanted
+    return out

@@ -1,21 +1,22 @@
-"""Hourly aggregates: one shard read per biller-hour feeds the three seed tables."""
+"""Hourly aggregates: each hour partition reads every enabled biller's calls from its shard."""
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from dagster import AssetExecutionContext, BackfillPolicy, multi_asset
+from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, multi_asset
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
 
 from metrics_pipeline.aggregation import aggregate_hourly
 from metrics_pipeline.assets.common import (
-    CATALOG_BILLERS,
-    SHARD_DETAIL,
-    SHARD_OCCUPANCY,
+    SCOPE_INCOMPLETE,
+    SCOPE_TAG,
     aggregate_spec,
-    group_by_biller,
+    requested_cells,
+    run_billers,
 )
-from metrics_pipeline.assets.reporting import finish, plain_failures
-from metrics_pipeline.partitions import hourly_partitions, parse_partition_key
+from metrics_pipeline.assets.reporting import CoverageSettings, finish, plain_failures
+from metrics_pipeline.coverage import DATAPUMP, WRITTEN
+from metrics_pipeline.partitions import partitions_def, windows_of
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
 from metrics_pipeline.semantics import DEFAULT_RULES, HOURLY
@@ -28,28 +29,16 @@ HOW_HOURLY = (
     "exact percentiles); hours with no calls get a row with RequestCount 0 and NULL rates."
 )
 
-_tables = build_warehouse()
-_EXAMPLE = (101, datetime(2025, 4, 10), datetime(2025, 4, 11))
-_SQL_EXAMPLE = "\n\n".join(
-    render(stmt, mssql.dialect())
-    for stmt in (
-        hourly_facts_query(ShardNames(), DEFAULT_RULES, [_EXAMPLE[0]], *_EXAMPLE[1:]),
-        hourly_percentiles_query(ShardNames(), [_EXAMPLE[0]], *_EXAMPLE[1:]),
-    )
-)
 
-hourly_specs = [
-    aggregate_spec(
-        agg,
-        HOURLY,
-        _tables.table(agg),
-        hourly_partitions,
-        deps=[SHARD_DETAIL, SHARD_OCCUPANCY, CATALOG_BILLERS],
-        how=HOW_HOURLY,
-        sql_example=_SQL_EXAMPLE,
+def _sql_example() -> str:
+    biller, start = 101, datetime(2025, 4, 10)
+    return "\n\n".join(
+        render(stmt, mssql.dialect())
+        for stmt in (
+            hourly_facts_query(ShardNames(), DEFAULT_RULES, [biller], start, start + timedelta(1)),
+            hourly_percentiles_query(ShardNames(), [biller], start, start + timedelta(1)),
+        )
     )
-    for agg in AGGREGATES
-]
 
 
 def shard_sql(shards: ShardsResource, billers: list[int], start: datetime, end: datetime) -> str:
@@ -65,30 +54,73 @@ def shard_sql(shards: ShardsResource, billers: list[int], start: datetime, end: 
     )
 
 
-@multi_asset(
-    name="hourly_aggregates",
-    specs=hourly_specs,
-    partitions_def=hourly_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    pool="biller_shards",
-    description="Reads each requested biller-hour once from its shard and writes the three "
-    "hourly tables in one transaction per chunk.",
-)
-def hourly_aggregates(
-    context: AssetExecutionContext,
-    catalog: CatalogResource,
-    shards: ShardsResource,
-    warehouse: WarehouseResource,
-):
-    started = utcnow()
-    requested = group_by_biller(context.partition_keys, parse_partition_key)
-    with plain_failures():
-        outcome = aggregate_hourly(requested, catalog, shards, warehouse, log=context.log.warning)
-    first = min(s for starts in requested.values() for s in starts)
-    chunk = timedelta(hours=shards.chunk_hours(len(requested)))
-    sql = shard_sql(shards, sorted(requested), first, first + chunk)
-    context.log.info(
-        f"{len(outcome.request_counts)} biller-hours written from "
-        f"{len(outcome.shards_read)} shard(s)"
+def build_hourly_aggregates(start: date) -> AssetsDefinition:
+    """The three hourly assets (one multi-asset: one shard read feeds all three tables)."""
+    partitions = partitions_def(HOURLY, start)
+    tables = build_warehouse()
+    example = _sql_example()
+    specs = [
+        aggregate_spec(agg, HOURLY, tables.table(agg), partitions, HOW_HOURLY, example)
+        for agg in AGGREGATES
+    ]
+
+    @multi_asset(
+        name="hourly_aggregates",
+        specs=specs,
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        pool="biller_shards",
+        description="Reads the requested hours of every enabled biller (or of the billers in "
+        "the run's metrics/billers tag) from their shards and writes the three hourly tables and "
+        "the coverage ledger in one transaction per chunk.",
     )
-    yield from finish(context, warehouse, outcome, started, hourly_specs, sql, hourly=True)
+    def hourly_aggregates(
+        context: AssetExecutionContext,
+        catalog: CatalogResource,
+        shards: ShardsResource,
+        warehouse: WarehouseResource,
+    ):
+        started = utcnow()
+        hours = windows_of(HOURLY, start, context.partition_keys)
+        with plain_failures():
+            enabled = [b.biller_id for b in catalog.enabled_billers()]
+            billers = run_billers(context.run.tags, enabled)
+            written = None
+            if context.run.tags.get(SCOPE_TAG) == SCOPE_INCOMPLETE:
+                ledger = warehouse.read_ledger(
+                    DATAPUMP, HOURLY, hours[0], hours[-1] + HOURLY.length
+                )
+                written = {
+                    h: {e for e, entry in rows.items() if entry.state == WRITTEN}
+                    for h, rows in ledger.items()
+                }
+            requested = requested_cells(billers, hours, written)
+            outcome = aggregate_hourly(
+                requested,
+                catalog,
+                shards,
+                warehouse,
+                log=context.log.warning,
+                run_id=context.run_id,
+            )
+        first = hours[0]
+        sql = shard_sql(shards, billers or [0], first, first + HOURLY.length)
+        context.log.info(
+            f"{len(outcome.request_counts)} biller-hours written from "
+            f"{len(outcome.shards_read)} shard(s) for {len(hours)} hour(s)"
+        )
+        yield from finish(
+            context,
+            warehouse,
+            outcome,
+            started,
+            specs,
+            sql,
+            HOURLY,
+            start,
+            hours,
+            enabled,
+            CoverageSettings.from_env(),
+        )
+
+    return hourly_aggregates

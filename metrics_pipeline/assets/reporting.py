@@ -1,21 +1,45 @@
-"""How an aggregation run ends: the job log row, run tags, materializations or a clear failure."""
+"""How an aggregation run ends: the job log row, coverage checks, metadata, or a clear failure."""
 
+from collections.abc import Iterable
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 
 from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
     AssetExecutionContext,
-    AssetMaterialization,
+    AssetKey,
     Failure,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
 )
 
 from metrics_pipeline.aggregation import Outcome
+from metrics_pipeline.coverage import DATAPUMP, Coverage, judge, severity_is_error
 from metrics_pipeline.partitions import partition_key
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
-from metrics_pipeline.sql.warehouse import AGGREGATES
+from metrics_pipeline.semantics import HOURLY, Level
+from metrics_pipeline.settings import from_env
+from metrics_pipeline.sql.warehouse import AGGREGATES, ERROR_RATE
+
+COVERAGE_CHECK = "coverage"
+#: The hourly asset that carries the coverage check (and the backlog check).
+COVERAGE_ASSET = AssetKey(f"{ERROR_RATE.asset_stem}_{HOURLY.name}")
+
+
+@dataclass(frozen=True)
+class CoverageSettings:
+    #: More billers than this missing from one hour makes its coverage check an ERROR (pages).
+    alert_threshold: int = 10
+
+    @classmethod
+    def from_env(cls, environ=None) -> "CoverageSettings":
+        return from_env(cls, {"alert_threshold": "METRICS_COVERAGE_ALERT_BILLERS"}, environ)
 
 
 @contextmanager
@@ -28,6 +52,63 @@ def plain_failures():
         raise Failure(description=str(exc), metadata={"error": type(exc).__name__}) from exc
 
 
+def coverage_evaluation(
+    coverage: Coverage, key: str, settings: CoverageSettings, undated: dict[int, int]
+) -> AssetCheckEvaluation:
+    """The coverage check's result for one hour partition."""
+    gaps = {entity: f"{state}: {why}" for entity, (state, why) in sorted(coverage.gaps.items())}
+    return AssetCheckEvaluation(
+        asset_key=COVERAGE_ASSET,
+        check_name=COVERAGE_CHECK,
+        partition=key,
+        passed=coverage.complete,
+        severity=AssetCheckSeverity.ERROR
+        if severity_is_error(len(coverage.gaps), settings.alert_threshold)
+        else AssetCheckSeverity.WARN,
+        description=coverage.describe(),
+        metadata={
+            "expected_billers": coverage.expected,
+            "written_billers": coverage.written,
+            "missing_billers": MetadataValue.json(gaps),
+            # Rows of the billers' shards whose CreatedDate is NULL or not a timestamp: they
+            # belong to no hour, so they are counted here instead of vanishing.
+            "undated_rows": MetadataValue.json(
+                {str(b): n for b, n in sorted(undated.items()) if n}
+            ),
+            "alert_threshold": settings.alert_threshold,
+        },
+    )
+
+
+def biller_table(outcome: Outcome, enabled: Iterable[int]) -> MetadataValue:
+    """Per biller: requests counted by this run and what happened."""
+    requests: dict[int, int] = {}
+    for (b, _), n in outcome.request_counts.items():
+        requests[b] = requests.get(b, 0) + n
+    records = []
+    for b in sorted(set(enabled) | set(requests) | set(outcome.failed)):
+        state = outcome.failed.get(b) or ("written" if b in requests else "not requested")
+        records.append(
+            TableRecord(
+                {
+                    "BillerId": b,
+                    "Requests": requests.get(b, 0),
+                    "State": state,
+                    "UndatedRows": outcome.undated.get(b, 0),
+                }
+            )
+        )
+    schema = TableSchema(
+        columns=[
+            TableColumn("BillerId", "int"),
+            TableColumn("Requests", "int"),
+            TableColumn("State", "string"),
+            TableColumn("UndatedRows", "int"),
+        ]
+    )
+    return MetadataValue.table(records=records, schema=schema)
+
+
 def finish(
     context: AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -35,14 +116,18 @@ def finish(
     started: datetime,
     specs,
     level_sql: str,
-    hourly: bool,
-) -> list[MaterializeResult]:
-    """Write the job log row, then report the run's result.
+    level: Level,
+    start: date,
+    windows: list[datetime],
+    enabled: list[int],
+    settings: CoverageSettings | None = None,
+):
+    """Write the job log row, report coverage (hourly), then the run's result.
 
-    When some billers failed, the partitions that were written are recorded as materialized, the
+    Every partition of the run is recorded as materialized: it holds the rows of every biller
+    that was written. When some billers failed, the coverage check of each hour names them, the
     run is tagged with why (``metrics/failure``: shard busy / shard unreachable / error, and the
-    billers), and the step fails naming them, so the UI shows exactly which partitions are
-    missing and why, and the retry sensor knows what to request again.
+    billers), and the step fails naming them; the ledger tells the retry sensor what to redo.
     """
     try:
         warehouse.write_job_log(
@@ -57,17 +142,38 @@ def finish(
         )
     except DatabaseUnreachable as exc:
         context.log.warning(f"job log not written: {exc}")
-    if outcome.failed:
-        # Record the partitions that were written, so only the failed billers' show as failed.
-        for spec in specs:
-            for b, s in outcome.request_counts:
-                context.log_event(
-                    AssetMaterialization(
-                        asset_key=spec.key,
-                        partition=partition_key(b, s, hourly),
-                        metadata={"dagster/row_count": 1},
-                    )
+    last = partition_key(level, start, windows[-1])
+    if settings is not None:
+        ledger = warehouse.read_ledger(DATAPUMP, level, windows[0], windows[-1] + level.length)
+        expected = [str(b) for b in enabled]
+        for window in windows:
+            coverage = judge(window, expected, ledger.get(window, {}))
+            context.log_event(
+                coverage_evaluation(
+                    coverage, partition_key(level, start, window), settings, outcome.undated
                 )
+            )
+    # What the run did and the statements it sent go on the run's last partition of each asset:
+    # metadata of the result itself is copied into every partition's event.
+    table = biller_table(outcome, enabled)
+    for agg, spec in zip(AGGREGATES, specs, strict=True):
+        counts = outcome.written.get(agg.table, {})
+        context.add_asset_metadata(
+            {
+                "run_partitions": len(windows),
+                "run_biller_windows": len(outcome.request_counts),
+                "run_requests": sum(outcome.request_counts.values()),
+                "run_rows_inserted": counts.get("inserted", 0),
+                "run_rows_updated": counts.get("updated", 0),
+                "run_rows_unchanged": counts.get("unchanged", 0),
+                "billers": table,
+                "sql": MetadataValue.md(f"```sql\n{level_sql}\n```"),
+            },
+            asset_key=spec.key,
+            partition_key=last,
+        )
+    for spec in specs:
+        yield MaterializeResult(asset_key=spec.key)
     if outcome.failed:
         context.instance.add_run_tags(context.run_id, outcome.failure_tags())
         lines = "; ".join(f"biller {b}: {why}" for b, why in sorted(outcome.failed.items()))
@@ -78,28 +184,6 @@ def finish(
                 "reasons": MetadataValue.json({str(b): why for b, why in outcome.failed.items()}),
                 "busy_billers": MetadataValue.json(sorted(outcome.busy)),
                 "unreachable_shards": MetadataValue.json(sorted(set(outcome.unreachable.values()))),
-                "written_partitions": len(outcome.request_counts),
+                "written_biller_windows": len(outcome.request_counts),
             },
         )
-    # What the run did and the statements it sent go on the run's last partition of each asset:
-    # metadata of the result itself is copied into every partition's event (thousands per
-    # backfill), which costs more than the aggregation at a few thousand calls an hour.
-    last = partition_key(*max(outcome.request_counts), hourly)
-    results = []
-    for agg, spec in zip(AGGREGATES, specs, strict=True):
-        counts = outcome.written.get(agg.table, {})
-        context.add_asset_metadata(
-            {
-                "run_partitions": len(outcome.request_counts),
-                "run_requests": sum(outcome.request_counts.values()),
-                "run_rows_inserted": counts.get("inserted", 0),
-                "run_rows_updated": counts.get("updated", 0),
-                "run_rows_unchanged": counts.get("unchanged", 0),
-                "sql": MetadataValue.md(f"```sql\n{level_sql}\n```"),
-            },
-            asset_key=spec.key,
-            partition_key=last,
-        )
-        # Every partition of the run is one row of the table.
-        results.append(MaterializeResult(asset_key=spec.key, metadata={"dagster/row_count": 1}))
-    return results

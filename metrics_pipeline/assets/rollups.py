@@ -1,40 +1,19 @@
 """Daily and weekly aggregates: exact sums of the level below, never a second shard read."""
 
-from datetime import datetime
+from datetime import date, datetime
 
-from dagster import AssetExecutionContext, BackfillPolicy, multi_asset
+from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, multi_asset
 from sqlalchemy.dialects import mssql
 
 from metrics_pipeline.aggregation import roll_up
-from metrics_pipeline.assets.common import aggregate_spec, asset_key, group_by_biller, rollup_dep
+from metrics_pipeline.assets.common import aggregate_spec, requested_cells, run_billers
 from metrics_pipeline.assets.reporting import finish, plain_failures
-from metrics_pipeline.partitions import (
-    daily_from_hourly,
-    daily_partitions,
-    parse_partition_key,
-    weekly_from_daily,
-    weekly_partitions,
-)
+from metrics_pipeline.partitions import partitions_def, windows_of
+from metrics_pipeline.resources.databases import CatalogResource
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
-from metrics_pipeline.semantics import DAILY, HOURLY, LEVEL_LENGTH, WEEKLY
+from metrics_pipeline.semantics import DAILY, WEEKLY, Level
 from metrics_pipeline.sql.render import render
 from metrics_pipeline.sql.warehouse import AGGREGATES, aggregate_rows_query, build_warehouse
-
-_tables = build_warehouse()
-
-
-def _sql_example(source: int, target: int) -> str:
-    start = datetime(2025, 4, 6)
-    return "\n\n".join(
-        render(
-            aggregate_rows_query(
-                _tables.table(agg), source, [101], start, start + LEVEL_LENGTH[target]
-            ),
-            mssql.dialect(),
-        )
-        for agg in AGGREGATES
-    )
-
 
 HOW = {
     DAILY: "Sum of the day's 24 hourly rows (rates recomputed from the summed counts, "
@@ -43,70 +22,51 @@ HOW = {
     "week's row is updated as the week goes on.",
 }
 
-daily_specs = [
-    aggregate_spec(
-        agg,
-        DAILY,
-        _tables.table(agg),
-        daily_partitions,
-        deps=[rollup_dep(asset_key(agg, HOURLY), daily_from_hourly)],
-        how=HOW[DAILY],
-        sql_example=_sql_example(HOURLY, DAILY),
-    )
-    for agg in AGGREGATES
-]
 
-weekly_specs = [
-    aggregate_spec(
-        agg,
-        WEEKLY,
-        _tables.table(agg),
-        weekly_partitions,
-        deps=[rollup_dep(asset_key(agg, DAILY), weekly_from_daily)],
-        how=HOW[WEEKLY],
-        sql_example=_sql_example(DAILY, WEEKLY),
-    )
-    for agg in AGGREGATES
-]
-
-
-def _run_rollup(context: AssetExecutionContext, warehouse, specs, source: int, target: int):
-    started = utcnow()
-    requested = group_by_biller(context.partition_keys, parse_partition_key)
-    with plain_failures():
-        outcome = roll_up(requested, source, target, warehouse)
-    dialect = warehouse.engine().dialect
-    first = min(s for starts in requested.values() for s in starts)
-    sql = "\n\n".join(
+def _rows_sql(level: Level, billers: list[int], first: datetime, dialect) -> str:
+    tables = build_warehouse()
+    return "\n\n".join(
         render(
             aggregate_rows_query(
-                _tables.table(agg), source, sorted(requested), first, first + LEVEL_LENGTH[target]
+                tables.table(agg), level.previous, billers, first, first + level.length
             ),
             dialect,
         )
         for agg in AGGREGATES
     )
-    context.log.info(f"{len(outcome.request_counts)} partitions rolled up")
-    yield from finish(context, warehouse, outcome, started, specs, sql, hourly=False)
 
 
-@multi_asset(
-    name="daily_aggregates",
-    specs=daily_specs,
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    description="Rolls the hourly rows of each requested biller-day up into the daily tables.",
-)
-def daily_aggregates(context: AssetExecutionContext, warehouse: WarehouseResource):
-    yield from _run_rollup(context, warehouse, daily_specs, HOURLY, DAILY)
+def build_rollup(level: Level, start: date) -> AssetsDefinition:
+    """The three assets of ``level`` (daily or weekly), rolled up from the level below."""
+    partitions = partitions_def(level, start)
+    tables = build_warehouse()
+    example = _rows_sql(level, [101], datetime(2025, 4, 6), mssql.dialect())
+    specs = [
+        aggregate_spec(agg, level, tables.table(agg), partitions, HOW[level], example)
+        for agg in AGGREGATES
+    ]
 
+    @multi_asset(
+        name=f"{level.name}_aggregates",
+        specs=specs,
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        description=f"Rolls the {level.previous.name} rows of every enabled biller (or of the "
+        f"billers in the run's metrics/billers tag) up into the {level.name} tables.",
+    )
+    def rollup_asset(
+        context: AssetExecutionContext, catalog: CatalogResource, warehouse: WarehouseResource
+    ):
+        started = utcnow()
+        windows = windows_of(level, start, context.partition_keys)
+        with plain_failures():
+            enabled = [b.biller_id for b in catalog.enabled_billers()]
+            billers = run_billers(context.run.tags, enabled)
+            outcome = roll_up(requested_cells(billers, windows), level, warehouse)
+        sql = _rows_sql(level, billers or [0], windows[0], warehouse.engine().dialect)
+        context.log.info(f"{len(outcome.request_counts)} biller-{level.unit}s rolled up")
+        yield from finish(
+            context, warehouse, outcome, started, specs, sql, level, start, windows, enabled
+        )
 
-@multi_asset(
-    name="weekly_aggregates",
-    specs=weekly_specs,
-    partitions_def=weekly_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    description="Rolls the daily rows of each requested biller-week up into the weekly tables.",
-)
-def weekly_aggregates(context: AssetExecutionContext, warehouse: WarehouseResource):
-    yield from _run_rollup(context, warehouse, weekly_specs, DAILY, WEEKLY)
+    return rollup_asset

@@ -32,6 +32,7 @@ from metrics_pipeline.sql.source import (
     hourly_facts_query,
     hourly_percentiles_query,
     processing_query,
+    undated_query,
 )
 
 
@@ -184,6 +185,13 @@ class ShardsResource(ConfigurableResource):
                 partials = fold_hourly_rows(conn.execute(facts), conn.execute(ranks))
             yield chunk_start, chunk_end, partials
             chunk_start = chunk_end
+
+    def undated_rows(self, shard: str, billers: list[int]) -> dict[int, int]:
+        """{BillerId: rows whose CreatedDate is NULL or not a timestamp} (they are in no hour)."""
+        engine = self._engine(shard)
+        with self._unreachable_as_typed(shard), engine.connect() as conn:
+            rows = conn.execute(undated_query(self.names.to_names(), billers)).all()
+        return {int(r.biller_id): int(r.rows) for r in rows}
 
     def busy_billers(self, shard: str, billers: list[int]) -> set[int]:
         """Billers whose Processing flag is set in their shard (a missing row means not busy)."""

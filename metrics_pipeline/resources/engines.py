@@ -44,9 +44,18 @@ def normalize_url(url: str, what: str):
 
 
 def create_db_engine(
-    url: str, what: str, *, connect_timeout_s: int = 15, must_exist: bool = True
+    url: str,
+    what: str,
+    *,
+    connect_timeout_s: int = 15,
+    must_exist: bool = True,
+    immediate_transactions: bool = False,
 ) -> Engine:
-    """An engine for ``url``. SQLite files must exist unless ``must_exist`` is False (warehouse)."""
+    """An engine for ``url``. SQLite files must exist unless ``must_exist`` is False (warehouse).
+
+    ``immediate_transactions``: on SQLite, every transaction takes the write lock when it begins
+    (BEGIN IMMEDIATE), so two writers that read then write wait for each other instead of one
+    failing with "database is locked" when it upgrades its lock."""
     parsed = normalize_url(url, what)
     backend = parsed.get_backend_name()
     kwargs: dict = {"pool_pre_ping": True}
@@ -73,7 +82,15 @@ def create_db_engine(
         ) from exc
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        if immediate_transactions:
+            # SQLAlchemy's documented recipe: let SQLAlchemy, not pysqlite, emit BEGIN.
+            event.listen(engine, "connect", _sqlite_manual_begin)
+            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     return engine
+
+
+def _sqlite_manual_begin(dbapi_connection, _record):
+    dbapi_connection.isolation_level = None
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

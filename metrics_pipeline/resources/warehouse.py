@@ -1,6 +1,7 @@
 """The warehouse resource: schema upkeep, atomic idempotent writes, and reads of partials."""
 
 import threading
+import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -11,8 +12,9 @@ from decimal import Decimal
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine, Numeric, and_, bindparam, inspect, select, text, update
-from sqlalchemy.exc import OperationalError, SAWarning
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarning
 
+from metrics_pipeline.coverage import DATAPUMP, LedgerEntry
 from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
     EngineCache,
@@ -20,9 +22,9 @@ from metrics_pipeline.resources.engines import (
     safe_url,
 )
 from metrics_pipeline.semantics import (
-    LEVEL_LENGTH,
     METRIC_TYPES,
     TIMESTAMP_TYPES,
+    Level,
     Partial,
     Sketch,
     round2,
@@ -37,6 +39,7 @@ from metrics_pipeline.sql.warehouse import (
     add_column_ddl,
     aggregate_rows_query,
     build_warehouse,
+    ledger_query,
 )
 
 # SQLite stores NUMERIC as REAL; values are rounded to 2 decimals on the way in and out.
@@ -84,6 +87,79 @@ def _contiguous_runs(starts: list[datetime]) -> list[tuple[datetime, datetime]]:
     return runs
 
 
+SCHEMA_ATTEMPTS = 5
+
+
+def _lost_schema_race(exc: DBAPIError) -> bool:
+    """Another process created the same table, index or reference row a moment earlier."""
+    text_ = str(exc.orig if exc.orig is not None else exc).lower()
+    return isinstance(exc, IntegrityError) or "already exists" in text_ or "duplicate" in text_
+
+
+#: A write that lost a race for new keys is run again; each retry finds more of its rows.
+WRITE_ATTEMPTS = 5
+
+
+def _upsert(
+    conn,
+    table,
+    id_col,
+    entity: str,
+    level: Level,
+    rows: dict[tuple, dict],
+    now: datetime,
+    compare: list[str],
+    created: bool,
+    where=None,
+) -> dict[str, int]:
+    """Insert new keys, update changed rows, leave equal rows alone. Rows are keyed by
+    (entity value, StartTime) within one level (and the extra ``where``)."""
+    by_entity: dict[object, list[datetime]] = defaultdict(list)
+    for ent, start in rows:
+        by_entity[ent].append(start)
+    existing: dict[tuple, dict] = {}
+    for ent, starts in by_entity.items():
+        for lo, hi in _contiguous_runs(starts):
+            query = select(id_col, table.c.StartTime, *(table.c[c] for c in compare)).where(
+                and_(
+                    table.c[entity] == ent,
+                    table.c.TimeStampTypeId == level.id,
+                    table.c.StartTime >= lo,
+                    table.c.StartTime <= hi,
+                    *([] if where is None else [where]),
+                )
+            )
+            for r in conn.execute(query).mappings():
+                existing[(ent, as_naive_utc(r["StartTime"]))] = dict(r)
+    stamps = {"CreatedDate": now, "UpdatedDate": now} if created else {"UpdatedDate": now}
+    inserts, updates, unchanged = [], [], 0
+    for key, row in rows.items():
+        old = existing.get(key)
+        if old is None:
+            inserts.append({**row, **stamps})
+            continue
+        same = all(
+            _normalize(old[c], table.c[c].type) == _normalize(row[c], table.c[c].type)
+            for c in compare
+        )
+        if same:
+            unchanged += 1
+        else:
+            updates.append(
+                {"_id": old[id_col.name], **{c: row[c] for c in compare}, "UpdatedDate": now}
+            )
+    if inserts:
+        conn.execute(table.insert(), inserts)
+    if updates:
+        stmt = (
+            update(table)
+            .where(id_col == bindparam("_id"))
+            .values({c: bindparam(c) for c in [*compare, "UpdatedDate"]})
+        )
+        conn.execute(stmt, updates)
+    return {"inserted": len(inserts), "updated": len(updates), "unchanged": unchanged}
+
+
 class WarehouseResource(ConfigurableResource):
     """Where the aggregates live. Created and upgraded by the pipeline itself."""
 
@@ -104,7 +180,11 @@ class WarehouseResource(ConfigurableResource):
 
     def engine(self) -> Engine:
         return self._engines.get(
-            self.url, "warehouse", connect_timeout_s=self.connect_timeout_s, must_exist=False
+            self.url,
+            "warehouse",
+            connect_timeout_s=self.connect_timeout_s,
+            must_exist=False,
+            immediate_transactions=True,
         )
 
     def _unreachable(self, exc: OperationalError) -> DatabaseUnreachable:
@@ -113,20 +193,22 @@ class WarehouseResource(ConfigurableResource):
     # --- schema -------------------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create missing tables, columns and indexes and the reference rows. Idempotent."""
+        """Create missing tables, columns and indexes and the reference rows. Idempotent, and
+        safe when several processes do it at once (the loser of a race runs it again)."""
         with self._lock:
             if self._schema_ready:
                 return
-            try:
+            for attempt in range(SCHEMA_ATTEMPTS):
                 try:
                     self._ensure_schema_once()
-                except OperationalError:
+                    break
+                except DBAPIError as exc:
+                    if attempt < SCHEMA_ATTEMPTS - 1 and _lost_schema_race(exc):
+                        time.sleep(0.1 * (attempt + 1))
+                        continue
+                    if isinstance(exc, OperationalError):
+                        raise self._unreachable(exc) from exc
                     raise
-                except Exception:
-                    # Another process may have created the same table a moment earlier.
-                    self._ensure_schema_once()
-            except OperationalError as exc:
-                raise self._unreachable(exc) from exc
             self._schema_ready = True
 
     def _ensure_schema_once(self) -> None:
@@ -183,88 +265,118 @@ class WarehouseResource(ConfigurableResource):
     # --- writes -------------------------------------------------------------------------------
 
     def write_partials(
-        self, level: int, partials: Mapping[PartialKey, Partial], now: datetime | None = None
+        self,
+        level: Level,
+        partials: Mapping[PartialKey, Partial],
+        ledger: Iterable[LedgerEntry] = (),
+        run_id: str | None = None,
+        now: datetime | None = None,
     ) -> WriteStats:
-        """Upsert the three tables' rows for these (biller, StartTime) keys in one transaction.
+        """Upsert the three tables' rows for these (biller, StartTime) keys, and their ledger
+        rows, in one transaction.
 
         Unchanged rows are left alone (same Id, CreatedDate and UpdatedDate), changed rows are
         updated in place, new rows inserted: a re-run that finds the same data changes nothing,
-        and a failure rolls everything back, leaving the previous rows intact.
+        and a failure rolls everything back, leaving the previous rows intact. A concurrent
+        writer of the same new keys makes the insert fail on the unique key; the transaction is
+        then run again and finds its rows (so both writers end well, one row per key).
         """
         self.ensure_schema()
-        now = now or utcnow()
-        length = LEVEL_LENGTH[level]
-        stats = WriteStats()
+        ledger = list(ledger)
         wh = self.tables
-        try:
-            with self.engine().begin() as conn:
-                for agg in AGGREGATES:
-                    table = wh.table(agg)
-                    rows = {
-                        key: {
-                            "BillerId": key[0],
-                            "TimeStampTypeId": level,
-                            "StartTime": key[1],
-                            "EndTime": key[1] + length,
-                            **{v.name: v.value(p) for v in agg.values},
-                        }
-                        for key, p in partials.items()
-                    }
-                    counts = self._upsert(conn, table, agg, level, rows, now)
-                    stats.by_table[agg.table] = counts
-                    stats.inserted += counts["inserted"]
-                    stats.updated += counts["updated"]
-                    stats.unchanged += counts["unchanged"]
-        except OperationalError as exc:
-            raise self._unreachable(exc) from exc
-        return stats
 
-    @staticmethod
-    def _upsert(conn, table, agg, level, rows: dict[PartialKey, dict], now) -> dict[str, int]:
-        id_col = table.c[agg.id_column]
-        compare = ["EndTime", *(v.name for v in agg.values)]
-        by_biller: dict[int, list[datetime]] = defaultdict(list)
-        for biller, start in rows:
-            by_biller[biller].append(start)
-        existing: dict[PartialKey, dict] = {}
-        for biller, starts in by_biller.items():
-            for lo, hi in _contiguous_runs(starts):
-                query = select(id_col, table.c.StartTime, *(table.c[c] for c in compare)).where(
-                    and_(
-                        table.c.BillerId == biller,
-                        table.c.TimeStampTypeId == level,
-                        table.c.StartTime >= lo,
-                        table.c.StartTime <= hi,
-                    )
+        def work(conn, when) -> WriteStats:
+            stats = WriteStats()
+            for agg in AGGREGATES:
+                table = wh.table(agg)
+                rows = {
+                    key: {
+                        "BillerId": key[0],
+                        "TimeStampTypeId": level.id,
+                        "StartTime": key[1],
+                        "EndTime": key[1] + level.length,
+                        **{v.name: v.value(p) for v in agg.values},
+                    }
+                    for key, p in partials.items()
+                }
+                counts = _upsert(
+                    conn,
+                    table,
+                    table.c[agg.id_column],
+                    "BillerId",
+                    level,
+                    rows,
+                    when,
+                    ["EndTime", *(v.name for v in agg.values)],
+                    created=True,
                 )
-                for r in conn.execute(query).mappings():
-                    existing[(biller, as_naive_utc(r["StartTime"]))] = dict(r)
-        inserts, updates, unchanged = [], [], 0
-        for key, row in rows.items():
-            old = existing.get(key)
-            if old is None:
-                inserts.append({**row, "CreatedDate": now, "UpdatedDate": now})
-                continue
-            same = all(
-                _normalize(old[c], table.c[c].type) == _normalize(row[c], table.c[c].type)
-                for c in compare
+                stats.by_table[agg.table] = counts
+                stats.inserted += counts["inserted"]
+                stats.updated += counts["updated"]
+                stats.unchanged += counts["unchanged"]
+            if ledger:
+                self._upsert_ledger(conn, DATAPUMP, level, ledger, run_id, when)
+            return stats
+
+        return self._write(work, now)
+
+    def record_ledger(
+        self,
+        family: str,
+        level: Level,
+        entries: Iterable[LedgerEntry],
+        run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Ledger rows on their own (windows that were not written: busy, unreachable, ...)."""
+        entries = list(entries)
+        if entries:
+            self._write(
+                lambda conn, when: self._upsert_ledger(conn, family, level, entries, run_id, when),
+                now,
             )
-            if same:
-                unchanged += 1
-            else:
-                updates.append(
-                    {"_id": old[agg.id_column], **{c: row[c] for c in compare}, "UpdatedDate": now}
-                )
-        if inserts:
-            conn.execute(table.insert(), inserts)
-        if updates:
-            stmt = (
-                update(table)
-                .where(id_col == bindparam("_id"))
-                .values({c: bindparam(c) for c in [*compare, "UpdatedDate"]})
-            )
-            conn.execute(stmt, updates)
-        return {"inserted": len(inserts), "updated": len(updates), "unchanged": unchanged}
+
+    def _upsert_ledger(self, conn, family, level, entries, run_id, when) -> None:
+        table = self.tables.ledger
+        rows = {
+            (e.entity, e.start): {
+                "Family": family,
+                "EntityId": e.entity,
+                "TimeStampTypeId": level.id,
+                "StartTime": e.start,
+                "State": e.state,
+                "Reason": (e.reason or "")[:400] or None,
+                "SourceRows": e.source_rows,
+                "RunId": run_id,
+            }
+            for e in entries
+        }
+        _upsert(
+            conn,
+            table,
+            table.c.CoverageLedgerId,
+            "EntityId",
+            level,
+            rows,
+            when,
+            ["State", "Reason", "SourceRows", "RunId"],
+            created=False,
+            where=table.c.Family == family,
+        )
+
+    def _write(self, work, now: datetime | None):
+        """Run ``work(conn, now)`` in one transaction, again if a concurrent writer inserted
+        the same keys first (the unique key refuses the second insert)."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self.engine().begin() as conn:
+                    return work(conn, now or utcnow())
+            except IntegrityError:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+            except OperationalError as exc:
+                raise self._unreachable(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def write_job_log(
         self,
@@ -302,7 +414,7 @@ class WarehouseResource(ConfigurableResource):
     # --- reads --------------------------------------------------------------------------------
 
     def present_keys(
-        self, level: int, billers: Iterable[int], start: datetime, end: datetime
+        self, level: Level, billers: Iterable[int], start: datetime, end: datetime
     ) -> set[PartialKey]:
         """(BillerId, StartTime) of the rows of ``level`` in [start, end). The three tables are
         written in one transaction, so one of them tells."""
@@ -316,7 +428,7 @@ class WarehouseResource(ConfigurableResource):
                     query = select(table.c.BillerId, table.c.StartTime).where(
                         and_(
                             table.c.BillerId.in_(billers[i : i + 500]),
-                            table.c.TimeStampTypeId == level,
+                            table.c.TimeStampTypeId == level.id,
                             table.c.StartTime >= start,
                             table.c.StartTime < end,
                         )
@@ -327,7 +439,7 @@ class WarehouseResource(ConfigurableResource):
         return keys
 
     def read_partials(
-        self, level: int, billers: Iterable[int], start: datetime, end: datetime
+        self, level: Level, billers: Iterable[int], start: datetime, end: datetime
     ) -> dict[PartialKey, Partial]:
         """The additive facts of stored rows of ``level`` with StartTime in [start, end)."""
         self.ensure_schema()
@@ -358,3 +470,21 @@ class WarehouseResource(ConfigurableResource):
         except OperationalError as exc:
             raise self._unreachable(exc) from exc
         return out
+
+    def read_ledger(
+        self, family: str, level: Level, start: datetime, end: datetime
+    ) -> dict[datetime, dict[str, LedgerEntry]]:
+        """{window start: {entity: entry}} of the ledger rows with StartTime in [start, end)."""
+        self.ensure_schema()
+        out: dict[datetime, dict[str, LedgerEntry]] = defaultdict(dict)
+        query = ledger_query(self.tables.ledger, family, level, start, end)
+        try:
+            with self.engine().connect() as conn:
+                for r in conn.execute(query):
+                    when = as_naive_utc(r.StartTime)
+                    out[when][r.EntityId] = LedgerEntry(
+                        r.EntityId, when, r.State, r.Reason, r.SourceRows
+                    )
+        except OperationalError as exc:
+            raise self._unreachable(exc) from exc
+        return dict(out)

@@ -1,6 +1,6 @@
-"""Replaces the pending-aggregation queue: a Dagster backfill for what is missing or failed."""
+"""Replaces the pending-aggregation queue: a Dagster backfill of the hours not fully covered."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from dagster import (
     AssetSelection,
@@ -13,52 +13,54 @@ from dagster import (
 )
 
 from metrics_pipeline.assets.checks import backlog_evaluation
+from metrics_pipeline.assets.common import SCOPE_INCOMPLETE, SCOPE_TAG
 from metrics_pipeline.backlog import BacklogSettings, backfill_partitions, find_backlog
 from metrics_pipeline.dagster_internal import backfill_request, backfills_in_flight
-from metrics_pipeline.partitions import billers_partitions
+from metrics_pipeline.partitions import first_window
+from metrics_pipeline.resources.databases import CatalogResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.semantics import HOURLY, LEVELS
 
 BACKLOG_TAG = {"metrics/backlog": "true"}
 
 
-def _backlog_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
-    in_flight = backfills_in_flight(context.instance, BACKLOG_TAG)
-    if in_flight:
-        return SkipReason(f"backfill {in_flight[0]} is still in flight")
-    settings = BacklogSettings.from_env()
-    billers = context.instance.get_dynamic_partitions(billers_partitions.name)
-    if not billers:
-        return SkipReason("no billers yet")
-    now = datetime.now(UTC).replace(tzinfo=None)
-    backlog = find_backlog(context.instance, warehouse, billers, now, settings)
-    evaluation = backlog_evaluation(backlog, settings)
-    if not evaluation.passed:
-        context.log.error(
-            f"backlog above threshold {settings.alert_threshold}: {backlog.describe()}"
+def build_backlog_sensor(start: date, minimum_interval_seconds: int = 300) -> SensorDefinition:
+    def _backlog_sensor(
+        context: SensorEvaluationContext, catalog: CatalogResource, warehouse: WarehouseResource
+    ):
+        in_flight = backfills_in_flight(context.instance, BACKLOG_TAG)
+        if in_flight:
+            return SkipReason(f"backfill {in_flight[0]} is still in flight")
+        settings = BacklogSettings.from_env()
+        billers = [b.biller_id for b in catalog.enabled_billers()]
+        if not billers:
+            return SkipReason("the catalog has no DataPump-enabled billers")
+        now = datetime.now(UTC).replace(tzinfo=None)
+        backlog = find_backlog(warehouse, billers, now, settings, first_window(HOURLY, start))
+        evaluation = backlog_evaluation(backlog, settings)
+        if not evaluation.passed:
+            context.log.error(
+                f"backlog above threshold {settings.alert_threshold}: {backlog.describe()}"
+            )
+        if not backlog.gaps:
+            return SensorResult(asset_events=[evaluation], skip_reason="every hour is covered")
+        context.log.info(f"launching a backfill: {backlog.describe()}")
+        request = backfill_request(
+            context.repository_def.asset_graph,
+            backfill_partitions(sorted(backlog.gaps), start),
+            # Each run of the backfill computes only the billers not written in its hours.
+            tags={**BACKLOG_TAG, SCOPE_TAG: SCOPE_INCOMPLETE},
         )
-    if not backlog.gaps:
-        return SensorResult(
-            asset_events=[evaluation], skip_reason="no missing or failed partitions"
-        )
-    context.log.info(f"launching a backfill: {backlog.describe()}")
-    request = backfill_request(
-        context.repository_def.asset_graph, backfill_partitions(backlog.gaps), tags=BACKLOG_TAG
-    )
-    return SensorResult(run_requests=[request], asset_events=[evaluation])
+        return SensorResult(run_requests=[request], asset_events=[evaluation])
 
-
-def build_backlog_sensor(minimum_interval_seconds: int = 300) -> SensorDefinition:
     return sensor(
         name="backlog_sensor",
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        asset_selection=AssetSelection.groups("metrics_hourly", "metrics_daily", "metrics_weekly"),
-        description="Finds hourly partitions missing from the warehouse or failed within the "
-        "look-back window and launches one backfill for them (and their days and weeks); at most "
-        "one per tick, none while its previous backfill is in flight. Reports the hourly_backlog "
-        "check, "
-        "which fails with severity ERROR above the alert threshold.",
+        asset_selection=AssetSelection.groups(*(lv.group_name for lv in LEVELS)),
+        description="Finds the hours of the look-back window that the coverage ledger says are "
+        "not fully covered and launches one backfill for them (and their days and weeks), whose "
+        "runs compute only the billers not written; at most one per tick, none while its "
+        "previous backfill is in flight. Reports the hourly_backlog check, which fails with "
+        "severity ERROR above the alert threshold.",
     )(_backlog_sensor)
-
-
-backlog_sensor = build_backlog_sensor()

@@ -1,7 +1,7 @@
 """Daily follows the hourly refresh run, weekly follows daily: three runs per refresh."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from dagster import (
     DagsterRunStatus,
@@ -13,50 +13,51 @@ from dagster import (
     sensor,
 )
 
-from metrics_pipeline.jobs import daily_job, weekly_job
-from metrics_pipeline.partitions import billers_partitions
+from metrics_pipeline.assets.common import BILLERS_TAG
 from metrics_pipeline.refresh import LEVEL_TAG, REFRESH_TAG, refresh_request, windows_from_tags
+from metrics_pipeline.semantics import LEVELS, LEVELS_BY_NAME
 
-NEXT_LEVEL = {"hourly": "daily", "daily": "weekly"}
 DONE = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
 
 
-def _refresh_chain_sensor(context: SensorEvaluationContext):
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    billers = context.instance.get_dynamic_partitions(billers_partitions.name)
-    requests = []
-    for level, next_level in NEXT_LEVEL.items():
-        since = cursor.get(level)
-        records = context.instance.get_run_records(
-            filters=RunsFilter(
-                tags={LEVEL_TAG: level},
-                statuses=DONE,
-                updated_after=None if since is None else datetime.fromtimestamp(since, UTC),
-            ),
-            limit=50,
-            order_by="update_timestamp",
-            ascending=True,
-        )
-        for record in records:
-            tags = record.dagster_run.tags
-            if REFRESH_TAG in tags and billers:
-                # Any hour inside a day or week selects that day or week at the next level.
-                windows = windows_from_tags(tags)
-                requests.append(refresh_request(billers, next_level, windows, tags[REFRESH_TAG]))
-            cursor[level] = record.update_timestamp.timestamp()
-    return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+def build_refresh_chain_sensor(
+    start: date, jobs, minimum_interval_seconds: int = 5
+) -> SensorDefinition:
+    def _refresh_chain_sensor(context: SensorEvaluationContext):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        requests = []
+        for level in LEVELS:
+            if level.next is None:
+                continue
+            since = cursor.get(level.name)
+            records = context.instance.get_run_records(
+                filters=RunsFilter(
+                    tags={LEVEL_TAG: level.name},
+                    statuses=DONE,
+                    updated_after=None if since is None else datetime.fromtimestamp(since, UTC),
+                ),
+                limit=50,
+                order_by="update_timestamp",
+                ascending=True,
+            )
+            for record in records:
+                tags = record.dagster_run.tags
+                if REFRESH_TAG in tags:
+                    # Any hour inside a day or week selects that day or week at the next level;
+                    # a retry's billers tag narrows the next level to the same billers.
+                    windows = windows_from_tags(LEVELS_BY_NAME[tags[LEVEL_TAG]], start, tags)
+                    extra = {BILLERS_TAG: tags[BILLERS_TAG]} if BILLERS_TAG in tags else None
+                    requests.append(
+                        refresh_request(level.next, start, windows, tags[REFRESH_TAG], extra)
+                    )
+                cursor[level.name] = record.update_timestamp.timestamp()
+        return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
-
-def build_refresh_chain_sensor(minimum_interval_seconds: int = 5) -> SensorDefinition:
     return sensor(
         name="refresh_chain_sensor",
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        jobs=[daily_job, weekly_job],
+        jobs=[j for j in jobs if j.name in {lv.job_name for lv in LEVELS[1:]}],
         description="When a refresh run of one level ends, launches the next level for the same "
-        "windows of every biller (also after a partial failure: the other billers' rows are "
-        "fresh).",
+        "windows (also after a partial failure: the other billers' rows are fresh).",
     )(_refresh_chain_sensor)
-
-
-refresh_chain_sensor = build_refresh_chain_sensor()

@@ -1,13 +1,15 @@
-"""Requests again the partitions that failed because a shard was busy or could not be reached.
+"""Requests again the biller-hours the ledger says were not written because a shard was busy or
+could not be reached, computing only those billers.
 
 Busy: once the biller's Processing flag reads false. Unreachable: with exponential backoff, once
-the shard answers. Cheap checks (one small SELECT per candidate biller), a bounded look-back,
-at most one request per failed run and biller (run_key), never while a retry of the same biller
-is in flight, and a cap per tick so that a restart after downtime does not start a storm.
+the shard answers. Cheap checks (one small SELECT per waiting biller), a bounded look-back, never
+while a retry of the same biller is in flight, and a cap per tick so that a restart after
+downtime does not start a storm. Misconfigured or failed billers are not retried by the sensor.
 """
 
+import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
     DagsterRunStatus,
@@ -16,28 +18,22 @@ from dagster import (
     RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
+    SensorResult,
     SkipReason,
     sensor,
 )
 
-from metrics_pipeline.jobs import hourly_job
-from metrics_pipeline.partitions import parse_partition_key
-from metrics_pipeline.refresh import (
-    LEVEL_TAG,
-    RANGE_END,
-    RANGE_START,
-    REFRESH_TAG,
-    rectangle_tags,
-)
+from metrics_pipeline.assets.common import BILLERS_TAG
+from metrics_pipeline.coverage import BUSY, DATAPUMP, RETRYABLE, UNREACHABLE
+from metrics_pipeline.refresh import REFRESH_TAG, range_tags
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.engines import DatabaseUnreachable, ShardUnreachable
+from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.semantics import HOURLY, hour_start
 from metrics_pipeline.settings import from_env
 
 RETRY_FLAG = "metrics/retry"
-RETRY_TAG = "metrics/retry_of"
 ATTEMPT_TAG = "metrics/attempt"
-BUSY_TAG = "metrics/busy_billers"
-UNREACHABLE_TAG = "metrics/unreachable_billers"
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -70,125 +66,110 @@ class RetrySettings:
         return timedelta(seconds=min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
 
 
-def _billers(tags, key: str) -> list[int]:
-    return [int(b) for b in tags.get(key, "").split(",") if b]
+def contiguous_hours(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
+    """[first, last] runs of consecutive hours."""
+    runs: list[tuple[datetime, datetime]] = []
+    for h in sorted(hours):
+        if runs and h - runs[-1][1] == HOURLY.length:
+            runs[-1] = (runs[-1][0], h)
+        else:
+            runs.append((h, h))
+    return runs
 
 
-def _hours(tags) -> list[datetime] | None:
-    """First and last hour a failed hourly run covered, from its range or partition tag."""
-    if RANGE_START in tags and RANGE_END in tags:
-        return [parse_partition_key(tags[t])[1] for t in (RANGE_START, RANGE_END)]
-    if "dagster/partition" in tags:
-        hour = parse_partition_key(tags["dagster/partition"])[1]
-        return [hour, hour]
-    return None
-
-
-def _retry_biller(tags) -> int | None:
-    return parse_partition_key(tags[RANGE_START])[0] if RANGE_START in tags else None
-
-
-def retry_request(run_id: str, biller: int, hours: list[datetime], attempt: int, reason: str):
+def retry_request(
+    start: date, biller: int, first: datetime, last: datetime, attempt: int, reason: str
+) -> RunRequest:
     return RunRequest(
-        run_key=f"retry-{run_id}-{biller}",
-        job_name=hourly_job.name,
+        run_key=f"retry-{biller}-{first:%Y%m%d%H}-{last:%Y%m%d%H}-{attempt}",
+        job_name=HOURLY.job_name,
         tags={
-            **rectangle_tags([str(biller)], "hourly", hours),
+            **range_tags(HOURLY, start, first, last),
+            BILLERS_TAG: str(biller),
             RETRY_FLAG: "true",
-            RETRY_TAG: run_id,
             ATTEMPT_TAG: str(attempt),
             "metrics/retry_reason": reason,
-            # Daily and weekly follow through refresh_chain_sensor.
-            REFRESH_TAG: f"retry-{run_id[:8]}-{biller}",
-            LEVEL_TAG: "hourly",
+            # Daily and weekly follow through refresh_chain_sensor, for this biller only.
+            REFRESH_TAG: f"retry-{biller}-{first:%Y%m%d%H}-{attempt}",
         },
     )
 
 
-def _shard_retry_sensor(
-    context: SensorEvaluationContext, catalog: CatalogResource, shards: ShardsResource
-):
-    settings = RetrySettings.from_env()
-    now = datetime.now(UTC)
-    records = context.instance.get_run_records(
-        filters=RunsFilter(
-            statuses=[DagsterRunStatus.FAILURE],
-            updated_after=now - timedelta(hours=settings.lookback_hours),
-        ),
-        limit=500,
-        order_by="update_timestamp",
-        ascending=True,
-    )
-    candidates = [
-        r
-        for r in records
-        if BUSY_TAG in r.dagster_run.tags or UNREACHABLE_TAG in r.dagster_run.tags
-    ]
-    if not candidates:
-        return SkipReason("no run failed for a busy or unreachable shard in the look-back window")
-    retries = context.instance.get_runs(
-        filters=RunsFilter(
-            tags={RETRY_FLAG: "true"}, updated_after=now - timedelta(hours=settings.lookback_hours)
-        ),
-        limit=1000,
-    )
-    already = {(r.tags.get(RETRY_TAG), _retry_biller(r.tags)) for r in retries}
-    in_flight = {_retry_biller(r.tags) for r in retries if r.status in IN_FLIGHT}
-    try:
-        shard_of = {b.biller_id: b.shard for b in catalog.enabled_billers()}
-    except DatabaseUnreachable as exc:
-        return SkipReason(f"catalog unreachable, retrying later: {exc.reason}")
-
-    requests, waiting = [], []
-    for record in candidates:
-        run = record.dagster_run
-        hours = _hours(run.tags)
-        if hours is None:
-            continue
-        attempt = int(run.tags.get(ATTEMPT_TAG, "0")) + 1
-        failed_at = record.end_time or record.update_timestamp.timestamp()
-        for reason, key in (("shard busy", BUSY_TAG), ("shard unreachable", UNREACHABLE_TAG)):
-            for biller in _billers(run.tags, key):
-                if (run.run_id, biller) in already or biller in in_flight:
-                    continue
-                if biller not in shard_of:
-                    continue
-                if attempt > settings.max_attempts:
-                    continue
-                if (
-                    reason == "shard unreachable"
-                    and now.timestamp() < failed_at + settings.backoff(attempt).total_seconds()
-                ):
-                    waiting.append(biller)
-                    continue
-                try:
-                    if shards.busy_billers(shard_of[biller], [biller]):
-                        waiting.append(biller)
-                        continue
-                except ShardUnreachable:
-                    waiting.append(biller)
-                    continue
-                requests.append(retry_request(run.run_id, biller, hours, attempt, reason))
-                in_flight.add(biller)
-                if len(requests) >= settings.max_requests_per_tick:
-                    return requests
-    if not requests:
-        return SkipReason(
-            f"waiting for billers {sorted(set(waiting))}" if waiting else "nothing to retry"
+def build_shard_retry_sensor(
+    start: date, jobs, minimum_interval_seconds: int = 60
+) -> SensorDefinition:
+    def _shard_retry_sensor(
+        context: SensorEvaluationContext,
+        catalog: CatalogResource,
+        shards: ShardsResource,
+        warehouse: WarehouseResource,
+    ):
+        settings = RetrySettings.from_env()
+        # Per biller: attempts so far and when the last retry was requested (for the backoff).
+        state = json.loads(context.cursor) if context.cursor else {}
+        now = datetime.now(UTC).replace(tzinfo=None)
+        lo = hour_start(now) - timedelta(hours=settings.lookback_hours)
+        ledger = warehouse.read_ledger(DATAPUMP, HOURLY, lo, hour_start(now) + HOURLY.length)
+        waiting_hours: dict[int, dict[datetime, str]] = {}
+        for hour, rows in ledger.items():
+            for entity, entry in rows.items():
+                if entry.state in RETRYABLE:
+                    waiting_hours.setdefault(int(entity), {})[hour] = entry.state
+        # Billers whose retry succeeded are forgotten, so a later failure starts from attempt 1.
+        state = {b: s for b, s in state.items() if int(b) in waiting_hours}
+        if not waiting_hours:
+            return SensorResult(
+                skip_reason="no busy or unreachable biller-hours in the look-back window",
+                cursor=json.dumps(state),
+            )
+        retries = context.instance.get_runs(
+            filters=RunsFilter(tags={RETRY_FLAG: "true"}, statuses=IN_FLIGHT), limit=1000
         )
-    return requests
+        in_flight = {int(r.tags[BILLERS_TAG]) for r in retries if BILLERS_TAG in r.tags}
+        try:
+            shard_of = {b.biller_id: b.shard for b in catalog.enabled_billers()}
+        except DatabaseUnreachable as exc:
+            return SkipReason(f"catalog unreachable, retrying later: {exc.reason}")
 
+        requests, waiting = [], []
+        for biller, hours in sorted(waiting_hours.items()):
+            if biller in in_flight or biller not in shard_of:
+                continue
+            attempts, last_at = state.get(str(biller), [0, 0.0])
+            if attempts >= settings.max_attempts:
+                continue
+            reason = UNREACHABLE if UNREACHABLE in hours.values() else BUSY
+            if (
+                reason == UNREACHABLE
+                and attempts
+                and (now.timestamp() < last_at + settings.backoff(attempts).total_seconds())
+            ):
+                waiting.append(biller)
+                continue
+            try:
+                if shards.busy_billers(shard_of[biller], [biller]):
+                    waiting.append(biller)
+                    continue
+            except ShardUnreachable:
+                waiting.append(biller)
+                state[str(biller)] = [attempts + 1, now.timestamp()]
+                continue
+            for first, last in contiguous_hours(list(hours)):
+                requests.append(retry_request(start, biller, first, last, attempts + 1, reason))
+            state[str(biller)] = [attempts + 1, now.timestamp()]
+            if len(requests) >= settings.max_requests_per_tick:
+                break
+        if not requests:
+            skip = f"waiting for billers {sorted(set(waiting))}" if waiting else "nothing to retry"
+            return SensorResult(skip_reason=skip, cursor=json.dumps(state))
+        return SensorResult(run_requests=requests, cursor=json.dumps(state))
 
-def build_shard_retry_sensor(minimum_interval_seconds: int = 60) -> SensorDefinition:
     return sensor(
         name="shard_retry_sensor",
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        jobs=[hourly_job],
-        description="Re-requests the hourly partitions that failed because a shard was busy "
-        "(once its "
-        "Processing flag clears) or unreachable (with exponential backoff, once it answers).",
+        jobs=[j for j in jobs if j.name == HOURLY.job_name],
+        description="Re-requests, for only the billers concerned, the hours the coverage ledger "
+        "says were not written because a shard was busy (once its Processing flag clears) or "
+        "unreachable (with exponential backoff, once it answers).",
     )(_shard_retry_sensor)
-
-
-shard_retry_sensor = build_shard_retry_sensor()

@@ -4,10 +4,12 @@ Constants are rendered inline (never as bind parameters) so that an expression r
 GROUP BY or PARTITION BY is textually identical, which SQL Server requires.
 """
 
-from sqlalchemy import func
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
-from sqlalchemy.types import BigInteger, DateTime, String
+from sqlalchemy.types import BigInteger, Boolean, DateTime, Numeric, String
 
 from metrics_pipeline.semantics import SKETCH_LOG_GAMMA, ZERO_BUCKET
 
@@ -160,3 +162,93 @@ def parse_bucket_counts(text: str | None) -> list[tuple[int, int]]:
         bucket, count = pair.split(":")
         pairs.append((int(bucket), int(count)))
     return pairs
+
+
+# --- timestamps and numbers a SQLite shard may store as text --------------------------------------
+#
+# SQL Server and PostgreSQL shards have typed DATETIME / NUMERIC columns. A SQLite shard written
+# by another program may hold CreatedDate as text in any ISO form ('2025-04-06 10:00:00',
+# '...T10:00:00.000', '...10:00:00Z', '...10:00:00+02:00') and junk in ResponseTime ('abc', '').
+# SQLite's strftime reads every ISO form and applies the offset, so it gives one comparable UTC
+# text; a wide range on the raw column keeps the (BillerId, CreatedDate) index in use.
+
+#: Widest UTC offset a timestamp may carry (UTC-12 .. UTC+14).
+MAX_OFFSET = timedelta(hours=14)
+_SQLITE_UTC = "strftime('%Y-%m-%d %H:%M:%f', {})"
+
+
+def _sqlite_ms(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+
+
+class created_between(ColumnElement):  # noqa: N801
+    """``start <= column < end`` for a timestamp column, in UTC, whatever form SQLite stores."""
+
+    type = Boolean()
+    inherit_cache = False
+    _is_implicitly_boolean = True  # a predicate: no "= 1" appended on SQL Server and SQLite
+
+    def __init__(self, column: ColumnElement, start: datetime, end: datetime):
+        self.column, self.start, self.end = column, start, end
+
+
+@compiles(created_between)
+def _created_between(element, compiler, **kw):
+    c = element.column
+    return compiler.process(and_(c >= element.start, c < element.end), **kw)
+
+
+@compiles(created_between, "sqlite")
+def _created_between_sqlite(element, compiler, **kw):
+    c = compiler.process(element.column, **kw)
+    # ' ' sorts before 'T': the lower bound in the space form and the upper in the T form take in
+    # both separators; the offset margin takes in local times of any zone.
+    lo = (element.start - MAX_OFFSET).strftime("%Y-%m-%d %H:%M:%S")
+    hi = (element.end + MAX_OFFSET).strftime("%Y-%m-%dT%H:%M:%S")
+    utc = _SQLITE_UTC.format(c)
+    return (
+        f"({c} >= '{lo}' AND {c} < '{hi}' AND {utc} >= '{_sqlite_ms(element.start)}' "
+        f"AND {utc} < '{_sqlite_ms(element.end)}')"
+    )
+
+
+@_per_dialect
+class not_a_timestamp(FunctionElement):  # noqa: N801
+    """True for a non-NULL value that is not a timestamp (only SQLite can hold one)."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "not_a_timestamp"
+    _is_implicitly_boolean = True
+
+
+@compiles(not_a_timestamp, "mssql")
+@compiles(not_a_timestamp, "postgresql")
+def _not_a_timestamp_typed(element, compiler, **kw):
+    return "1 = 0"
+
+
+@compiles(not_a_timestamp, "sqlite")
+def _not_a_timestamp_sqlite(element, compiler, **kw):
+    return f"{_SQLITE_UTC.format(compiler.process(element.clauses, **kw))} IS NULL"
+
+
+@_per_dialect
+class as_number(FunctionElement):  # noqa: N801
+    """The value when it is a number, else NULL (SQLite keeps text such as 'abc' as it is)."""
+
+    type = Numeric(asdecimal=False)
+    inherit_cache = True
+    name = "as_number"
+
+
+@compiles(as_number, "mssql")
+@compiles(as_number, "postgresql")
+def _as_number_typed(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(as_number, "sqlite")
+def _as_number_sqlite(element, compiler, **kw):
+    v = compiler.process(element.clauses, **kw)
+    return f"CASE WHEN typeof({v}) IN ('integer', 'real') THEN {v} END"

@@ -24,9 +24,12 @@ from sqlalchemy import (
 
 from metrics_pipeline.semantics import PERCENTILES, Partial, Rules, nearest_rank, round2, to_decimal
 from metrics_pipeline.sql.dialect import (
+    as_number,
     bucket_counts,
+    created_between,
     digits_as_int,
     hour_floor,
+    not_a_timestamp,
     parse_bucket_counts,
     sketch_bucket,
     trimmed,
@@ -116,10 +119,27 @@ def enabled_billers_query(names: CatalogNames) -> Select:
 
 
 def _window_filter(t: Table, names: ShardNames, billers, start: datetime, end: datetime):
+    """The billers' rows whose CreatedDate falls in [start, end) UTC, through the index."""
     return and_(
         t.c[names.biller_id].in_(sorted(billers)),
-        t.c[names.created] >= start,
-        t.c[names.created] < end,
+        created_between(t.c[names.created], start, end),
+    )
+
+
+def undated_query(names: ShardNames, billers) -> Select:
+    """Rows per biller whose CreatedDate is NULL or not a timestamp: they belong to no hour, so
+    they are counted and reported instead (only a SQLite shard can hold a non-timestamp)."""
+    t = detail_table(names)
+    created = t.c[names.created]
+    return (
+        select(t.c[names.biller_id].label("biller_id"), func.count().label("rows"))
+        .where(
+            and_(
+                t.c[names.biller_id].in_(sorted(billers)),
+                or_(created.is_(None), not_a_timestamp(created)),
+            )
+        )
+        .group_by(t.c[names.biller_id])
     )
 
 
@@ -137,7 +157,7 @@ def hourly_facts_query(
     call, and one row per biller and hour leaves the shard.
     """
     t = detail_table(names)
-    rt = t.c[names.response_time]
+    rt = as_number(t.c[names.response_time])
     one, zero = literal_column("1"), literal_column("0")
     rows = (
         select(
@@ -198,7 +218,7 @@ def hourly_percentiles_query(names: ShardNames, billers, start: datetime, end: d
     of valid response times in the hour) so the caller can tell which percentile a rank is.
     """
     t = detail_table(names)
-    rt = t.c[names.response_time]
+    rt = as_number(t.c[names.response_time])
     hour = hour_floor(t.c[names.created])
     ranked = (
         select(

@@ -26,7 +26,7 @@ from sqlalchemy import (
     select,
 )
 
-from metrics_pipeline.semantics import PERCENTILES, Partial
+from metrics_pipeline.semantics import PERCENTILES, Level, Partial
 
 
 def _id_type():
@@ -145,6 +145,11 @@ AGGREGATES = (RESPONSE_TIME, ERROR_RATE, TIMEOUT_RATE)
 
 KEY_COLUMNS = ("BillerId", "TimeStampTypeId", "StartTime")
 
+#: The coverage ledger: one row per family, entity (a biller) and window, saying what the last
+#: computation of that window did for the entity (written / busy / unreachable / failed) and why.
+#: Sensors, checks, the CLI and the API read it as the one source of truth.
+LEDGER_KEY = ("Family", "EntityId", "TimeStampTypeId", "StartTime")
+
 
 @dataclass(frozen=True)
 class Warehouse:
@@ -155,6 +160,7 @@ class Warehouse:
     metric_type: Table
     aggregates: dict[str, Table]
     job_log: Table
+    ledger: Table
 
     def table(self, aggregate: Aggregate) -> Table:
         return self.aggregates[aggregate.table]
@@ -220,7 +226,23 @@ def build_warehouse(schema: str | None = None) -> Warehouse:
         Column("BillersSkippedBusy", Integer),
         Column("BillersFailed", Integer),
     )
-    return Warehouse(md, timestamp_type, metric_type, aggregates, job_log)
+    ledger = Table(
+        "CoverageLedger",
+        md,
+        Column("CoverageLedgerId", _id_type(), primary_key=True, autoincrement=True),
+        Column("Family", String(32), nullable=False),
+        Column("EntityId", String(100), nullable=False),
+        Column("TimeStampTypeId", Integer, nullable=False),
+        Column("StartTime", DateTime, nullable=False),
+        Column("State", String(16), nullable=False),
+        Column("Reason", String(400)),
+        Column("SourceRows", BigInteger),
+        Column("RunId", String(64)),
+        Column("UpdatedDate", DateTime, nullable=False),
+        UniqueConstraint(*LEDGER_KEY, name="UQ_CoverageLedger_Family_Entity_Type_Start"),
+    )
+    Index("IX_CoverageLedger_Type_Start_State", ledger.c.TimeStampTypeId, ledger.c.StartTime)
+    return Warehouse(md, timestamp_type, metric_type, aggregates, job_log, ledger)
 
 
 def add_column_ddl(table: Table, column: Column, dialect) -> str:
@@ -236,14 +258,30 @@ def add_column_ddl(table: Table, column: Column, dialect) -> str:
 
 
 def aggregate_rows_query(
-    table: Table, level: int, billers, start: datetime, end: datetime
+    table: Table, level: Level, billers, start: datetime, end: datetime
 ) -> Select:
     """Rows of one level for some billers whose StartTime lies in [start, end)."""
     return select(table).where(
         and_(
             table.c.BillerId.in_(sorted(billers)),
-            table.c.TimeStampTypeId == level,
+            table.c.TimeStampTypeId == level.id,
             table.c.StartTime >= start,
             table.c.StartTime < end,
+        )
+    )
+
+
+def ledger_query(
+    ledger: Table, family: str, level: Level, start: datetime, end: datetime
+) -> Select:
+    """The ledger rows of a family and level with StartTime in [start, end)."""
+    return select(
+        ledger.c.EntityId, ledger.c.StartTime, ledger.c.State, ledger.c.Reason, ledger.c.SourceRows
+    ).where(
+        and_(
+            ledger.c.Family == family,
+            ledger.c.TimeStampTypeId == level.id,
+            ledger.c.StartTime >= start,
+            ledger.c.StartTime < end,
         )
     )

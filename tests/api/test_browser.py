@@ -16,7 +16,7 @@ import pytest
 from metrics_pipeline.api import ApiSettings, create_app
 from metrics_pipeline.api.auth import token_digest
 from metrics_pipeline.resources.warehouse import WarehouseResource
-from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch, window
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch
 
 from .helpers import ThreadedServer, free_port
 
@@ -80,7 +80,7 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
     # Daily and weekly rows over 20 days: more than the default 14-day period shows.
     days = [current_hour - timedelta(hours=h) for h in range(20 * 24, 0, -1)]
     for level in (DAILY, WEEKLY):
-        starts = sorted({window(level, h)[0] for h in days})
+        starts = sorted({level.window(h)[0] for h in days})
         warehouse.write_partials(level, {(BILLER, s): partial(2400, "131.50") for s in starts})
     # The period ends with the current hour; each graph starts with the window (day, week)
     # the period begins in.
@@ -122,9 +122,9 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
         assert hourly["x"][0] == hours[0].isoformat()  # 48 hours: all inside the period
         daily, weekly = chart(page, 2), chart(page, 3)
         assert set(daily["y"]) == {131.5} and set(weekly["y"]) == {131.5}
-        assert daily["x"][0] == window(DAILY, period_start)[0].isoformat()
-        assert weekly["x"][0] == window(WEEKLY, period_start)[0].isoformat()
-        assert daily["x"][-1] == window(DAILY, current_hour)[0].isoformat()
+        assert daily["x"][0] == DAILY.window(period_start)[0].isoformat()
+        assert weekly["x"][0] == WEEKLY.window(period_start)[0].isoformat()
+        assert daily["x"][-1] == DAILY.window(current_hour)[0].isoformat()
         assert page.text_content("#last-updated") != "never"
         assert page.is_hidden("#error")
 

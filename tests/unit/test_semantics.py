@@ -23,7 +23,7 @@ from metrics_pipeline.semantics import (
     sketch_bucket,
     status_as_int,
     week_start,
-    window,
+
 )
 
 
@@ -166,9 +166,25 @@ def test_sketch_encoding_round_trips():
 
 def test_windows_are_utc_start_inclusive_weeks_start_sunday():
     ts = datetime(2025, 4, 10, 13, 45)  # a Thursday
-    assert window(HOURLY, ts) == (datetime(2025, 4, 10, 13), datetime(2025, 4, 10, 14))
-    assert window(DAILY, ts) == (datetime(2025, 4, 10), datetime(2025, 4, 11))
-    assert window(WEEKLY, ts) == (datetime(2025, 4, 6), datetime(2025, 4, 13))
+    assert HOURLY.window(ts) == (datetime(2025, 4, 10, 13), datetime(2025, 4, 10, 14))
+    assert DAILY.window(ts) == (datetime(2025, 4, 10), datetime(2025, 4, 11))
+    assert WEEKLY.window(ts) == (datetime(2025, 4, 6), datetime(2025, 4, 13))
     sunday = datetime(2025, 4, 13)
     assert week_start(sunday) == sunday
     assert week_start(datetime(2025, 4, 12, 23, 59)) == datetime(2025, 4, 6)
+
+
+def test_levels_are_one_object_each_with_their_next_and_previous():
+    from metrics_pipeline.semantics import LEVELS, LEVELS_BY_ID, TIMESTAMP_TYPES
+
+    assert [lv.id for lv in LEVELS] == [1, 2, 3]
+    assert HOURLY.next == DAILY and DAILY.next == WEEKLY and WEEKLY.next is None
+    assert DAILY.previous == HOURLY and HOURLY.previous is None
+    assert LEVELS_BY_ID[2] is DAILY and HOURLY.job_name == "hourly_job"
+    assert [t.name for t in TIMESTAMP_TYPES] == ["Hourly", "Daily", "Weekly"]
+    # Windows overlapping a range, whole windows, weeks from Sunday.
+    assert WEEKLY.starts(datetime(2025, 4, 10), datetime(2025, 4, 14)) == [
+        datetime(2025, 4, 6),
+        datetime(2025, 4, 13),
+    ]
+    assert len(HOURLY.starts(datetime(2025, 4, 10, 0, 30), datetime(2025, 4, 10, 3))) == 3

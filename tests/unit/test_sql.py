@@ -71,8 +71,8 @@ def captured(tmp_path):
             )
         late.dispose()
         aggregate_hourly({7: hours}, catalog, shards, warehouse)
-        roll_up({7: [WINDOW_START, WINDOW_START + timedelta(days=1)]}, HOURLY, DAILY, warehouse)
-        roll_up({7: [datetime(2025, 2, 23)]}, DAILY, WEEKLY, warehouse)
+        roll_up({7: [WINDOW_START, WINDOW_START + timedelta(days=1)]}, DAILY, warehouse)
+        roll_up({7: [datetime(2025, 2, 23)]}, WEEKLY, warehouse)
     finally:
         event.remove(Engine, "before_execute", record)
     return statements
