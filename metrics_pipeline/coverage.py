@@ -30,6 +30,8 @@ class LedgerEntry:
     state: str
     reason: str | None = None
     source_rows: int | None = None
+    #: The Dagster run that recorded it (set when read back from the warehouse).
+    run_id: str | None = None
 
 
 @dataclass

@@ -292,3 +292,34 @@ def sqlite_environment(folder, per_hour: int = 3) -> dict[str, str]:
         per_hour=per_hour,
     )
     return env
+
+
+def register_billers(folder, count: int, shards: int = 1) -> dict[str, str]:
+    """A SQLite catalog with ``count`` enabled billers (no calls) and its environment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {
+        "METRICS_CATALOG_URL": f"sqlite:///{folder}/catalog.db",
+        "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{folder}/{{shard}}.db",
+        "METRICS_WAREHOUSE_URL": f"sqlite:///{folder}/warehouse.db",
+        "METRICS_DATA_DIR": str(folder / "data"),
+    }
+    cn = CatalogNames()
+    engine = create_engine(env["METRICS_CATALOG_URL"])
+    md = MetaData()
+    cat = catalog_table(cn, md)
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(cat),
+            [
+                {
+                    cn.biller_id: 1000 + i,
+                    cn.biller_name: f"Biller {1000 + i}",
+                    cn.shard_name: f"s{i % shards}",
+                    cn.enabled: True,
+                }
+                for i in range(count)
+            ],
+        )
+    engine.dispose()
+    return env

@@ -3,12 +3,14 @@
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from metrics_pipeline.cli import contiguous_groups, main
+from metrics_pipeline.cli import UsageError, main, plan_window
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY
 from tests.support import sqlite_environment
 
 
@@ -101,9 +103,37 @@ def test_selected_billers_only(env, capsys):
     assert billers == {7, 9}
 
 
-def test_contiguous_groups():
-    assert contiguous_groups(["1", "2", "3", "10", "4"], {1, 2, 10, 4}) == [["1", "2"], ["10", "4"]]
-    assert contiguous_groups(["5"], set()) == []
+def test_plan_is_whole_weeks_cut_at_the_running_hour_without_dagster():
+    now = datetime(2025, 3, 5, 10, 20)
+    earliest = datetime(2025, 1, 5)
+    plan = plan_window(datetime(2025, 3, 1, 5), datetime(2025, 3, 4), now, earliest, chunk_days=3)
+    assert plan.first == datetime(2025, 2, 23) and plan.stop == datetime(2025, 3, 5, 11)
+    hourly = [r for r in plan.runs if r.level == HOURLY]
+    assert [(r.first, r.last) for r in hourly][0] == (
+        datetime(2025, 2, 23),
+        datetime(2025, 2, 25, 23),
+    )
+    assert hourly[-1].last == datetime(2025, 3, 5, 10)
+    assert plan.partitions(HOURLY) == 10 * 24 + 11
+    assert plan.partitions(DAILY) == 11 and plan.partitions(WEEKLY) == 2
+    # One run per level above hourly, whatever the number of billers.
+    assert [r.level for r in plan.runs].count(DAILY) == 1
+    with pytest.raises(UsageError, match="on or after 2025-03-01"):
+        plan_window(datetime(2025, 2, 1), datetime(2025, 2, 2), now, datetime(2025, 3, 1))
+    # A window starting at the first partition is not widened before it.
+    late = plan_window(datetime(2025, 3, 1), datetime(2025, 3, 2), now, datetime(2025, 3, 1))
+    assert late.first == datetime(2025, 3, 1) and late.runs[0].first == datetime(2025, 3, 1)
+
+
+def test_partitions_start_is_configurable_and_checked(env, capsys):
+    code, _, err = run(
+        ["materialize", *WINDOW], {**env, "METRICS_PARTITIONS_START": "March"}, capsys
+    )
+    assert code == 2 and "METRICS_PARTITIONS_START must be a date" in err and err.count("\n") == 1
+    code, _, err = run(
+        ["materialize", *WINDOW], {**env, "METRICS_PARTITIONS_START": "2025-03-03"}, capsys
+    )
+    assert code == 2 and "on or after 2025-03-03" in err
 
 
 def test_console_script_is_quiet_without_a_terminal(env, tmp_path):

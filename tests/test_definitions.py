@@ -1,23 +1,19 @@
 """The code location loads with no database reachable, and everything in it resolves."""
 
-from datetime import datetime
+from datetime import date, datetime
 
-from dagster import (
-    AssetKey,
-    DagsterInstance,
-    DefaultScheduleStatus,
-    DefaultSensorStatus,
-    MultiPartitionKey,
-)
+import pytest
+from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus
 
 from metrics_pipeline.definitions import build_definitions, defs
 from metrics_pipeline.partitions import (
-    daily_from_hourly,
-    daily_partitions,
-    hourly_partitions,
-    weekly_from_daily,
-    weekly_partitions,
+    parse_partitions_start,
+    partition_key,
+    partitions_def,
+    rollup_mapping,
+    window_of,
 )
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY
 
 UNREACHABLE = {
     "METRICS_CATALOG_URL": "postgresql://nobody@127.0.0.1:1/catalog",
@@ -49,7 +45,7 @@ def test_definitions_load_without_databases(monkeypatch):
         loaded.resolve_schedule_def("refresh_schedule").default_status
         == DefaultScheduleStatus.RUNNING
     )
-    for sensor in ("billers_sensor", "refresh_chain_sensor"):
+    for sensor in ("refresh_chain_sensor", "shard_retry_sensor", "backlog_sensor"):
         assert loaded.resolve_sensor_def(sensor).default_status == DefaultSensorStatus.RUNNING
 
 
@@ -84,21 +80,72 @@ def test_refresh_interval_is_configurable_and_validated():
         raise AssertionError("7 minutes does not divide an hour")
 
 
-def _upstream(mapping, key, down, up, instance):
+def _upstream(key, down, up):
     subset = down.subset_with_partition_keys([key])
-    result = mapping.get_upstream_mapped_partitions_result_for_partitions(
-        subset, down, up, current_time=datetime(2025, 6, 1), dynamic_partitions_store=instance
+    result = rollup_mapping().get_upstream_mapped_partitions_result_for_partitions(
+        subset, down, up, current_time=datetime(2025, 6, 1)
     )
     return sorted(result.partitions_subset.get_partition_keys())
 
 
 def test_partition_mappings_are_explicit_day_to_24_hours_week_to_7_days():
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("billers", ["7", "8"])
-    day = MultiPartitionKey({"biller": "7", "time": "2025-03-02"})
-    hours = _upstream(daily_from_hourly, day, daily_partitions, hourly_partitions, instance)
+    start = parse_partitions_start(None)
+    hourly, daily, weekly = (partitions_def(lv, start) for lv in (HOURLY, DAILY, WEEKLY))
+    hours = _upstream("2025-03-02", daily, hourly)
     assert len(hours) == 24
-    assert hours[0] == "7|2025-03-02-00:00" and hours[-1] == "7|2025-03-02-23:00"
-    week = MultiPartitionKey({"biller": "8", "time": "2025-03-02"})
-    days = _upstream(weekly_from_daily, week, weekly_partitions, daily_partitions, instance)
-    assert days == [f"8|2025-03-{d:02d}" for d in range(2, 9)]
+    assert hours[0] == "2025-03-02-00:00" and hours[-1] == "2025-03-02-23:00"
+    days = _upstream("2025-03-02", weekly, daily)
+    assert days == [f"2025-03-{d:02d}" for d in range(2, 9)]
+    graph = build_definitions({}).resolve_asset_graph()
+    dep = graph.get(AssetKey("error_rate_daily"))
+    assert dep.partitions_def == daily
+
+
+def test_partition_counts_do_not_depend_on_the_billers(tmp_path):
+    """Time partitions only: the count is the same with 1 biller and with 1,000."""
+    from tests.support import register_billers
+
+    counts = []
+    for billers in (1, 1000):
+        env = register_billers(tmp_path / str(billers), billers)
+        defs_ = build_definitions({**env, "METRICS_PARTITIONS_START": "2026-01-04"})
+        graph = defs_.resolve_asset_graph()
+        counts.append(
+            [
+                graph.get(AssetKey(f"error_rate_{lv.name}")).partitions_def.get_num_partitions()
+                for lv in (HOURLY, DAILY, WEEKLY)
+            ]
+        )
+    assert counts[0] == counts[1]
+    hours = int((datetime.utcnow() - datetime(2026, 1, 4)).total_seconds() // 3600) + 1
+    assert abs(counts[0][0] - hours) <= 1  # the running hour is a partition (end_offset=1)
+
+
+def test_partitions_start_is_configured_and_keys_go_through_dagster():
+    start = date(2026, 11, 17)  # a Tuesday: weeks still begin on the Sunday before
+    assert partitions_def(HOURLY, start).get_first_partition_key() == "2026-11-17-00:00"
+    assert partitions_def(WEEKLY, start).get_first_partition_key() == "2026-11-15"
+    key = partition_key(HOURLY, start, datetime(2026, 11, 18, 5))
+    assert key == "2026-11-18-05:00"
+    assert window_of(HOURLY, start, key) == (datetime(2026, 11, 18, 5), datetime(2026, 11, 18, 6))
+    assert window_of(WEEKLY, start, "2026-11-22") == (
+        datetime(2026, 11, 22),
+        datetime(2026, 11, 29),
+    )
+    with pytest.raises(ValueError, match="METRICS_PARTITIONS_START"):
+        parse_partitions_start("17/11/2026")
+
+
+def test_column_lineage_runs_from_raw_shard_columns_to_every_level():
+    graph = build_definitions({}).resolve_asset_graph()
+    hourly = graph.get(AssetKey("error_rate_hourly")).metadata["dagster/column_lineage"]
+    deps = hourly.deps_by_column["ErrorRate"]
+    assert {(d.asset_key, d.column_name) for d in deps} == {
+        (AssetKey(["shards", "DataPumpDetail"]), "StatusCode"),
+        (AssetKey(["shards", "DataPumpDetail"]), "ResponseTime"),
+    }
+    p95 = graph.get(AssetKey("response_time_hourly")).metadata["dagster/column_lineage"]
+    assert [d.column_name for d in p95.deps_by_column["P95ResponseTime"]] == ["ResponseTime"]
+    weekly = graph.get(AssetKey("error_rate_weekly")).metadata["dagster/column_lineage"]
+    [dep] = weekly.deps_by_column["FailedRequests"]
+    assert dep.asset_key == AssetKey("error_rate_daily") and dep.column_name == "FailedRequests"

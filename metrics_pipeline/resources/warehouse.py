@@ -413,31 +413,6 @@ class WarehouseResource(ConfigurableResource):
 
     # --- reads --------------------------------------------------------------------------------
 
-    def present_keys(
-        self, level: Level, billers: Iterable[int], start: datetime, end: datetime
-    ) -> set[PartialKey]:
-        """(BillerId, StartTime) of the rows of ``level`` in [start, end). The three tables are
-        written in one transaction, so one of them tells."""
-        self.ensure_schema()
-        table = self.tables.table(ERROR_RATE)
-        billers = sorted(set(billers))
-        keys: set[PartialKey] = set()
-        try:
-            with self.engine().connect() as conn:
-                for i in range(0, len(billers), 500):  # SQL Server allows ~2100 parameters
-                    query = select(table.c.BillerId, table.c.StartTime).where(
-                        and_(
-                            table.c.BillerId.in_(billers[i : i + 500]),
-                            table.c.TimeStampTypeId == level.id,
-                            table.c.StartTime >= start,
-                            table.c.StartTime < end,
-                        )
-                    )
-                    keys.update((int(b), as_naive_utc(t)) for b, t in conn.execute(query))
-        except OperationalError as exc:
-            raise self._unreachable(exc) from exc
-        return keys
-
     def read_partials(
         self, level: Level, billers: Iterable[int], start: datetime, end: datetime
     ) -> dict[PartialKey, Partial]:
@@ -472,18 +447,25 @@ class WarehouseResource(ConfigurableResource):
         return out
 
     def read_ledger(
-        self, family: str, level: Level, start: datetime, end: datetime
+        self,
+        family: str,
+        level: Level,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        states: tuple[str, ...] | None = None,
+        updated_after: datetime | None = None,
     ) -> dict[datetime, dict[str, LedgerEntry]]:
-        """{window start: {entity: entry}} of the ledger rows with StartTime in [start, end)."""
+        """{window start: {entity: entry}} of the ledger rows with StartTime in [start, end)
+        (or in ``states``, recorded after ``updated_after``)."""
         self.ensure_schema()
         out: dict[datetime, dict[str, LedgerEntry]] = defaultdict(dict)
-        query = ledger_query(self.tables.ledger, family, level, start, end)
+        query = ledger_query(self.tables.ledger, family, level, start, end, states, updated_after)
         try:
             with self.engine().connect() as conn:
                 for r in conn.execute(query):
                     when = as_naive_utc(r.StartTime)
                     out[when][r.EntityId] = LedgerEntry(
-                        r.EntityId, when, r.State, r.Reason, r.SourceRows
+                        r.EntityId, when, r.State, r.Reason, r.SourceRows, r.RunId
                     )
         except OperationalError as exc:
             raise self._unreachable(exc) from exc

@@ -29,7 +29,7 @@ from metrics_pipeline.refresh import REFRESH_TAG, range_tags
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.engines import DatabaseUnreachable, ShardUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource
-from metrics_pipeline.semantics import HOURLY, hour_start
+from metrics_pipeline.semantics import HOURLY
 from metrics_pipeline.settings import from_env
 
 RETRY_FLAG = "metrics/retry"
@@ -108,8 +108,13 @@ def build_shard_retry_sensor(
         # Per biller: attempts so far and when the last retry was requested (for the backoff).
         state = json.loads(context.cursor) if context.cursor else {}
         now = datetime.now(UTC).replace(tzinfo=None)
-        lo = hour_start(now) - timedelta(hours=settings.lookback_hours)
-        ledger = warehouse.read_ledger(DATAPUMP, HOURLY, lo, hour_start(now) + HOURLY.length)
+        # Biller-hours of any age that failed as busy or unreachable within the look-back.
+        ledger = warehouse.read_ledger(
+            DATAPUMP,
+            HOURLY,
+            states=RETRYABLE,
+            updated_after=now - timedelta(hours=settings.lookback_hours),
+        )
         waiting_hours: dict[int, dict[datetime, str]] = {}
         for hour, rows in ledger.items():
             for entity, entry in rows.items():
@@ -119,7 +124,7 @@ def build_shard_retry_sensor(
         state = {b: s for b, s in state.items() if int(b) in waiting_hours}
         if not waiting_hours:
             return SensorResult(
-                skip_reason="no busy or unreachable biller-hours in the look-back window",
+                skip_reason="no biller-hours failed as busy or unreachable in the look-back window",
                 cursor=json.dumps(state),
             )
         retries = context.instance.get_runs(

@@ -242,6 +242,8 @@ def build_warehouse(schema: str | None = None) -> Warehouse:
         UniqueConstraint(*LEDGER_KEY, name="UQ_CoverageLedger_Family_Entity_Type_Start"),
     )
     Index("IX_CoverageLedger_Type_Start_State", ledger.c.TimeStampTypeId, ledger.c.StartTime)
+    # The retry sensor reads "what failed as busy or unreachable lately", whatever the hour.
+    Index("IX_CoverageLedger_State_Updated", ledger.c.State, ledger.c.UpdatedDate)
     return Warehouse(md, timestamp_type, metric_type, aggregates, job_log, ledger)
 
 
@@ -272,16 +274,28 @@ def aggregate_rows_query(
 
 
 def ledger_query(
-    ledger: Table, family: str, level: Level, start: datetime, end: datetime
+    ledger: Table,
+    family: str,
+    level: Level,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    states: tuple[str, ...] | None = None,
+    updated_after: datetime | None = None,
 ) -> Select:
-    """The ledger rows of a family and level with StartTime in [start, end)."""
+    """The ledger rows of a family and level with StartTime in [start, end), or in some states
+    and updated after a time."""
+    where = [ledger.c.Family == family, ledger.c.TimeStampTypeId == level.id]
+    if start is not None:
+        where += [ledger.c.StartTime >= start, ledger.c.StartTime < end]
+    if states is not None:
+        where.append(ledger.c.State.in_(list(states)))
+    if updated_after is not None:
+        where.append(ledger.c.UpdatedDate >= updated_after)
     return select(
-        ledger.c.EntityId, ledger.c.StartTime, ledger.c.State, ledger.c.Reason, ledger.c.SourceRows
-    ).where(
-        and_(
-            ledger.c.Family == family,
-            ledger.c.TimeStampTypeId == level.id,
-            ledger.c.StartTime >= start,
-            ledger.c.StartTime < end,
-        )
-    )
+        ledger.c.EntityId,
+        ledger.c.StartTime,
+        ledger.c.State,
+        ledger.c.Reason,
+        ledger.c.SourceRows,
+        ledger.c.RunId,
+    ).where(and_(*where))

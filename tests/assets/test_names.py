@@ -7,7 +7,7 @@ from sqlalchemy import MetaData, create_engine, insert
 from metrics_pipeline.aggregation import aggregate_hourly
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
-from metrics_pipeline.semantics import partial_from_rows
+from metrics_pipeline.semantics import HOURLY, partial_from_rows
 from metrics_pipeline.sql.source import (
     CatalogNames,
     ShardNames,
@@ -65,7 +65,7 @@ def test_renamed_tables_and_columns_are_read(tmp_path):
         warehouse,
     )
     assert not outcome.failed
-    [got] = warehouse.read_partials(1, [5], HOUR, HOUR + timedelta(hours=1)).values()
+    [got] = warehouse.read_partials(HOURLY, [5], HOUR, HOUR + timedelta(hours=1)).values()
     want = partial_from_rows(rows)
     assert (got.request_count, got.failed_count, got.timeout_count) == (4, 2, 1)
     assert got.total_response_time == want.total_response_time

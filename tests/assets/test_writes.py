@@ -7,7 +7,8 @@ from dagster import DagsterInstance, materialize
 from sqlalchemy import create_engine, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from metrics_pipeline.assets.hourly import hourly_aggregates
+from metrics_pipeline.assets.hourly import build_hourly_aggregates
+from metrics_pipeline.partitions import parse_partitions_start
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY, partial_from_rows
@@ -187,11 +188,11 @@ def test_hourly_asset_materializes_one_partition_with_lineage_metadata(tmp_path)
         )
     engine.dispose()
     instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("billers", ["7", "8", "9"])
+    key = f"{HOUR:%Y-%m-%d-%H:%M}"
     result = materialize(
-        [hourly_aggregates],
+        [build_hourly_aggregates(parse_partitions_start(None))],
         instance=instance,
-        partition_key=f"8|{HOUR:%Y-%m-%d-%H:%M}",
+        partition_key=key,
         resources={
             "catalog": CatalogResource(url=cat),
             "shards": ShardsResource(url_template=shard),
@@ -200,7 +201,17 @@ def test_hourly_asset_materializes_one_partition_with_lineage_metadata(tmp_path)
     )
     assert result.success
     mats = result.asset_materializations_for_node("hourly_aggregates")
-    assert len(mats) == 3 and {m.partition for m in mats} == {f"8|{HOUR:%Y-%m-%d-%H:%M}"}
+    assert len(mats) == 3 and {m.partition for m in mats} == {key}
     meta = mats[0].metadata
     assert "DATEADD" not in meta["sql"].value and "strftime" in meta["sql"].value  # shard dialect
-    assert meta["dagster/row_count"].value == 1 and meta["run_rows_inserted"].value == 1
+    # One partition holds every enabled biller (7, 8, 9): three rows per table.
+    assert meta["run_rows_inserted"].value == 3 and meta["run_biller_windows"].value == 3
+    billers = {r.data["BillerId"]: r.data for r in meta["billers"].value.records}
+    assert set(billers) == {7, 8, 9} and billers[8]["State"] == "written"
+    [check] = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert check.partition == key and check.passed and check.check_name == "coverage"
+    assert check.metadata["expected_billers"].value == 3

@@ -6,7 +6,8 @@ import copy
 import jsonschema
 import pytest
 
-from metrics_pipeline.assets.hourly import hourly_aggregates
+from metrics_pipeline.assets.hourly import build_hourly_aggregates
+from metrics_pipeline.partitions import parse_partitions_start
 from metrics_pipeline.resources import URL_VARIABLES
 
 from .chart import (
@@ -134,7 +135,7 @@ def test_run_pods_request_resources_and_run_as_the_images_non_root_user(values_f
 @values_files
 def test_the_shard_pool_is_limited_per_run_and_matches_the_instance_without_helm(values_file):
     values = chart_values(values_file)
-    assert hourly_aggregates.op.pool == "biller_shards"
+    assert build_hourly_aggregates(parse_partitions_start(None)).op.pool == "biller_shards"
     pools = values["concurrency"]["pools"]
     assert values["concurrency"]["enabled"] is True
     assert pools["granularity"] == "run"

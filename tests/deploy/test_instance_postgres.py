@@ -15,21 +15,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
-from metrics_pipeline.assets.hourly import hourly_specs
+from metrics_pipeline.coverage import DATAPUMP
 from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.demo import DEMO_BILLERS
-from metrics_pipeline.partitions import billers_partitions
+from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.semantics import HOURLY
 
 from .chart import INSTANCE_YAML, VALUES_FILES, load_yaml
 from .conftest import DEMO_HOUR, free_port
+
+HOURLY_ASSETS = [AssetKey(f"{m}_hourly") for m in ("response_time", "error_rate", "timeout_rate")]
 
 pytestmark = pytest.mark.postgres
 
@@ -80,9 +84,8 @@ def test_runs_materializations_and_partitions_survive_a_restart(dagster_home):
     first = open_instance(dagster_home)
     try:
         assert type(first.run_storage).__name__ == "PostgresRunStorage"
-        first.add_dynamic_partitions(billers_partitions.name, ["101", "102"])
         job = build_definitions(dagster_home).resolve_job_def("hourly_job")
-        result = job.execute_in_process(instance=first, partition_key=f"102|{HOUR_KEY}")
+        result = job.execute_in_process(instance=first, partition_key=HOUR_KEY)
         assert result.success
         run_id = result.run_id
     finally:
@@ -92,12 +95,11 @@ def test_runs_materializations_and_partitions_survive_a_restart(dagster_home):
     try:
         run = second.get_run_by_id(run_id)
         assert run is not None and run.status == DagsterRunStatus.SUCCESS
-        assert run.tags["dagster/partition"] == f"102|{HOUR_KEY}"
-        assert set(second.get_dynamic_partitions(billers_partitions.name)) >= {"101", "102"}
-        for spec in hourly_specs:
-            event = second.get_latest_materialization_event(spec.key)
-            assert event is not None and event.run_id == run_id, spec.key
-            assert event.asset_materialization.partition == f"102|{HOUR_KEY}"
+        assert run.tags["dagster/partition"] == HOUR_KEY
+        for key in HOURLY_ASSETS:
+            event = second.get_latest_materialization_event(key)
+            assert event is not None and event.run_id == run_id, key
+            assert event.asset_materialization.partition == HOUR_KEY
     finally:
         second.dispose()
     assert warehouse_rows(dagster_home, 102) > 0
@@ -249,12 +251,6 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
             }
         )
     )
-    setup = open_instance(dagster_home)
-    try:
-        setup.add_dynamic_partitions(billers_partitions.name, ["101"])
-    finally:
-        setup.dispose()
-
     processes = Processes(tmp_path, dagster_home)
     try:
         # The code server exactly as the chart starts it, with the values file's arguments.
@@ -293,16 +289,16 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
         wait_for("the code location", location_loaded, 60, processes)
 
         repo = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
-        sensor = {**repo, "sensorName": "billers_sensor"}
+        sensor = {**repo, "sensorName": "shard_retry_sensor"}
 
         def first_sensor_tick_done():
             state = gql(SENSOR_QUERY, selector=sensor)["sensorOrError"]["sensorState"]
             ticks = state["ticks"]
             return state if ticks and ticks[0]["status"] != "STARTED" else None
 
-        # The daemon evaluates billers_sensor (RUNNING by default) soon after it starts; the
+        # The daemon evaluates shard_retry_sensor (RUNNING by default) soon after it starts; the
         # next tick is a minute later, so stopping it now does not race a tick in flight.
-        state = wait_for("billers_sensor's first tick", first_sensor_tick_done, 90, processes)
+        state = wait_for("shard_retry_sensor's first tick", first_sensor_tick_done, 90, processes)
         assert state["ticks"][0]["status"] in ("SUCCESS", "SKIPPED"), state
         stopped = gql(STOP_SENSOR, id=state["id"])["stopSensor"]
         assert stopped["instigationState"]["status"] == "STOPPED", stopped
@@ -314,7 +310,7 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
         result = gql(STOP_SCHEDULE, id=state["id"])["stopRunningSchedule"]
         assert result["scheduleState"]["status"] == "STOPPED", result
 
-        partition = f"101|{HOUR_KEY}"
+        partition = HOUR_KEY
         launched = gql(
             LAUNCH_RUN,
             params={
@@ -323,8 +319,7 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
                 "executionMetadata": {
                     "tags": [
                         {"key": "dagster/partition", "value": partition},
-                        {"key": "dagster/partition/biller", "value": "101"},
-                        {"key": "dagster/partition/time", "value": HOUR_KEY},
+                        {"key": "metrics/billers", "value": "101"},
                     ]
                 },
             },
@@ -353,11 +348,16 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
         assert run.tags["dagster/partition"] == partition
         states = {s.instigator_name: s for s in restarted.all_instigator_state()}
         assert states["refresh_schedule"].status.value == "STOPPED"
-        assert states["billers_sensor"].status.value == "STOPPED"
-        assert states["billers_sensor"].instigator_data.cursor == "cursor-set-by-test"
-        # billers_sensor, run by the daemon, registered every enabled biller of the demo catalog.
-        enabled = {str(b.biller_id) for b in DEMO_BILLERS if b.enabled}
-        assert set(restarted.get_dynamic_partitions(billers_partitions.name)) == enabled
+        assert states["shard_retry_sensor"].status.value == "STOPPED"
+        assert states["shard_retry_sensor"].instigator_data.cursor == "cursor-set-by-test"
     finally:
         restarted.dispose()
     assert warehouse_rows(dagster_home, 101) > 0
+    # The run launched through the UI's call computed only the biller it was asked for.
+    hour = datetime.strptime(HOUR_KEY, "%Y-%m-%d-%H:%M")
+    ledger = WarehouseResource(url=dagster_home["METRICS_WAREHOUSE_URL"]).read_ledger(
+        DATAPUMP, HOURLY, hour, hour + HOURLY.length
+    )
+    # (the refresh schedule may have fired at :00 or :30 before the test stopped it)
+    mine = {b for b, entry in ledger[hour].items() if entry.run_id == run_id}
+    assert mine == {str(DEMO_BILLERS[0].biller_id)}

@@ -13,7 +13,6 @@ import pytest
 from dagster import DagsterInstance, Failure
 
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.partitions import billers_partitions
 from metrics_pipeline.resources.databases import ShardsResource
 from metrics_pipeline.resources.engines import ShardUnreachable
 
@@ -123,9 +122,11 @@ def test_a_run_over_an_unreachable_shard_fails_naming_the_shard(demo_env, closed
     job = build_definitions(env).resolve_job_def("hourly_job")
     hour = START.strftime("%Y-%m-%d-%H:%M")
     with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions(billers_partitions.name, ["101"])
         result = job.execute_in_process(
-            instance=instance, partition_key=f"101|{hour}", raise_on_error=False
+            instance=instance,
+            partition_key=hour,
+            tags={"metrics/billers": "101"},
+            raise_on_error=False,
         )
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]

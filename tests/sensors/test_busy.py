@@ -8,22 +8,17 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
-from dagster import (
-    AssetKey,
-    AssetPartitionStatus,
-    SkipReason,
-    build_sensor_context,
-    instance_for_test,
-)
+from dagster import AssetKey, build_sensor_context, instance_for_test
 from sqlalchemy import create_engine, text
 
 from metrics_pipeline.cli import main
+from metrics_pipeline.coverage import DATAPUMP, LedgerEntry
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.refresh import RANGE_END, RANGE_START
+from metrics_pipeline.partitions import parse_partitions_start
+from metrics_pipeline.refresh import RANGE_END, RANGE_START, range_tags
 from metrics_pipeline.resources import build_resources
-from metrics_pipeline.sensors.backlog import backlog_sensor
-from metrics_pipeline.sensors.shard_retry import shard_retry_sensor
+from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.semantics import HOURLY
 from tests.support import (
     PG_ADMIN_URL,
     WINDOW_START,
@@ -60,11 +55,43 @@ def env(request, tmp_path):
     return e
 
 
+START = parse_partitions_start(None)
+
+
 @pytest.fixture
 def instance():
     with instance_for_test() as inst:
-        inst.add_dynamic_partitions("billers", ["7", "8", "9"])
         yield inst
+
+
+def sensor(env, name: str):
+    return build_definitions(env, resolve=True).resolve_sensor_def(name)
+
+
+def evaluate(env, instance, name: str, cursor=None):
+    resources = build_resources(env, resolve=True)
+    with build_sensor_context(
+        instance=instance,
+        resources=resources,
+        cursor=cursor,
+        repository_def=build_definitions(env, resolve=True).get_repository_def(),
+    ) as ctx:
+        return sensor(env, name)(ctx)
+
+
+def ledger_states(env, biller: int) -> set[str]:
+    wh = WarehouseResource(url=env["METRICS_WAREHOUSE_URL"])
+    rows = wh.read_ledger(DATAPUMP, HOURLY, HOURS[0], HOURS[-1] + HOURLY.length)
+    return {rows[h][str(biller)].state for h in HOURS}
+
+
+def coverage_checks(result) -> list:
+    return [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == "coverage"
+    ]
 
 
 def shard_url(env, shard: str) -> str:
@@ -81,11 +108,8 @@ def set_processing(env, shard: str, biller: int, busy: bool) -> None:
     engine.dispose()
 
 
-def rectangle(first: int, last: int) -> dict:
-    return {
-        RANGE_START: f"{first}|{HOURS[0]:%Y-%m-%d-%H:%M}",
-        RANGE_END: f"{last}|{HOURS[-1]:%Y-%m-%d-%H:%M}",
-    }
+def hours_range() -> dict:
+    return range_tags(HOURLY, START, HOURS[0], HOURS[-1])
 
 
 def run_hourly(env, instance, tags):
@@ -125,16 +149,10 @@ def job_log(env) -> list[dict]:
     return [dict(r) for r in rows]
 
 
-def statuses(instance, biller: int) -> set:
-    keys = [f"{biller}|{h:%Y-%m-%d-%H:%M}" for h in HOURS]
-    got = instance.get_status_by_partition(AssetKey("error_rate_hourly"), keys, hourly_partitions)
-    return set(got.values())
-
-
 def test_biller_busy_at_first_and_free_later_succeeds_in_the_same_run(env, instance):
     set_processing(env, "alpha", 8, True)
     threading.Timer(0.3, set_processing, args=(env, "alpha", 8, False)).start()
-    result = run_hourly(env, instance, rectangle(7, 9))
+    result = run_hourly(env, instance, hours_range())
     assert result.success
     assert hourly_billers(env) == {7: 2, 8: 2, 9: 2}
     [log] = job_log(env)
@@ -145,7 +163,7 @@ def test_biller_busy_at_first_and_free_later_succeeds_in_the_same_run(env, insta
 def test_biller_busy_all_run_fails_as_busy_then_the_sensor_retries_it(env, instance):
     set_processing(env, "alpha", 8, True)
     started = time.monotonic()
-    result = run_hourly(env, instance, rectangle(7, 9))
+    result = run_hourly(env, instance, hours_range())
     assert not result.success
     assert time.monotonic() - started < 30  # the wait is bounded (2 retries x 0.5 s)
     assert hourly_billers(env) == {7: 2, 9: 2}  # the others went on
@@ -154,32 +172,43 @@ def test_biller_busy_all_run_fails_as_busy_then_the_sensor_retries_it(env, insta
     assert run.tags["metrics/busy_billers"] == "8"
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "shard busy" in failure.step_failure_data.user_failure_data.description
-    assert statuses(instance, 8) == {AssetPartitionStatus.FAILED}
-    assert statuses(instance, 7) == {AssetPartitionStatus.MATERIALIZED}
+    assert ledger_states(env, 8) == {"busy"} and ledger_states(env, 7) == {"written"}
+    # Every hour's coverage check names the busy biller; the partitions hold the others' rows.
+    checks = coverage_checks(result)
+    assert [c.partition for c in checks] == [f"{h:%Y-%m-%d-%H:%M}" for h in HOURS]
+    for check in checks:
+        assert not check.passed and check.severity.value == "WARN"
+        assert "8" in check.metadata["missing_billers"].value
+        assert "busy" in check.metadata["missing_billers"].value["8"]
+    mats = result.asset_materializations_for_node("hourly_aggregates")
+    assert {m.partition for m in mats} == {c.partition for c in checks}
     [log] = job_log(env)
     assert (log["BillersProcessed"], log["BillersSkippedBusy"], log["BillersFailed"]) == (2, 1, 0)
     assert log["ShardIdWithFailures"] == "alpha" and "shard busy" in log["Summary"]
 
-    resources = build_resources(env, resolve=True)
-    ctx = build_sensor_context(instance=instance, resources=resources)
-    with ctx:
-        waiting = shard_retry_sensor(ctx)
-    assert isinstance(waiting, SkipReason) and "waiting for billers [8]" in waiting.skip_message
+    waiting = evaluate(env, instance, "shard_retry_sensor")
+    assert (
+        not waiting.run_requests and "waiting for billers [8]" in waiting.skip_reason.skip_message
+    )
 
     set_processing(env, "alpha", 8, False)
-    with build_sensor_context(instance=instance, resources=resources) as ctx:
-        [request] = shard_retry_sensor(ctx)
+    result = evaluate(env, instance, "shard_retry_sensor", cursor=waiting.cursor)
+    [request] = result.run_requests
     assert request.job_name == "hourly_job"
-    assert request.tags[RANGE_START] == f"8|{HOURS[0]:%Y-%m-%d-%H:%M}"
-    assert request.tags[RANGE_END] == f"8|{HOURS[-1]:%Y-%m-%d-%H:%M}"
-    assert request.tags["metrics/retry_of"] == result.run_id
-    assert run_hourly(env, instance, request.tags).success
-    with build_sensor_context(instance=instance, resources=resources) as ctx:
-        again = shard_retry_sensor(ctx)
-    assert isinstance(again, SkipReason)  # never a second request for the same failure
+    assert request.tags[RANGE_START] == f"{HOURS[0]:%Y-%m-%d-%H:%M}"
+    assert request.tags[RANGE_END] == f"{HOURS[-1]:%Y-%m-%d-%H:%M}"
+    assert request.tags["metrics/billers"] == "8"  # only the busy biller is computed again
+    before = job_log(env)
+    retry = run_hourly(env, instance, request.tags)
+    assert retry.success
+    assert [r["BillersProcessed"] for r in job_log(env)] == [
+        r["BillersProcessed"] for r in before
+    ] + [1]
+    again = evaluate(env, instance, "shard_retry_sensor", cursor=result.cursor)
+    assert not again.run_requests  # the ledger says written: nothing left to retry
     assert hourly_billers(env) == {7: 2, 8: 2, 9: 2}
-    assert statuses(instance, 8) == {AssetPartitionStatus.MATERIALIZED}
-    assert [r["BillersProcessed"] for r in job_log(env)] == [2, 1]
+    assert ledger_states(env, 8) == {"written"}
+    assert all(c.passed for c in coverage_checks(retry))
 
 
 def move_shard(env, shard: str, away: bool) -> None:
@@ -207,7 +236,7 @@ def test_unreachable_shard_fails_only_its_billers_and_is_retried_with_backoff(
     env, instance, monkeypatch
 ):
     move_shard(env, "beta", away=True)
-    result = run_hourly(env, instance, rectangle(7, 9))
+    result = run_hourly(env, instance, hours_range())
     assert not result.success
     assert hourly_billers(env) == {7: 2, 8: 2}
     run = instance.get_run_by_id(result.run_id)
@@ -220,76 +249,85 @@ def test_unreachable_shard_fails_only_its_billers_and_is_retried_with_backoff(
         "beta",
     )
 
-    resources = build_resources(env, resolve=True)
+    assert ledger_states(env, 9) == {"unreachable"}
+
     monkeypatch.setenv("METRICS_RETRY_BACKOFF_S", "0")
-    with build_sensor_context(instance=instance, resources=resources) as ctx:
-        still_down = shard_retry_sensor(ctx)
-    assert isinstance(still_down, SkipReason) and "[9]" in still_down.skip_message
+    still_down = evaluate(env, instance, "shard_retry_sensor")
+    assert not still_down.run_requests and "[9]" in still_down.skip_reason.skip_message
     move_shard(env, "beta", away=False)
     monkeypatch.setenv("METRICS_RETRY_BACKOFF_S", "3600")
-    with build_sensor_context(instance=instance, resources=resources) as ctx:
-        assert isinstance(shard_retry_sensor(ctx), SkipReason)  # backing off for an hour
+    backing_off = evaluate(env, instance, "shard_retry_sensor", cursor=still_down.cursor)
+    assert not backing_off.run_requests  # one failed probe: backing off for an hour
     monkeypatch.setenv("METRICS_RETRY_BACKOFF_S", "0")
-    with build_sensor_context(instance=instance, resources=resources) as ctx:
-        [request] = shard_retry_sensor(ctx)
-    assert request.tags["metrics/retry_reason"] == "shard unreachable"
-    assert request.tags["metrics/attempt"] == "1"
+    result = evaluate(env, instance, "shard_retry_sensor", cursor=backing_off.cursor)
+    [request] = result.run_requests
+    assert request.tags["metrics/retry_reason"] == "unreachable"
+    assert request.tags["metrics/billers"] == "9"
     assert run_hourly(env, instance, request.tags).success
     assert hourly_billers(env) == {7: 2, 8: 2, 9: 2}
 
 
 def test_unreachable_warehouse_fails_cleanly_and_the_next_run_repairs(env, instance):
     down = {**env, "METRICS_WAREHOUSE_URL": "postgresql://nobody@127.0.0.1:1/warehouse"}
-    result = run_hourly(down, instance, rectangle(7, 9))
+    result = run_hourly(down, instance, hours_range())
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_failure_data.user_failure_data.description.startswith(
         "warehouse unreachable at postgresql://nobody@127.0.0.1:1/warehouse"
     )
-    assert run_hourly(env, instance, rectangle(7, 9)).success
+    assert run_hourly(env, instance, hours_range()).success
     assert hourly_billers(env) == {7: 2, 8: 2, 9: 2}
 
 
-def test_backlog_sensor_launches_one_backfill_for_missing_and_failed_partitions(
-    env, instance, monkeypatch
-):
+def test_backlog_sensor_launches_one_backfill_for_incomplete_hours(env, instance, monkeypatch):
     now = datetime.utcnow()
     monkeypatch.setenv("METRICS_BACKLOG_LOOKBACK_HOURS", "24")
     monkeypatch.setenv("METRICS_BACKLOG_SETTLE_HOURS", "2")
     monkeypatch.setenv("METRICS_BACKLOG_ALERT_THRESHOLD", "10")
     end = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     start = end - timedelta(days=1)
-    # all but three hours of biller 7 are in the warehouse; billers 8 and 9 have nothing
-    instance.delete_dynamic_partition("billers", "8")
-    instance.delete_dynamic_partition("billers", "9")
-    tags = {
-        RANGE_START: f"7|{start:%Y-%m-%d-%H:%M}",
-        RANGE_END: f"7|{end - timedelta(hours=4):%Y-%m-%d-%H:%M}",
-    }
-    assert run_hourly(env, instance, tags).success
-    resources = build_resources(env, resolve=True)
-    with build_sensor_context(
-        instance=instance,
-        resources=resources,
-        repository_def=build_definitions(env, resolve=True).get_repository_def(),
-    ) as ctx:
-        result = backlog_sensor(ctx)
+    # Every biller's hours but the last three are written; in one of those, biller 9 is too.
+    assert run_hourly(
+        env, instance, range_tags(HOURLY, START, start, end - timedelta(hours=4))
+    ).success
+    last = end - timedelta(hours=1)
+    assert run_hourly(
+        env, instance, {**range_tags(HOURLY, START, last, last), "metrics/billers": "9"}
+    ).success
+    result = evaluate(env, instance, "backlog_sensor")
     [request] = result.run_requests
     subset = request.asset_graph_subset
     hourly = subset.get_partitions_subset(AssetKey("timeout_rate_hourly")).get_partition_keys()
-    assert sorted(hourly) == [f"7|{end - timedelta(hours=h):%Y-%m-%d-%H:%M}" for h in (3, 2, 1)]
+    assert sorted(hourly) == [f"{end - timedelta(hours=h):%Y-%m-%d-%H:%M}" for h in (3, 2, 1)]
     daily = subset.get_partitions_subset(AssetKey("error_rate_daily")).get_partition_keys()
-    assert set(daily) == {f"7|{(end - timedelta(hours=h)):%Y-%m-%d}" for h in (3, 2, 1)}
+    assert set(daily) == {f"{(end - timedelta(hours=h)):%Y-%m-%d}" for h in (3, 2, 1)}
     assert request.tags["metrics/backlog"] == "true"
+    assert request.tags["metrics/scope"] == "incomplete"
     [check] = result.asset_events
-    assert check.passed  # 3 gaps, threshold 10
-    monkeypatch.setenv("METRICS_BACKLOG_ALERT_THRESHOLD", "2")
-    with build_sensor_context(
-        instance=instance,
-        resources=resources,
-        repository_def=build_definitions(env, resolve=True).get_repository_def(),
-    ) as ctx:
-        result = backlog_sensor(ctx)
+    assert check.passed and check.metadata["missing_biller_hours"].value == 3 * 3 - 1
+
+    # A run of the backfill computes only the billers not yet written in its hours.
+    tags = {
+        **range_tags(HOURLY, START, end - timedelta(hours=3), last),
+        "metrics/scope": "incomplete",
+    }
+    before = hourly_billers(env)
+    backfill_run = run_hourly(env, instance, tags)
+    assert backfill_run.success
+    [log] = job_log(env)[-1:]
+    assert log["BillersProcessed"] == 3  # billers 7 and 8 for 3 hours, biller 9 for 2
+    mats = backfill_run.asset_materializations_for_node("hourly_aggregates")
+    meta = next(m for m in mats if "run_biller_windows" in m.metadata).metadata
+    assert meta["run_biller_windows"].value == 3 * 3 - 1
+    assert hourly_billers(env) == {b: n + 3 for b, n in before.items() if b != 9} | {
+        9: before[9] + 2
+    }
+    assert not evaluate(env, instance, "backlog_sensor").run_requests
+
+    monkeypatch.setenv("METRICS_BACKLOG_ALERT_THRESHOLD", "0")
+    wh = WarehouseResource(url=env["METRICS_WAREHOUSE_URL"])
+    wh.record_ledger(DATAPUMP, HOURLY, [LedgerEntry("7", last, "failed", "boom")])
+    result = evaluate(env, instance, "backlog_sensor")
     assert not result.asset_events[0].passed
     assert result.asset_events[0].severity.value == "ERROR"
 

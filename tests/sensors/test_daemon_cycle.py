@@ -1,8 +1,9 @@
 """The whole busy-shard cycle driven by the real dagster-daemon, no manual step.
 
-A biller's Processing flag is held while the refresh schedule fires: its partitions fail as busy,
-the others are written. The flag is cleared: the retry sensor re-requests exactly that biller's
-partitions, the refresh chain rolls them up, and the warehouse holds complete, correct rows. The
+A biller's Processing flag is held while the refresh schedule fires: its hours are recorded busy
+in the coverage ledger (the hour's coverage check names it), the others are written. The flag is
+cleared: the retry sensor re-requests that biller's hours for that biller only, the refresh chain
+rolls them up, and the warehouse holds complete, correct rows. The
 backlog sensor launches one backfill for older missing hours, and none while it is in flight.
 """
 
@@ -15,11 +16,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from dagster import AssetKey, AssetPartitionStatus, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from sqlalchemy import create_engine, text
 
+from metrics_pipeline.coverage import DATAPUMP
 from metrics_pipeline.demo import DEMO_BILLERS, create_demo_data
-from metrics_pipeline.partitions import hourly_partitions
+from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.semantics import HOURLY
 from tests.support import read_raw, reference
 
 pytestmark = pytest.mark.slow
@@ -147,11 +150,18 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
 
     [failed, *_] = wait_for("a scheduled refresh run failing as busy", busy_run, 240, cycle)
     assert failed.tags["metrics/failure"] == "shard busy"
-    keys = [f"{BUSY}|{hour:%Y-%m-%d-%H:%M}"]
-    status = instance.get_status_by_partition(
-        AssetKey("error_rate_hourly"), keys, hourly_partitions
-    )
-    assert status[keys[0]] == AssetPartitionStatus.FAILED
+    ledger = WarehouseResource(url=wh)
+
+    def state_of_busy_hour() -> str | None:
+        rows = ledger.read_ledger(DATAPUMP, HOURLY, hour, hour + HOURLY.length)
+        entry = rows.get(hour, {}).get(str(BUSY))
+        return entry.state if entry else None
+
+    assert state_of_busy_hour() == "busy"
+    check = AssetCheckKey(AssetKey("error_rate_hourly"), "coverage")
+    [latest, *_] = instance.event_log_storage.get_asset_check_execution_history(check, limit=20)
+    evaluation = latest.event.dagster_event.event_specific_data
+    assert not evaluation.passed and str(BUSY) in evaluation.metadata["missing_billers"].value
     written = sql(
         wh,
         'SELECT "BillerId" FROM "DataPumpErrorAggregation" '
@@ -165,7 +175,9 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
     )
 
     def retried():
-        runs = instance.get_runs(filters=RunsFilter(tags={"metrics/retry_of": failed.run_id}))
+        runs = instance.get_runs(
+            filters=RunsFilter(tags={"metrics/retry": "true", "metrics/billers": str(BUSY)})
+        )
         return [r for r in runs if r.status == DagsterRunStatus.SUCCESS]
 
     wait_for("the retry of the busy biller", retried, 180, cycle)
@@ -180,19 +192,8 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
 
     wait_for("daily and weekly runs after the retry", rolled_up, 180, cycle)
 
-    def hour_status():
-        return instance.get_status_by_partition(
-            AssetKey("error_rate_hourly"), keys, hourly_partitions
-        )[keys[0]]
-
-    # The hour is the running hour, which the every-minute schedule keeps refreshing: it may be
-    # IN_PROGRESS for a moment; it must then read MATERIALIZED (no longer FAILED).
-    wait_for(
-        "the busy hour to read MATERIALIZED",
-        lambda: hour_status() == AssetPartitionStatus.MATERIALIZED,
-        60,
-        cycle,
-    )
+    # The ledger says the busy biller's hour is written now (the schedule keeps refreshing it).
+    wait_for("the busy hour to be written", lambda: state_of_busy_hour() == "written", 60, cycle)
     day = hour.replace(hour=0)
     [(hourly_sum,)] = sql(
         wh,

@@ -23,7 +23,6 @@ from metrics_pipeline.semantics import (
     sketch_bucket,
     status_as_int,
     week_start,
-
 )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.sql.elements import TextClause
 from metrics_pipeline.aggregation import aggregate_hourly, roll_up
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
-from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Rules, partial_from_rows
+from metrics_pipeline.semantics import DAILY, WEEKLY, Rules, partial_from_rows
 from metrics_pipeline.sql.dialect import parse_bucket_counts
 from metrics_pipeline.sql.source import (
     ShardNames,
