@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export METRICS_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_DAYS ?= 14
+# demo-data writes the first demo day here, so `make demo` and `make dev` show partitions
+# from that day on (METRICS_PARTITIONS_START; unset, the partitions start on 2025-01-05).
+-include $(METRICS_DATA_DIR)/demo.env
+export METRICS_PARTITIONS_START
 HOST ?= 127.0.0.1
 PORT ?= 3000
 API_PORT ?= 8000
@@ -28,7 +32,8 @@ install: $(STAMP)
 demo: install
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/metrics-pipeline demo-data --days $(DEMO_DAYS)
-	$(BIN)/metrics-pipeline materialize --last-days $(DEMO_DAYS)
+	. $(METRICS_DATA_DIR)/demo.env && export METRICS_PARTITIONS_START && \
+	  $(BIN)/metrics-pipeline materialize --last-days $(DEMO_DAYS)
 	@echo
 	@echo "Open the Dagster UI with:  make dev   (then http://$(HOST):$(PORT))"
 
@@ -46,8 +51,9 @@ api: install
 test-deps: install
 	./scripts/system-deps.sh chromium
 
+# The tests choose their own partitions start: the demo's setting is not theirs.
 test: install test-deps services
-	$(BIN)/pytest -q
+	env -u METRICS_PARTITIONS_START $(BIN)/pytest -q
 
 bench: install services
 	./scripts/system-deps.sh wrk

@@ -378,7 +378,7 @@ def materialize_bounds(args) -> tuple[datetime, datetime]:
 
 def run_demo_data(args, environ) -> int:
     from metrics_pipeline.demo import create_demo_data
-    from metrics_pipeline.resources import resource_urls
+    from metrics_pipeline.resources import data_dir, resource_urls
 
     urls = resource_urls(environ, resolve=True)
     for name in ("catalog", "shards"):
@@ -393,11 +393,17 @@ def run_demo_data(args, environ) -> int:
         urls["catalog"], urls["shards"], end, args.days, args.seed, args.scale
     )
     total = sum(written.values())
+    first_day = DAILY.floor(end - timedelta(days=args.days))
     print(
         f"demo data: {total} calls in {len(written)} shards "
         f"({', '.join(f'{s}: {n}' for s, n in written.items())}), "
         f"{args.days} days to {end:%Y-%m-%d %H:%M} UTC"
     )
+    # The partitions begin on the demo's first day (make demo and make dev read this file).
+    settings = data_dir(environ) / "demo.env"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(f"METRICS_PARTITIONS_START={first_day:%Y-%m-%d}\n")
+    print(f"partitions start: {first_day:%Y-%m-%d} (METRICS_PARTITIONS_START, in {settings})")
     return EXIT_OK
 
 
