@@ -100,6 +100,25 @@ def _batches(starts: list[datetime], size: int, length: timedelta) -> list[list[
     return batches
 
 
+def hour_segments(
+    wanted: Mapping[int, set[datetime]], gap: int = 6
+) -> list[tuple[datetime, datetime, list[int]]]:
+    """Contiguous spans of requested hours (merged across gaps of at most ``gap`` hours), each
+    with the billers that want an hour in it: what one shard read covers."""
+    hours = sorted({h for hs in wanted.values() for h in hs})
+    spans: list[list[datetime]] = []
+    for h in hours:
+        if spans and h - spans[-1][1] <= gap * HOUR:
+            spans[-1][1] = h
+        else:
+            spans.append([h, h])
+    out = []
+    for lo, hi in spans:
+        billers = sorted(b for b, hs in wanted.items() if any(lo <= h <= hi for h in hs))
+        out.append((lo, hi + HOUR, billers))
+    return out
+
+
 def aggregate_hourly(
     requested: Mapping[int, list[datetime]],
     catalog: CatalogResource,
@@ -108,6 +127,7 @@ def aggregate_hourly(
     log: Log = lambda _m: None,
     sleep: Callable[[float], None] = time.sleep,
     run_id: str | None = None,
+    cursors: Mapping[str, int] | None = None,
 ) -> Outcome:
     """Read every requested (biller, hour) from its shard and upsert the three hourly rows.
 
@@ -117,8 +137,10 @@ def aggregate_hourly(
     (``shards.busy_retries`` times, ``shards.busy_retry_delay_s`` apart) and fail as busy if the
     flag stays set. A shard that cannot be reached fails only its billers; the others are written.
     Every requested biller-hour gets a ledger row: ``written`` in the same transaction as its
-    aggregate rows, or why it was not.
+    aggregate rows, or why it was not. ``cursors`` ({shard: position}) are advanced with the
+    last rows written from each shard (not at all for a shard that could not be read).
     """
+    cursors = dict(cursors or {})
     outcome = Outcome()
     directory: dict[int, Biller] = {b.biller_id: b for b in catalog.enabled_billers()}
     by_shard: dict[str, list[int]] = defaultdict(list)
@@ -132,27 +154,41 @@ def aggregate_hourly(
     warehouse.ensure_schema()
     write_lock = threading.Lock()
 
+    def write(batch, cursor=None) -> None:
+        ledger = [
+            LedgerEntry(str(b), h, WRITTEN, source_rows=p.request_count)
+            for (b, h), p in batch.items()
+        ]
+        with write_lock:
+            stats = warehouse.write_partials(HOURLY, batch, ledger, run_id=run_id, cursor=cursor)
+            outcome.add_stats(stats)
+            for key, partial in batch.items():
+                outcome.request_counts[key] = partial.request_count
+
     def read_shard(shard: str, billers: list[int]) -> None:
         wanted = {b: set(requested[b]) for b in billers}
-        lo, hi = _span([h for b in billers for h in requested[b]], HOUR)
-        for chunk_start, chunk_end, partials in shards.read_hourly(shard, billers, lo, hi):
-            batch = {
-                (b, h): partials.get((b, h), Partial())
-                for b in billers
-                for h in wanted[b]
-                if chunk_start <= h < chunk_end
-            }
-            if not batch:
-                continue
-            ledger = [
-                LedgerEntry(str(b), h, WRITTEN, source_rows=p.request_count)
-                for (b, h), p in batch.items()
-            ]
-            with write_lock:
-                stats = warehouse.write_partials(HOURLY, batch, ledger, run_id=run_id)
-                outcome.add_stats(stats)
-                for key, partial in batch.items():
-                    outcome.request_counts[key] = partial.request_count
+        pending = None
+        # Only the requested hours are read: a late row three weeks old costs one hour's read.
+        for lo, hi, segment_billers in hour_segments(wanted):
+            for chunk_start, chunk_end, partials in shards.read_hourly(
+                shard, segment_billers, lo, hi
+            ):
+                batch = {
+                    (b, h): partials.get((b, h), Partial())
+                    for b in segment_billers
+                    for h in wanted[b]
+                    if chunk_start <= h < chunk_end
+                }
+                if batch:
+                    if pending:
+                        write(pending)
+                    pending = batch
+        # The shard's cursor moves in the same transaction as the last rows computed from it.
+        cursor = (DATAPUMP, shard, cursors[shard]) if shard in cursors else None
+        if pending:
+            write(pending, cursor)
+        elif cursor:
+            warehouse.advance_cursor(*cursor)
 
     def attempt(shard: str, billers: list[int]) -> list[int]:
         """Read the billers of a shard that are not busy; return the busy ones."""
@@ -252,3 +288,86 @@ def roll_up(
                 outcome.request_counts[key] = partial.request_count
                 outcome.sources_found[key] = len(grouped.get(key, []))
     return outcome
+
+
+@dataclass
+class Changes:
+    """What change detection found: the cells to recompute and where each shard's cursor goes."""
+
+    cells: dict[int, set[datetime]] = field(default_factory=dict)
+    #: shard -> the position its cursor moves to once its cells are written.
+    cursors: dict[str, int] = field(default_factory=dict)
+    #: shard -> why it could not be asked (its cursor stays where it was).
+    unreachable: dict[str, str] = field(default_factory=dict)
+    new_rows: int = 0
+
+    def add(self, biller: int, hour: datetime) -> None:
+        self.cells.setdefault(biller, set()).add(hour)
+
+
+def detect_changes(
+    catalog: CatalogResource,
+    shards: ShardsResource,
+    warehouse: WarehouseResource,
+    now: datetime,
+    initial_lookback: timedelta,
+    overlap_ids: int,
+    log: Log = lambda _m: None,
+) -> Changes:
+    """Ask every shard, in parallel, which (biller, hour) cells received rows beyond its cursor.
+
+    One indexed statement per shard (a range of the clustered key). ``overlap_ids`` Ids below
+    the cursor are read again, so that a row whose transaction committed after a higher Id was
+    read is still counted (recomputing a cell twice changes nothing). A shard seen for the first
+    time looks back ``initial_lookback`` only; older history is the backlog's.
+    """
+    changes = Changes()
+    billers = catalog.enabled_billers()
+    by_shard: dict[str, list[int]] = defaultdict(list)
+    for b in billers:
+        by_shard[b.shard].append(b.biller_id)
+    enabled = {b.biller_id for b in billers}
+    positions = warehouse.read_cursors(DATAPUMP)
+    since = now - initial_lookback
+
+    def ask(shard: str):
+        at = positions.get(shard)
+        after = None if at is None else max(0, at - overlap_ids)
+        return shards.changed_cells(shard, by_shard[shard], after, since)
+
+    workers = max(1, min(shards.max_parallel_shards, len(by_shard)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="changes") as pool:
+        futures = {pool.submit(ask, shard): shard for shard in by_shard}
+        for future in as_completed(futures):
+            shard = futures[future]
+            try:
+                cells, top = future.result()
+            except ShardUnreachable as exc:
+                log(f"shard {shard} unreachable, its cursor stays: {exc.reason}")
+                changes.unreachable[shard] = exc.reason
+                continue
+            for (biller, hour), rows in cells.items():
+                if biller in enabled:
+                    changes.add(biller, hour)
+                    changes.new_rows += rows
+            if top is not None and top != positions.get(shard):
+                changes.cursors[shard] = top
+    return changes
+
+
+def first_cursors(
+    catalog: CatalogResource, shards: ShardsResource, warehouse: WarehouseResource
+) -> dict[str, int]:
+    """For shards that have no cursor yet: their highest Id now, read before their rows are, so
+    a run that reads every biller's history (``materialize``) leaves the refresh a cursor and
+    rows that arrive during the run are found by the next refresh."""
+    have = warehouse.read_cursors(DATAPUMP)
+    out: dict[str, int] = {}
+    for shard in sorted({b.shard for b in catalog.enabled_billers()} - set(have)):
+        try:
+            top = shards.max_id(shard)
+        except ShardUnreachable:
+            continue  # its billers fail as unreachable in the read itself
+        if top is not None:
+            out[shard] = top
+    return out

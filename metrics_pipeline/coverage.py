@@ -14,7 +14,10 @@ BUSY = "busy"
 UNREACHABLE = "unreachable"
 MISCONFIGURED = "misconfigured"
 FAILED = "failed"
-STATES = (WRITTEN, BUSY, UNREACHABLE, MISCONFIGURED, FAILED)
+#: The source changed since the cell was written (reconciliation found other counts); the next
+#: refresh recomputes it.
+STALE = "stale"
+STATES = (WRITTEN, BUSY, UNREACHABLE, MISCONFIGURED, FAILED, STALE)
 #: States a sensor retries by itself (busy once the flag clears, unreachable with backoff).
 RETRYABLE = (BUSY, UNREACHABLE)
 

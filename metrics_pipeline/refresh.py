@@ -5,17 +5,73 @@ partition), so a refresh costs three runs: hourly, then daily, then weekly.
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from dagster import RunRequest
 
 from metrics_pipeline.partitions import partition_key, window_of
 from metrics_pipeline.semantics import Level, hour_start
+from metrics_pipeline.settings import from_env
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 REFRESH_TAG = "metrics/refresh"
 LEVEL_TAG = "metrics/level"
+#: On a refresh's hourly run: detect changes beyond each shard's cursor and recompute them too.
+CHANGES_TAG = "metrics/changes"
+#: Set by that run: the hours outside its partition range it recomputed (late rows), which the
+#: daily and weekly runs of the refresh roll up as well.
+TOUCHED_TAG = "metrics/touched_hours"
+HOUR_TEXT = "%Y-%m-%dT%H"
+
+
+@dataclass(frozen=True)
+class ChangeSettings:
+    #: How far back a shard seen for the first time is read by the refresh (seed 004: 15 min).
+    initial_lookback_minutes: int = 15
+    #: Ids below the cursor read again at every refresh (late commits of lower Ids).
+    overlap_ids: int = 1000
+
+    @classmethod
+    def from_env(cls, environ=None) -> "ChangeSettings":
+        return from_env(
+            cls,
+            {
+                "initial_lookback_minutes": "METRICS_INITIAL_LOOKBACK_MINUTES",
+                "overlap_ids": "METRICS_CURSOR_OVERLAP_IDS",
+            },
+            environ,
+        )
+
+    @property
+    def initial_lookback(self) -> timedelta:
+        return timedelta(minutes=self.initial_lookback_minutes)
+
+
+def encode_hours(hours) -> str:
+    """Hours as compact inclusive ranges: ``2025-03-01T05/2025-03-01T07,2025-03-09T10``."""
+    runs: list[list[datetime]] = []
+    for h in sorted(set(hours)):
+        if runs and h - runs[-1][1] == timedelta(hours=1):
+            runs[-1][1] = h
+        else:
+            runs.append([h, h])
+    return ",".join(
+        f"{a:{HOUR_TEXT}}" if a == b else f"{a:{HOUR_TEXT}}/{b:{HOUR_TEXT}}" for a, b in runs
+    )
+
+
+def decode_hours(text: str) -> list[datetime]:
+    out: list[datetime] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, _, last = part.partition("/")
+        a = datetime.strptime(first, HOUR_TEXT)
+        b = datetime.strptime(last or first, HOUR_TEXT)
+        while a <= b:
+            out.append(a)
+            a += timedelta(hours=1)
+    return out
 
 
 def refresh_hours(tick: datetime, every_minutes: int) -> list[datetime]:

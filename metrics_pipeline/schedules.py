@@ -4,7 +4,7 @@ from datetime import date
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition, ScheduleEvaluationContext
 
-from metrics_pipeline.refresh import refresh_hours, refresh_request
+from metrics_pipeline.refresh import CHANGES_TAG, refresh_hours, refresh_request
 from metrics_pipeline.semantics import HOURLY
 
 VALID_INTERVALS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)
@@ -24,7 +24,9 @@ def build_refresh_schedule(start: date, every_minutes: int = 30) -> ScheduleDefi
         tick = context.scheduled_execution_time.replace(tzinfo=None)
         hours = refresh_hours(tick, every_minutes)
         # Daily and weekly follow when this run ends (refresh_chain_sensor): they read its rows.
-        return refresh_request(HOURLY, start, hours, refresh_id=tick.strftime("%Y%m%dT%H%M"))
+        return refresh_request(
+            HOURLY, start, hours, tick.strftime("%Y%m%dT%H%M"), {CHANGES_TAG: "true"}
+        )
 
     return ScheduleDefinition(
         name="refresh_schedule",
@@ -34,8 +36,9 @@ def build_refresh_schedule(start: date, every_minutes: int = 30) -> ScheduleDefi
         execution_fn=evaluate,
         default_status=DefaultScheduleStatus.RUNNING,
         description=(
-            f"Every {every_minutes} minutes: the running hour of every enabled biller, and the "
-            "previous hour while it closed less than one interval ago; then daily and weekly "
-            "follow."
+            f"Every {every_minutes} minutes (the DataPump family's import task): the running hour "
+            "of every enabled biller, the previous hour while it closed less than one interval "
+            "ago, and every older cell that received rows beyond its shard's cursor (or that "
+            "reconciliation marked stale); then daily and weekly follow for what it touched."
         ),
     )

@@ -6,8 +6,9 @@ from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, mul
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
 
-from metrics_pipeline.aggregation import aggregate_hourly
+from metrics_pipeline.aggregation import aggregate_hourly, detect_changes, first_cursors
 from metrics_pipeline.assets.common import (
+    BILLERS_TAG,
     SCOPE_INCOMPLETE,
     SCOPE_TAG,
     aggregate_spec,
@@ -15,8 +16,9 @@ from metrics_pipeline.assets.common import (
     run_billers,
 )
 from metrics_pipeline.assets.reporting import CoverageSettings, finish, plain_failures
-from metrics_pipeline.coverage import DATAPUMP, WRITTEN
-from metrics_pipeline.partitions import partitions_def, windows_of
+from metrics_pipeline.coverage import DATAPUMP, STALE, WRITTEN
+from metrics_pipeline.partitions import first_window, partitions_def, windows_of
+from metrics_pipeline.refresh import CHANGES_TAG, TOUCHED_TAG, ChangeSettings, encode_hours
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
 from metrics_pipeline.semantics import DEFAULT_RULES, HOURLY
@@ -82,11 +84,12 @@ def build_hourly_aggregates(start: date) -> AssetsDefinition:
     ):
         started = utcnow()
         hours = windows_of(HOURLY, start, context.partition_keys)
+        tags = context.run.tags
         with plain_failures():
             enabled = [b.biller_id for b in catalog.enabled_billers()]
-            billers = run_billers(context.run.tags, enabled)
+            billers = run_billers(tags, enabled)
             written = None
-            if context.run.tags.get(SCOPE_TAG) == SCOPE_INCOMPLETE:
+            if tags.get(SCOPE_TAG) == SCOPE_INCOMPLETE:
                 ledger = warehouse.read_ledger(
                     DATAPUMP, HOURLY, hours[0], hours[-1] + HOURLY.length
                 )
@@ -95,6 +98,15 @@ def build_hourly_aggregates(start: date) -> AssetsDefinition:
                     for h, rows in ledger.items()
                 }
             requested = requested_cells(billers, hours, written)
+            cursors, late = {}, []
+            if BILLERS_TAG not in tags and SCOPE_TAG not in tags:
+                cursors = first_cursors(catalog, shards, warehouse)
+            if tags.get(CHANGES_TAG) == "true":
+                changes = changed_cells(context, catalog, shards, warehouse, start, hours)
+                cursors = {**cursors, **changes.cursors}
+                for biller, cell_hours in changes.cells.items():
+                    requested[biller] = sorted(set(requested.get(biller, [])) | cell_hours)
+                late = sorted({h for hs in changes.cells.values() for h in hs} - set(hours))
             outcome = aggregate_hourly(
                 requested,
                 catalog,
@@ -102,12 +114,17 @@ def build_hourly_aggregates(start: date) -> AssetsDefinition:
                 warehouse,
                 log=context.log.warning,
                 run_id=context.run_id,
+                cursors=cursors,
             )
+        if late:
+            # The daily and weekly runs of this refresh roll these hours up too.
+            context.instance.add_run_tags(context.run_id, {TOUCHED_TAG: encode_hours(late)})
         first = hours[0]
         sql = shard_sql(shards, billers or [0], first, first + HOURLY.length)
         context.log.info(
             f"{len(outcome.request_counts)} biller-hours written from "
             f"{len(outcome.shards_read)} shard(s) for {len(hours)} hour(s)"
+            + (f" and {len(late)} older hour(s) with late or changed rows" if late else "")
         )
         yield from finish(
             context,
@@ -121,6 +138,34 @@ def build_hourly_aggregates(start: date) -> AssetsDefinition:
             hours,
             enabled,
             CoverageSettings.from_env(),
+            extra_windows=late,
         )
 
     return hourly_aggregates
+
+
+def changed_cells(context, catalog, shards, warehouse, start: date, hours: list[datetime]):
+    """The refresh's change detection: cells beyond each shard's cursor, and the cells the
+    ledger marks stale (reconciliation), limited to existing partitions."""
+    settings = ChangeSettings.from_env()
+    now = utcnow()
+    changes = detect_changes(
+        catalog,
+        shards,
+        warehouse,
+        now,
+        settings.initial_lookback,
+        settings.overlap_ids,
+        log=context.log.warning,
+    )
+    for hour, rows in warehouse.read_ledger(DATAPUMP, HOURLY, states=(STALE,)).items():
+        for entity in rows:
+            changes.add(int(entity), hour)
+    first, last = first_window(HOURLY, start), max(hours[-1], HOURLY.floor(now))
+    changes.cells = {b: {h for h in hs if first <= h <= last} for b, hs in changes.cells.items()}
+    context.log.info(
+        f"change detection: {changes.new_rows} row(s) beyond the cursors in "
+        f"{sum(map(len, changes.cells.values()))} cell(s); "
+        f"{len(changes.unreachable)} shard(s) unreachable"
+    )
+    return changes

@@ -10,6 +10,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -121,6 +122,7 @@ def finish(
     windows: list[datetime],
     enabled: list[int],
     settings: CoverageSettings | None = None,
+    extra_windows: list[datetime] = (),
 ):
     """Write the job log row, report coverage (hourly), then the run's result.
 
@@ -128,6 +130,8 @@ def finish(
     that was written. When some billers failed, the coverage check of each hour names them, the
     run is tagged with why (``metrics/failure``: shard busy / shard unreachable / error, and the
     billers), and the step fails naming them; the ledger tells the retry sensor what to redo.
+    ``extra_windows`` are windows outside the run's partition range that it recomputed (a
+    refresh's late rows): they get their own materialization events and coverage results.
     """
     try:
         warehouse.write_job_log(
@@ -143,10 +147,20 @@ def finish(
     except DatabaseUnreachable as exc:
         context.log.warning(f"job log not written: {exc}")
     last = partition_key(level, start, windows[-1])
+    for window in extra_windows:
+        for spec in specs:
+            context.log_event(
+                AssetMaterialization(
+                    asset_key=spec.key,
+                    partition=partition_key(level, start, window),
+                    metadata={"recomputed_by": "refresh (late or changed rows)"},
+                )
+            )
     if settings is not None:
-        ledger = warehouse.read_ledger(DATAPUMP, level, windows[0], windows[-1] + level.length)
+        reported = sorted({*windows, *extra_windows})
+        ledger = warehouse.read_ledger(DATAPUMP, level, reported[0], reported[-1] + level.length)
         expected = [str(b) for b in enabled]
-        for window in windows:
+        for window in reported:
             coverage = judge(window, expected, ledger.get(window, {}))
             context.log_event(
                 coverage_evaluation(

@@ -8,7 +8,8 @@ from sqlalchemy.dialects import mssql
 from metrics_pipeline.aggregation import roll_up
 from metrics_pipeline.assets.common import aggregate_spec, requested_cells, run_billers
 from metrics_pipeline.assets.reporting import finish, plain_failures
-from metrics_pipeline.partitions import partitions_def, windows_of
+from metrics_pipeline.partitions import first_window, partitions_def, windows_of
+from metrics_pipeline.refresh import TOUCHED_TAG, decode_hours
 from metrics_pipeline.resources.databases import CatalogResource
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
 from metrics_pipeline.semantics import DAILY, WEEKLY, Level
@@ -59,14 +60,28 @@ def build_rollup(level: Level, start: date) -> AssetsDefinition:
     ):
         started = utcnow()
         windows = windows_of(level, start, context.partition_keys)
+        # A refresh that recomputed older hours (late rows) rolls their days and weeks up too.
+        first = first_window(level, start)
+        touched = decode_hours(context.run.tags.get(TOUCHED_TAG, ""))
+        late = sorted({level.floor(h) for h in touched if level.floor(h) >= first} - set(windows))
         with plain_failures():
             enabled = [b.biller_id for b in catalog.enabled_billers()]
             billers = run_billers(context.run.tags, enabled)
-            outcome = roll_up(requested_cells(billers, windows), level, warehouse)
+            outcome = roll_up(requested_cells(billers, sorted(windows + late)), level, warehouse)
         sql = _rows_sql(level, billers or [0], windows[0], warehouse.engine().dialect)
         context.log.info(f"{len(outcome.request_counts)} biller-{level.unit}s rolled up")
         yield from finish(
-            context, warehouse, outcome, started, specs, sql, level, start, windows, enabled
+            context,
+            warehouse,
+            outcome,
+            started,
+            specs,
+            sql,
+            level,
+            start,
+            windows,
+            enabled,
+            extra_windows=late,
         )
 
     return rollup_asset

@@ -27,11 +27,16 @@ from metrics_pipeline.semantics import Partial, Rules
 from metrics_pipeline.sql.source import (
     CatalogNames,
     ShardNames,
+    as_naive_utc,
+    cell_counts_query,
+    changed_cells_query,
     enabled_billers_query,
     fold_hourly_rows,
     hourly_facts_query,
     hourly_percentiles_query,
+    max_id_query,
     processing_query,
+    recent_cells_query,
     undated_query,
 )
 
@@ -185,6 +190,42 @@ class ShardsResource(ConfigurableResource):
                 partials = fold_hourly_rows(conn.execute(facts), conn.execute(ranks))
             yield chunk_start, chunk_end, partials
             chunk_start = chunk_end
+
+    def changed_cells(
+        self, shard: str, billers: list[int], after_id: int | None, since: datetime
+    ) -> tuple[dict[tuple[int, datetime], int], int | None]:
+        """({(biller, hour): rows} with an Id beyond ``after_id``, the highest Id seen).
+
+        Without a cursor (a shard seen for the first time) only rows created since ``since``
+        are looked at, and the cursor starts at the shard's highest Id."""
+        names = self.names.to_names()
+        engine = self._engine(shard)
+        with self._unreachable_as_typed(shard), engine.connect() as conn:
+            if after_id is None:
+                top = conn.execute(max_id_query(names)).scalar()
+                rows = conn.execute(recent_cells_query(names, billers, since)).all()
+            else:
+                top = None
+                rows = conn.execute(changed_cells_query(names, after_id)).all()
+        cells = {(int(r.biller_id), as_naive_utc(r.hour)): int(r.rows) for r in rows}
+        ids = [int(r.max_id) for r in rows] + ([int(top)] if top is not None else [])
+        return cells, max(ids) if ids else after_id
+
+    def max_id(self, shard: str) -> int | None:
+        """The shard's highest DataPumpDetailId (None for an empty shard)."""
+        engine = self._engine(shard)
+        with self._unreachable_as_typed(shard), engine.connect() as conn:
+            top = conn.execute(max_id_query(self.names.to_names())).scalar()
+        return None if top is None else int(top)
+
+    def cell_counts(
+        self, shard: str, billers: list[int], start: datetime, end: datetime
+    ) -> dict[tuple[int, datetime], int]:
+        """{(biller, hour): rows} in [start, end) (reconciliation)."""
+        engine = self._engine(shard)
+        with self._unreachable_as_typed(shard), engine.connect() as conn:
+            rows = conn.execute(cell_counts_query(self.names.to_names(), billers, start, end))
+            return {(int(r.biller_id), as_naive_utc(r.hour)): int(r.rows) for r in rows}
 
     def undated_rows(self, shard: str, billers: list[int]) -> dict[int, int]:
         """{BillerId: rows whose CreatedDate is NULL or not a timestamp} (they are in no hour)."""

@@ -271,6 +271,7 @@ class WarehouseResource(ConfigurableResource):
         ledger: Iterable[LedgerEntry] = (),
         run_id: str | None = None,
         now: datetime | None = None,
+        cursor: tuple[str, str, int] | None = None,
     ) -> WriteStats:
         """Upsert the three tables' rows for these (biller, StartTime) keys, and their ledger
         rows, in one transaction.
@@ -316,6 +317,8 @@ class WarehouseResource(ConfigurableResource):
                 stats.unchanged += counts["unchanged"]
             if ledger:
                 self._upsert_ledger(conn, DATAPUMP, level, ledger, run_id, when)
+            if cursor is not None:
+                self._set_cursor(conn, *cursor, when)
             return stats
 
         return self._write(work, now)
@@ -334,6 +337,37 @@ class WarehouseResource(ConfigurableResource):
             self._write(
                 lambda conn, when: self._upsert_ledger(conn, family, level, entries, run_id, when),
                 now,
+            )
+
+    # --- cursors -------------------------------------------------------------------------------
+
+    def read_cursors(self, family: str) -> dict[str, int]:
+        """{source: position} of a family's cursors."""
+        self.ensure_schema()
+        table = self.tables.cursors
+        try:
+            with self.engine().connect() as conn:
+                rows = conn.execute(
+                    select(table.c.Source, table.c.Position).where(table.c.Family == family)
+                ).all()
+        except OperationalError as exc:
+            raise self._unreachable(exc) from exc
+        return {r.Source: int(r.Position) for r in rows}
+
+    def advance_cursor(self, family: str, source: str, position: int) -> None:
+        """Set a cursor on its own (a source with nothing to write, or its first look)."""
+        self._write(lambda conn, when: self._set_cursor(conn, family, source, position, when), None)
+
+    def _set_cursor(self, conn, family: str, source: str, position: int, when) -> None:
+        table = self.tables.cursors
+        key = and_(table.c.Family == family, table.c.Source == source)
+        done = conn.execute(
+            update(table).where(key).values(Position=position, UpdatedDate=when)
+        ).rowcount
+        if not done:
+            conn.execute(
+                table.insert(),
+                {"Family": family, "Source": source, "Position": position, "UpdatedDate": when},
             )
 
     def _upsert_ledger(self, conn, family, level, entries, run_id, when) -> None:

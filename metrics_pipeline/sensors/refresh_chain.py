@@ -14,7 +14,13 @@ from dagster import (
 )
 
 from metrics_pipeline.assets.common import BILLERS_TAG
-from metrics_pipeline.refresh import LEVEL_TAG, REFRESH_TAG, refresh_request, windows_from_tags
+from metrics_pipeline.refresh import (
+    LEVEL_TAG,
+    REFRESH_TAG,
+    TOUCHED_TAG,
+    refresh_request,
+    windows_from_tags,
+)
 from metrics_pipeline.semantics import LEVELS, LEVELS_BY_NAME
 
 DONE = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
@@ -46,9 +52,11 @@ def build_refresh_chain_sensor(
                     # Any hour inside a day or week selects that day or week at the next level;
                     # a retry's billers tag narrows the next level to the same billers.
                     windows = windows_from_tags(LEVELS_BY_NAME[tags[LEVEL_TAG]], start, tags)
-                    extra = {BILLERS_TAG: tags[BILLERS_TAG]} if BILLERS_TAG in tags else None
+                    extra = {k: tags[k] for k in (BILLERS_TAG, TOUCHED_TAG) if k in tags}
                     requests.append(
-                        refresh_request(level.next, start, windows, tags[REFRESH_TAG], extra)
+                        refresh_request(
+                            level.next, start, windows, tags[REFRESH_TAG], extra or None
+                        )
                     )
                 cursor[level.name] = record.update_timestamp.timestamp()
         return SensorResult(run_requests=requests, cursor=json.dumps(cursor))

@@ -243,6 +243,65 @@ def hourly_percentiles_query(names: ShardNames, billers, start: datetime, end: d
     ).where(or_(*ranks))
 
 
+def changed_cells_query(names: ShardNames, after_id: int) -> Select:
+    """The (biller, hour) cells that received rows with an Id beyond ``after_id``, with their
+    row count and highest Id: one range scan of the clustered key (DataPumpDetailId)."""
+    t = detail_table(names)
+    hour = hour_floor(t.c[names.created])
+    return (
+        select(
+            t.c[names.biller_id].label("biller_id"),
+            hour.label("hour"),
+            func.count().label("rows"),
+            func.max(t.c[names.detail_id]).label("max_id"),
+        )
+        .where(t.c[names.detail_id] > after_id)
+        .group_by(t.c[names.biller_id], hour)
+    )
+
+
+def recent_cells_query(names: ShardNames, billers, since: datetime) -> Select:
+    """A first look at a shard: the cells with rows created since ``since`` (through the
+    (BillerId, CreatedDate) index), with their highest Id."""
+    t = detail_table(names)
+    hour = hour_floor(t.c[names.created])
+    return (
+        select(
+            t.c[names.biller_id].label("biller_id"),
+            hour.label("hour"),
+            func.count().label("rows"),
+            func.max(t.c[names.detail_id]).label("max_id"),
+        )
+        .where(
+            and_(
+                t.c[names.biller_id].in_(sorted(billers)),
+                created_between(t.c[names.created], since, datetime(9999, 1, 1)),
+            )
+        )
+        .group_by(t.c[names.biller_id], hour)
+    )
+
+
+def max_id_query(names: ShardNames) -> Select:
+    """The shard's highest DataPumpDetailId (the clustered key's last entry)."""
+    t = detail_table(names)
+    return select(func.max(t.c[names.detail_id]).label("max_id"))
+
+
+def cell_counts_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
+    """Rows per biller and hour in [start, end), through the (BillerId, CreatedDate) index: what
+    reconciliation compares with the warehouse's RequestCount."""
+    t = detail_table(names)
+    hour = hour_floor(t.c[names.created])
+    return (
+        select(
+            t.c[names.biller_id].label("biller_id"), hour.label("hour"), func.count().label("rows")
+        )
+        .where(_window_filter(t, names, billers, start, end))
+        .group_by(t.c[names.biller_id], hour)
+    )
+
+
 def processing_query(names: ShardNames, billers) -> Select:
     """The Processing flag of the given billers (a biller with no row is not busy)."""
     t = occupancy_table(names)

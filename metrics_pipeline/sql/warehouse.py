@@ -161,6 +161,7 @@ class Warehouse:
     aggregates: dict[str, Table]
     job_log: Table
     ledger: Table
+    cursors: Table
 
     def table(self, aggregate: Aggregate) -> Table:
         return self.aggregates[aggregate.table]
@@ -244,7 +245,17 @@ def build_warehouse(schema: str | None = None) -> Warehouse:
     Index("IX_CoverageLedger_Type_Start_State", ledger.c.TimeStampTypeId, ledger.c.StartTime)
     # The retry sensor reads "what failed as busy or unreachable lately", whatever the hour.
     Index("IX_CoverageLedger_State_Updated", ledger.c.State, ledger.c.UpdatedDate)
-    return Warehouse(md, timestamp_type, metric_type, aggregates, job_log, ledger)
+    # One cursor per family and source (a shard): how far its changes were read. Advanced in the
+    # same transaction as the rows computed from them.
+    cursors = Table(
+        "SourceCursor",
+        md,
+        Column("Family", String(32), primary_key=True),
+        Column("Source", String(200), primary_key=True),
+        Column("Position", BigInteger, nullable=False),
+        Column("UpdatedDate", DateTime, nullable=False),
+    )
+    return Warehouse(md, timestamp_type, metric_type, aggregates, job_log, ledger, cursors)
 
 
 def add_column_ddl(table: Table, column: Column, dialect) -> str:
