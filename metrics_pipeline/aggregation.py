@@ -16,14 +16,16 @@ from metrics_pipeline.coverage import (
     BUSY,
     DATAPUMP,
     FAILED,
+    STALE,
     UNREACHABLE,
     WRITTEN,
     LedgerEntry,
 )
+from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.databases import Biller, CatalogResource, ShardsResource
 from metrics_pipeline.resources.engines import ShardUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource, WriteStats
-from metrics_pipeline.semantics import HOURLY, Level, Partial, rollup
+from metrics_pipeline.semantics import HOURLY, Level, Partial, rollup, round2
 
 HOUR = timedelta(hours=1)
 Log = Callable[[str], None]
@@ -127,7 +129,7 @@ def aggregate_hourly(
     log: Log = lambda _m: None,
     sleep: Callable[[float], None] = time.sleep,
     run_id: str | None = None,
-    cursors: Mapping[str, int] | None = None,
+    cursors: Mapping[str, ShardCursor] | None = None,
 ) -> Outcome:
     """Read every requested (biller, hour) from its shard and upsert the three hourly rows.
 
@@ -295,8 +297,8 @@ class Changes:
     """What change detection found: the cells to recompute and where each shard's cursor goes."""
 
     cells: dict[int, set[datetime]] = field(default_factory=dict)
-    #: shard -> the position its cursor moves to once its cells are written.
-    cursors: dict[str, int] = field(default_factory=dict)
+    #: shard -> where its cursor moves once its cells are written.
+    cursors: dict[str, ShardCursor] = field(default_factory=dict)
     #: shard -> why it could not be asked (its cursor stays where it was).
     unreachable: dict[str, str] = field(default_factory=dict)
     new_rows: int = 0
@@ -316,9 +318,11 @@ def detect_changes(
 ) -> Changes:
     """Ask every shard, in parallel, which (biller, hour) cells received rows beyond its cursor.
 
-    One indexed statement per shard (a range of the clustered key). ``overlap_ids`` Ids below
-    the cursor are read again, so that a row whose transaction committed after a higher Id was
-    read is still counted (recomputing a cell twice changes nothing). A shard seen for the first
+    One indexed statement per shard (a range of the clustered key), plus one listing of the new
+    Ids when there are some. Of the last ``overlap_ids`` Ids, a row whose transaction committed
+    after a higher Id was
+    read is still counted: the Ids missing below the new position stay pending and are asked for
+    at the next refresh (recomputing a cell twice changes nothing). A shard seen for the first
     time looks back ``initial_lookback`` only; older history is the backlog's.
     """
     changes = Changes()
@@ -331,9 +335,9 @@ def detect_changes(
     since = now - initial_lookback
 
     def ask(shard: str):
-        at = positions.get(shard)
-        after = None if at is None else max(0, at - overlap_ids)
-        return shards.changed_cells(shard, by_shard[shard], after, since)
+        return shards.changed_cells(
+            shard, by_shard[shard], positions.get(shard), since, overlap_ids
+        )
 
     workers = max(1, min(shards.max_parallel_shards, len(by_shard)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="changes") as pool:
@@ -341,7 +345,7 @@ def detect_changes(
         for future in as_completed(futures):
             shard = futures[future]
             try:
-                cells, top = future.result()
+                cells, cursor = future.result()
             except ShardUnreachable as exc:
                 log(f"shard {shard} unreachable, its cursor stays: {exc.reason}")
                 changes.unreachable[shard] = exc.reason
@@ -350,14 +354,14 @@ def detect_changes(
                 if biller in enabled:
                     changes.add(biller, hour)
                     changes.new_rows += rows
-            if top is not None and top != positions.get(shard):
-                changes.cursors[shard] = top
+            if cursor is not None and cursor != positions.get(shard):
+                changes.cursors[shard] = cursor
     return changes
 
 
 def first_cursors(
     catalog: CatalogResource, shards: ShardsResource, warehouse: WarehouseResource
-) -> dict[str, int]:
+) -> dict[str, ShardCursor]:
     """For shards that have no cursor yet: their highest Id now, read before their rows are, so
     a run that reads every biller's history (``materialize``) leaves the refresh a cursor and
     rows that arrive during the run are found by the next refresh."""
@@ -369,5 +373,85 @@ def first_cursors(
         except ShardUnreachable:
             continue  # its billers fail as unreachable in the read itself
         if top is not None:
-            out[shard] = top
+            out[shard] = ShardCursor(top)
     return out
+
+
+@dataclass
+class Reconciliation:
+    """Cells whose figures differ between a shard and the warehouse, and shards not read."""
+
+    start: datetime
+    end: datetime
+    #: (biller, hour) -> "shard: ..., warehouse: ..." for every cell that differs.
+    differing: dict[tuple[int, datetime], str] = field(default_factory=dict)
+    unreachable: dict[str, str] = field(default_factory=dict)
+    cells_compared: int = 0
+
+
+def _facts(p: Partial) -> tuple:
+    return (
+        p.request_count,
+        p.failed_count,
+        p.timeout_count,
+        p.response_time_count,
+        round2(p.total_response_time),
+    )
+
+
+def reconcile(
+    catalog: CatalogResource,
+    shards: ShardsResource,
+    warehouse: WarehouseResource,
+    start: datetime,
+    end: datetime,
+    run_id: str | None = None,
+) -> Reconciliation:
+    """Compare every enabled biller's hourly figures in [start, end) between its shard and the
+    warehouse, and mark the cells that differ ``stale`` in the ledger (the next refresh, or the
+    backlog, recomputes them). Catches what a cursor cannot: deleted and corrected rows."""
+    result = Reconciliation(start, end)
+    by_shard: dict[str, list[int]] = defaultdict(list)
+    for b in catalog.enabled_billers():
+        by_shard[b.shard].append(b.biller_id)
+    stored = warehouse.read_partials(
+        HOURLY, [b for bs in by_shard.values() for b in bs], start, end
+    )
+    lock = threading.Lock()
+
+    def compare(shard: str) -> None:
+        billers = by_shard[shard]
+        source: dict[tuple[int, datetime], Partial] = {}
+        for _, _, partials in shards.read_hourly(shard, billers, start, end):
+            source.update(partials)
+        for b in billers:
+            for hour in HOURLY.starts(start, end):
+                got = _facts(source.get((b, hour), Partial()))
+                have = stored.get((b, hour))
+                want = _facts(have) if have is not None else None
+                with lock:
+                    result.cells_compared += 1
+                    if got != want and not (want is None and got[0] == 0):
+                        result.differing[(b, hour)] = (
+                            f"shard {got[0]} rows/{got[1]} failed, warehouse "
+                            + ("no row" if want is None else f"{want[0]} rows/{want[1]} failed")
+                        )
+
+    workers = max(1, min(shards.max_parallel_shards, len(by_shard)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile") as pool:
+        futures = {pool.submit(compare, shard): shard for shard in by_shard}
+        for future in as_completed(futures):
+            try:
+                future.result()
+            except ShardUnreachable as exc:
+                result.unreachable[futures[future]] = exc.reason
+    warehouse.record_ledger(
+        DATAPUMP,
+        HOURLY,
+        [
+            LedgerEntry(str(b), h, STALE, f"reconciliation: {why}")
+            for (b, h), why in result.differing.items()
+        ],
+        run_id,
+    )
+    return result

@@ -169,6 +169,28 @@ def lean_dagster_events():
                 os.environ[k] = v
 
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def open_instance(environ):
+    """The Dagster instance in DAGSTER_HOME (so runs show in the UI), else a throw-away one."""
+    from dagster import DagsterInstance
+
+    from metrics_pipeline.dagster_internal import throwaway_instance
+
+    if environ.get("DAGSTER_HOME"):
+        return DagsterInstance.from_config(ensure_dagster_home(environ["DAGSTER_HOME"]))
+    return throwaway_instance()
+
+
+def execute(defs, instance, level: Level, tags: dict):
+    """One run of a level's job, in this process, quiet, never raising for a failed step."""
+    job = defs.resolve_job_def(level.job_name)
+    return job.execute_in_process(
+        instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
+    )
+
+
 def _step_error(result) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error:
@@ -186,10 +208,8 @@ def materialize_window(
     out=None,
     err=None,
 ) -> int:
-    from dagster import DagsterInstance
 
     from metrics_pipeline.assets.common import BILLERS_TAG
-    from metrics_pipeline.dagster_internal import throwaway_instance
     from metrics_pipeline.definitions import build_definitions
     from metrics_pipeline.partitions import first_window, parse_partitions_start
     from metrics_pipeline.refresh import range_tags
@@ -216,12 +236,8 @@ def materialize_window(
         raise UsageError("the catalog has no DataPump-enabled billers")
     resources["warehouse"].ensure_schema()
 
-    if instance is None and environ.get("DAGSTER_HOME"):
-        instance = DagsterInstance.from_config(ensure_dagster_home(environ["DAGSTER_HOME"]))
-    elif instance is None:
-        instance = throwaway_instance()
+    instance = instance or open_instance(environ)
     defs = build_definitions(environ, resolve=True)
-    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     extra = {BILLERS_TAG: ",".join(map(str, selected))} if biller_ids is not None else {}
 
     total = sum(r.windows for r in plan.runs)
@@ -235,10 +251,7 @@ def materialize_window(
                 **extra,
                 "metrics/source": "cli",
             }
-            job = defs.resolve_job_def(run.level.job_name)
-            result = job.execute_in_process(
-                instance=instance, tags=tags, run_config=quiet, raise_on_error=False
-            )
+            result = execute(defs, instance, run.level, tags)
             res = results[run.level.name]
             res.runs += 1
             res.partitions += run.windows
@@ -248,7 +261,7 @@ def materialize_window(
     progress.close()
 
     # The report reads the ledger, the one record of which biller-hours were written.
-    gaps = _not_written(resources["warehouse"], selected, plan)
+    gaps = _not_written(resources["warehouse"], selected, HOURLY.starts(plan.first, plan.stop))
     elapsed = time.monotonic() - started
     print_summary(out, resources["warehouse"], selected, plan, results, gaps, elapsed)
     errors = [e for r in results.values() for e in r.errors]
@@ -263,16 +276,83 @@ def materialize_window(
     return EXIT_OK
 
 
-def _not_written(warehouse, billers: list[int], plan: Plan) -> dict[int, tuple[str, str, int]]:
+def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> int:
+    """One refresh cycle, exactly what a schedule tick and its chain do: the hourly run (running
+    hour, the hour just closed, and every cell with rows beyond its shard's cursor), then the
+    daily and weekly runs of what it touched."""
+    from metrics_pipeline.definitions import build_definitions
+    from metrics_pipeline.partitions import parse_partitions_start
+    from metrics_pipeline.refresh import (
+        CHANGES_TAG,
+        TOUCHED_TAG,
+        decode_hours,
+        refresh_hours,
+        refresh_request,
+    )
+    from metrics_pipeline.resources import build_resources
+
+    environ = os.environ if environ is None else environ
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        partitions_start = parse_partitions_start(environ.get("METRICS_PARTITIONS_START"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
+    resources = build_resources(environ, resolve=True)
+    billers = sorted(b.biller_id for b in resources["catalog"].enabled_billers())
+    if not billers:
+        raise UsageError("the catalog has no DataPump-enabled billers")
+    resources["warehouse"].ensure_schema()
+    instance = instance or open_instance(environ)
+    defs = build_definitions(environ, resolve=True)
+    now = now or utc_now()
+    refresh_id = f"cli-{now:%Y%m%dT%H%M%S}"
+    hours = refresh_hours(now, every)
+    started = time.monotonic()
+    with lean_dagster_events():
+        request = refresh_request(
+            HOURLY, partitions_start, hours, refresh_id, {CHANGES_TAG: "true"}
+        )
+        hourly = execute(defs, instance, HOURLY, {**request.tags, "metrics/source": "cli"})
+        tags = instance.get_run_by_id(hourly.run_id).tags
+        touched = decode_hours(tags.get(TOUCHED_TAG, ""))
+        errors = [] if hourly.success else [_step_error(hourly)]
+        extra = {TOUCHED_TAG: tags[TOUCHED_TAG]} if TOUCHED_TAG in tags else {}
+        for level in (DAILY, WEEKLY):
+            request = refresh_request(level, partitions_start, hours, refresh_id, extra)
+            result = execute(defs, instance, level, {**request.tags, "metrics/source": "cli"})
+            if not result.success:
+                errors.append(_step_error(result))
+    gaps = _not_written(resources["warehouse"], billers, sorted(set(hours) | set(touched)))
+    out.write(
+        f"\nRefresh {refresh_id}: {len(billers)} billers, hours "
+        f"{hours[0]:%Y-%m-%d %H:%M} .. {hours[-1]:%H:%M} UTC"
+        + (f" and {len(touched)} older hour(s) with late or changed rows" if touched else "")
+        + f", 3 runs, {time.monotonic() - started:.1f}s\n"
+    )
+    if touched:
+        out.write(f"  recomputed: {tags[TOUCHED_TAG]}\n")
+    if gaps or errors:
+        for biller, (state, why, n) in sorted(gaps.items()):
+            err.write(
+                f"metrics-pipeline: biller {biller}: {n} hour(s) not written ({state}: {why})\n"
+            )
+        if not gaps:
+            err.write(f"metrics-pipeline: {errors[0]}\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _not_written(warehouse, billers: list[int], hours) -> dict[int, tuple[str, str, int]]:
     """{BillerId: (state, reason, hours)} of the selected billers with hours not written."""
     from metrics_pipeline.coverage import DATAPUMP, judge
 
-    ledger = warehouse.read_ledger(DATAPUMP, HOURLY, plan.first, plan.stop)
+    hours = sorted(hours)
+    ledger = warehouse.read_ledger(DATAPUMP, HOURLY, hours[0], hours[-1] + HOURLY.length)
     out: dict[int, tuple[str, str, int]] = {}
-    for hour in HOURLY.starts(plan.first, plan.stop):
-        for entity, (state, why) in judge(
-            hour, map(str, billers), ledger.get(hour, {})
-        ).gaps.items():
+    for hour in hours:
+        verdict = judge(hour, map(str, billers), ledger.get(hour, {}))
+        for entity, (state, why) in verdict.gaps.items():
             _, _, n = out.get(int(entity), (state, why, 0))
             out[int(entity)] = (state, why, n + 1)
     return out
@@ -357,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument(
         "--chunk-days", type=int, default=7, help="days of hours per hourly run (default 7)"
     )
+    sub.add_parser(
+        "refresh",
+        help="run one refresh cycle (what a schedule tick and its chain do), through DAGSTER_HOME",
+    )
     api = sub.add_parser("api", help="serve the metrics API and the dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
@@ -432,6 +516,8 @@ def main(argv: Sequence[str] | None = None, environ=None) -> int:
                 chunk_days=args.chunk_days,
                 environ=environ,
             )
+        if args.command == "refresh":
+            return refresh_cycle(environ=environ)
         if args.command == "api":
             from metrics_pipeline.api.server import serve
 

@@ -9,7 +9,7 @@ from metrics_pipeline.assets.checks import build_checks
 from metrics_pipeline.jobs import build_jobs
 from metrics_pipeline.partitions import parse_partitions_start
 from metrics_pipeline.resources import build_resources
-from metrics_pipeline.schedules import build_refresh_schedule
+from metrics_pipeline.schedules import build_reconciliation_schedule, build_refresh_schedule
 from metrics_pipeline.sensors.backlog import build_backlog_sensor
 from metrics_pipeline.sensors.refresh_chain import build_refresh_chain_sensor
 from metrics_pipeline.sensors.shard_retry import build_shard_retry_sensor
@@ -28,7 +28,10 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     return Definitions(
         assets=build_datapump_assets(start),
         jobs=jobs,
-        schedules=[build_refresh_schedule(start, every)],
+        schedules=[
+            build_refresh_schedule(start, every),
+            build_reconciliation_schedule(environ.get("METRICS_RECONCILE_CRON") or "15 2 * * *"),
+        ],
         asset_checks=build_checks(start),
         sensors=[
             build_refresh_chain_sensor(start, jobs, **every_s),

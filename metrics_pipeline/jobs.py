@@ -1,6 +1,6 @@
 """One job per level. In-process execution: each run is a single step, so no subprocess per step."""
 
-from dagster import AssetSelection, define_asset_job, in_process_executor
+from dagster import AssetCheckKey, AssetSelection, define_asset_job, in_process_executor
 
 from metrics_pipeline.semantics import LEVELS, Level
 
@@ -21,4 +21,18 @@ def level_job(level: Level):
 
 
 def build_jobs() -> list:
-    return [level_job(level) for level in LEVELS]
+    return [*(level_job(level) for level in LEVELS), reconciliation_job()]
+
+
+def reconciliation_job():
+    """The daily reconciliation: the check alone, no asset is materialized."""
+    from metrics_pipeline.assets.checks import RECONCILIATION_CHECK
+    from metrics_pipeline.assets.reporting import COVERAGE_ASSET
+
+    return define_asset_job(
+        "reconciliation_job",
+        selection=AssetSelection.checks(AssetCheckKey(COVERAGE_ASSET, RECONCILIATION_CHECK)),
+        executor_def=in_process_executor,
+        description="Compares the last days' hourly figures of every shard with the warehouse and "
+        "marks the cells that differ for the next refresh.",
+    )

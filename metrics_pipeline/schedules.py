@@ -42,3 +42,15 @@ def build_refresh_schedule(start: date, every_minutes: int = 30) -> ScheduleDefi
             "reconciliation marked stale); then daily and weekly follow for what it touched."
         ),
     )
+
+
+def build_reconciliation_schedule(cron: str = "15 2 * * *") -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name="reconciliation_schedule",
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        job_name="reconciliation_job",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Daily: compares the last METRICS_RECONCILE_DAYS days of hourly figures "
+        "between the shards and the warehouse and marks what differs for the next refresh.",
+    )

@@ -1,6 +1,8 @@
-"""Checks where Dagster users look: per-hour coverage, and the backlog of the look-back window."""
+"""Checks where Dagster users look: per-hour coverage, the backlog of the look-back window, and
+the daily reconciliation of the shards with the warehouse."""
 
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
     AssetCheckEvaluation,
@@ -8,9 +10,11 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    MetadataValue,
     asset_check,
 )
 
+from metrics_pipeline.aggregation import reconcile
 from metrics_pipeline.assets.reporting import (
     COVERAGE_ASSET,
     COVERAGE_CHECK,
@@ -20,11 +24,23 @@ from metrics_pipeline.assets.reporting import (
 from metrics_pipeline.backlog import Backlog, BacklogSettings, find_backlog
 from metrics_pipeline.coverage import DATAPUMP, judge
 from metrics_pipeline.partitions import first_window, partitions_def, windows_of
-from metrics_pipeline.resources.databases import CatalogResource
+from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
+from metrics_pipeline.settings import from_env
 
 BACKLOG_CHECK = "hourly_backlog"
+RECONCILIATION_CHECK = "reconciliation"
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    #: Days before the running hour compared between the shards and the warehouse.
+    days: int = 7
+
+    @classmethod
+    def from_env(cls, environ=None) -> "ReconcileSettings":
+        return from_env(cls, {"days": "METRICS_RECONCILE_DAYS"}, environ)
 
 
 def backlog_verdict(backlog: Backlog, settings: BacklogSettings) -> dict:
@@ -102,4 +118,50 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
         backlog = find_backlog(warehouse, billers, now, settings, first_window(HOURLY, start))
         return AssetCheckResult(**backlog_verdict(backlog, settings))
 
-    return [coverage, hourly_backlog]
+    @asset_check(
+        asset=COVERAGE_ASSET,
+        name=RECONCILIATION_CHECK,
+        description="Compares every enabled biller's hourly figures (rows, failures, timeouts, "
+        "response times) of the last METRICS_RECONCILE_DAYS days (default 7) between its shard "
+        "and the warehouse, and marks the cells that differ stale in the coverage ledger: the "
+        "next refresh recomputes them. Catches deleted and corrected rows, which no cursor "
+        "sees. Runs daily (reconciliation_schedule); WARN when it found something to repair.",
+    )
+    def reconciliation(
+        context: AssetCheckExecutionContext,
+        catalog: CatalogResource,
+        shards: ShardsResource,
+        warehouse: WarehouseResource,
+    ):
+        settings = ReconcileSettings.from_env()
+        now = datetime.now(UTC).replace(tzinfo=None)
+        end = HOURLY.floor(now)
+        begin = max(first_window(HOURLY, start), end - timedelta(days=settings.days))
+        found = reconcile(catalog, shards, warehouse, begin, end, run_id=context.run_id)
+        by_biller: dict[str, int] = {}
+        for biller, _ in found.differing:
+            by_biller[str(biller)] = by_biller.get(str(biller), 0) + 1
+        sample = dict(sorted(found.differing.items())[:20])
+        return AssetCheckResult(
+            passed=not found.differing and not found.unreachable,
+            severity=AssetCheckSeverity.WARN,
+            description=(
+                f"{len(found.differing)} of {found.cells_compared} biller-hours differed and are "
+                "marked stale for the next refresh"
+                if found.differing
+                else f"{found.cells_compared} biller-hours equal in the shards and the warehouse"
+            ),
+            metadata={
+                "window_start": begin.isoformat(),
+                "window_end": end.isoformat(),
+                "cells_compared": found.cells_compared,
+                "cells_marked_stale": len(found.differing),
+                "stale_by_biller": MetadataValue.json(by_biller),
+                "sample": MetadataValue.json(
+                    {f"{b}@{h:%Y-%m-%dT%H}": w for (b, h), w in sample.items()}
+                ),
+                "unreachable_shards": MetadataValue.json(found.unreachable),
+            },
+        )
+
+    return [coverage, hourly_backlog, reconciliation]

@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
     EngineCache,
@@ -34,6 +35,7 @@ from metrics_pipeline.sql.source import (
     fold_hourly_rows,
     hourly_facts_query,
     hourly_percentiles_query,
+    ids_query,
     max_id_query,
     processing_query,
     recent_cells_query,
@@ -192,24 +194,53 @@ class ShardsResource(ConfigurableResource):
             chunk_start = chunk_end
 
     def changed_cells(
-        self, shard: str, billers: list[int], after_id: int | None, since: datetime
-    ) -> tuple[dict[tuple[int, datetime], int], int | None]:
-        """({(biller, hour): rows} with an Id beyond ``after_id``, the highest Id seen).
+        self,
+        shard: str,
+        billers: list[int],
+        cursor: ShardCursor | None,
+        since: datetime,
+        overlap_ids: int,
+    ) -> tuple[dict[tuple[int, datetime], int], ShardCursor | None]:
+        """({(biller, hour): rows} with an Id beyond the cursor or among its pending Ids, and
+        the cursor after them).
 
-        Without a cursor (a shard seen for the first time) only rows created since ``since``
-        are looked at, and the cursor starts at the shard's highest Id."""
+        Ids below the new position that do not exist yet (a transaction that took an Id and has
+        not committed) stay pending and are asked for again, as long as they are among the last
+        ``overlap_ids`` Ids. Without a cursor (a shard seen for the first time) only rows created
+        since ``since`` are looked at, and the cursor starts at the shard's highest Id."""
         names = self.names.to_names()
         engine = self._engine(shard)
         with self._unreachable_as_typed(shard), engine.connect() as conn:
-            if after_id is None:
-                top = conn.execute(max_id_query(names)).scalar()
+            if cursor is None:
                 rows = conn.execute(recent_cells_query(names, billers, since)).all()
+                top = conn.execute(max_id_query(names)).scalar()
+                pending: set[int] = set()
+                start = None
             else:
-                top = None
-                rows = conn.execute(changed_cells_query(names, after_id)).all()
+                rows = conn.execute(
+                    changed_cells_query(names, cursor.position, cursor.pending)
+                ).all()
+                top = max([cursor.position, *(int(r.max_id) for r in rows)])
+                found = set()
+                if cursor.pending:
+                    found = {
+                        int(i)
+                        for (i,) in conn.execute(
+                            ids_query(names, min(cursor.pending) - 1, max(cursor.pending))
+                        )
+                    }
+                pending = set(cursor.pending) - found
+                start = cursor.position
+            if top is not None and top != start:
+                # Ids missing among the new ones: committed later, read next time.
+                lo = max(top - overlap_ids, 0) if start is None else max(start, top - overlap_ids)
+                seen = {int(i) for (i,) in conn.execute(ids_query(names, lo, top))}
+                pending |= set(range(lo + 1, top + 1)) - seen
         cells = {(int(r.biller_id), as_naive_utc(r.hour)): int(r.rows) for r in rows}
-        ids = [int(r.max_id) for r in rows] + ([int(top)] if top is not None else [])
-        return cells, max(ids) if ids else after_id
+        if top is None:
+            return cells, cursor
+        floor = int(top) - overlap_ids
+        return cells, ShardCursor(int(top), tuple(sorted(i for i in pending if i > floor)))
 
     def max_id(self, shard: str) -> int | None:
         """The shard's highest DataPumpDetailId (None for an empty shard)."""

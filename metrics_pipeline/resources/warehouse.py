@@ -15,6 +15,7 @@ from sqlalchemy import Engine, Numeric, and_, bindparam, inspect, select, text, 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarning
 
 from metrics_pipeline.coverage import DATAPUMP, LedgerEntry
+from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
     EngineCache,
@@ -271,7 +272,7 @@ class WarehouseResource(ConfigurableResource):
         ledger: Iterable[LedgerEntry] = (),
         run_id: str | None = None,
         now: datetime | None = None,
-        cursor: tuple[str, str, int] | None = None,
+        cursor: tuple[str, str, ShardCursor] | None = None,
     ) -> WriteStats:
         """Upsert the three tables' rows for these (biller, StartTime) keys, and their ledger
         rows, in one transaction.
@@ -341,34 +342,40 @@ class WarehouseResource(ConfigurableResource):
 
     # --- cursors -------------------------------------------------------------------------------
 
-    def read_cursors(self, family: str) -> dict[str, int]:
-        """{source: position} of a family's cursors."""
+    def read_cursors(self, family: str) -> dict[str, ShardCursor]:
+        """{source: cursor} of a family's cursors."""
         self.ensure_schema()
         table = self.tables.cursors
         try:
             with self.engine().connect() as conn:
                 rows = conn.execute(
-                    select(table.c.Source, table.c.Position).where(table.c.Family == family)
+                    select(table.c.Source, table.c.Position, table.c.Pending).where(
+                        table.c.Family == family
+                    )
                 ).all()
         except OperationalError as exc:
             raise self._unreachable(exc) from exc
-        return {r.Source: int(r.Position) for r in rows}
+        return {
+            r.Source: ShardCursor(
+                int(r.Position), tuple(int(i) for i in (r.Pending or "").split(",") if i)
+            )
+            for r in rows
+        }
 
-    def advance_cursor(self, family: str, source: str, position: int) -> None:
+    def advance_cursor(self, family: str, source: str, cursor: ShardCursor) -> None:
         """Set a cursor on its own (a source with nothing to write, or its first look)."""
-        self._write(lambda conn, when: self._set_cursor(conn, family, source, position, when), None)
+        self._write(lambda conn, when: self._set_cursor(conn, family, source, cursor, when), None)
 
-    def _set_cursor(self, conn, family: str, source: str, position: int, when) -> None:
+    def _set_cursor(self, conn, family: str, source: str, cursor: ShardCursor, when) -> None:
         table = self.tables.cursors
         key = and_(table.c.Family == family, table.c.Source == source)
-        done = conn.execute(
-            update(table).where(key).values(Position=position, UpdatedDate=when)
-        ).rowcount
-        if not done:
-            conn.execute(
-                table.insert(),
-                {"Family": family, "Source": source, "Position": position, "UpdatedDate": when},
-            )
+        values = {
+            "Position": cursor.position,
+            "Pending": ",".join(map(str, cursor.pending)) or None,
+            "UpdatedDate": when,
+        }
+        if not conn.execute(update(table).where(key).values(**values)).rowcount:
+            conn.execute(table.insert(), {"Family": family, "Source": source, **values})
 
     def _upsert_ledger(self, conn, family, level, entries, run_id, when) -> None:
         table = self.tables.ledger

@@ -243,21 +243,33 @@ def hourly_percentiles_query(names: ShardNames, billers, start: datetime, end: d
     ).where(or_(*ranks))
 
 
-def changed_cells_query(names: ShardNames, after_id: int) -> Select:
-    """The (biller, hour) cells that received rows with an Id beyond ``after_id``, with their
-    row count and highest Id: one range scan of the clustered key (DataPumpDetailId)."""
+def changed_cells_query(names: ShardNames, after_id: int, pending=()) -> Select:
+    """The (biller, hour) cells that received rows with an Id beyond ``after_id`` (or one of the
+    ``pending`` Ids below it), with their row count and highest Id: a range scan of the
+    clustered key (DataPumpDetailId)."""
     t = detail_table(names)
+    ids = t.c[names.detail_id]
     hour = hour_floor(t.c[names.created])
+    where = ids > after_id
+    if pending:
+        where = or_(where, ids.in_(sorted(pending)))
     return (
         select(
             t.c[names.biller_id].label("biller_id"),
             hour.label("hour"),
             func.count().label("rows"),
-            func.max(t.c[names.detail_id]).label("max_id"),
+            func.max(ids).label("max_id"),
         )
-        .where(t.c[names.detail_id] > after_id)
+        .where(where)
         .group_by(t.c[names.biller_id], hour)
     )
+
+
+def ids_query(names: ShardNames, above: int, up_to: int) -> Select:
+    """The Ids in (above, up_to]: which of the last Ids exist (the others are pending)."""
+    t = detail_table(names)
+    ids = t.c[names.detail_id]
+    return select(ids.label("id")).where(and_(ids > above, ids <= up_to))
 
 
 def recent_cells_query(names: ShardNames, billers, since: datetime) -> Select:

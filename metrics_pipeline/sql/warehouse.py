@@ -253,6 +253,9 @@ def build_warehouse(schema: str | None = None) -> Warehouse:
         Column("Family", String(32), primary_key=True),
         Column("Source", String(200), primary_key=True),
         Column("Position", BigInteger, nullable=False),
+        # Ids at or below Position that did not exist when it was read (transactions not yet
+        # committed): read again until they appear or fall out of the overlap.
+        Column("Pending", Text),
         Column("UpdatedDate", DateTime, nullable=False),
     )
     return Warehouse(md, timestamp_type, metric_type, aggregates, job_log, ledger, cursors)
