@@ -33,6 +33,11 @@ ERRORS = {
     403: {"model": ErrorBody, "description": "The token may not read this biller"},
     503: {"model": ErrorBody, "description": "The warehouse does not answer"},
 }
+#: Routes with parameters add this: it replaces FastAPI's default 422 (a list of errors), which
+#: is not what the validation handler below sends.
+INVALID = {
+    422: {"model": ErrorBody, "description": "A parameter is missing, of the wrong type or size"}
+}
 
 
 def error_response(

@@ -9,12 +9,12 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from metrics_pipeline.api.deps import Caller, State
-from metrics_pipeline.api.errors import ERRORS, ApiError, ErrorBody
+from metrics_pipeline.api.errors import ERRORS, INVALID, ApiError, ErrorBody
 from metrics_pipeline.api.models import MetricSeries
 from metrics_pipeline.api.paging import BadToken, Cursor
 from metrics_pipeline.api.responses import points_json, series_response
 from metrics_pipeline.api.settings import MAX_POINTS
-from metrics_pipeline.api.times import parse_time, utc_iso, utc_now
+from metrics_pipeline.api.times import earliest, parse_time, utc_iso, utc_now
 from metrics_pipeline.semantics import DAILY, HOURLY, METRIC_TYPES, TIMESTAMP_TYPES, WEEKLY
 
 METRICS_BY_ID = {m.id: m for m in METRIC_TYPES}
@@ -38,14 +38,33 @@ def known(by_id, value: int, parameter: str, what: str, all_types):
 @router.get(
     "/api/metrics/{billerId}",
     response_model=MetricSeries,
-    responses={**ERRORS, 404: {"model": ErrorBody, "description": "No data for the biller"}},
+    responses={
+        **ERRORS,
+        **INVALID,
+        404: {"model": ErrorBody, "description": "No data for the biller"},
+    },
 )
 async def metrics(
     who: Caller,
     state: State,
     billerId: Annotated[int, PathParam(ge=1, le=MAX_INT32, description="BillerId")],
-    metricTypeId: Annotated[int, Query(description="A MetricTypeId (1-8)")],
-    timeStampTypeId: Annotated[int, Query(description="1 Hourly, 2 Daily, 3 Weekly")],
+    # The ids are checked in the route (an unknown one is a 400 listing the known ones); the
+    # spec lists them as the enum they are.
+    metricTypeId: Annotated[
+        int,
+        Query(
+            description="A MetricTypeId: " + ", ".join(f"{m.id} {m.name}" for m in METRIC_TYPES),
+            json_schema_extra={"enum": sorted(METRICS_BY_ID)},
+        ),
+    ],
+    timeStampTypeId: Annotated[
+        int,
+        Query(
+            description="A TimeStampTypeId: "
+            + ", ".join(f"{t.id} {t.name}" for t in TIMESTAMP_TYPES),
+            json_schema_extra={"enum": sorted(LEVELS_BY_ID)},
+        ),
+    ],
     from_: Annotated[
         str | None,
         Query(
@@ -74,7 +93,9 @@ async def metrics(
         LEVELS_BY_ID, timeStampTypeId, "timeStampTypeId", "timestamp type", TIMESTAMP_TYPES
     )
     end = parse_time(to, "to") if to is not None else utc_now()
-    start = parse_time(from_, "from") if from_ is not None else end - DEFAULT_SPAN[level.id]
+    start = (
+        parse_time(from_, "from") if from_ is not None else earliest(end, DEFAULT_SPAN[level.id])
+    )
     after = None
     if continuationToken is not None:
         try:
