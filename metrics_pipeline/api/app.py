@@ -6,10 +6,15 @@ Endpoints (all JSON but ``/``):
 - ``GET /api/metrics/{billerId}``: one MetricType of one biller at one level over a time range.
 - ``GET /api/metric-types``, ``GET /api/timestamp-types``: reference data (Redis-cached).
 - ``GET /api/billers``: the billers with data that the caller may read.
-- ``GET /``: the auto-refreshing dashboard; ``/openapi.json``: the OpenAPI spec.
+- ``GET /api/v2/exports/{objectName}``: a published table page by page (continuation tokens);
+  ``GET|DELETE /api/v2/exports-status[/{task_id}]``: the export tasks by queue, cancelling.
+- ``GET /``, ``GET /exports``: the auto-refreshing dashboard and the exports page;
+  ``/openapi.json``: the OpenAPI spec.
 """
 
 import gc
+import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,9 +25,11 @@ from metrics_pipeline.api.auth import load_tokens
 from metrics_pipeline.api.cache import MetadataCache
 from metrics_pipeline.api.deps import AppState
 from metrics_pipeline.api.errors import install_error_handlers
+from metrics_pipeline.api.exports.service import ExportService
+from metrics_pipeline.api.exports.store import MemoryStore, RedisStore
 from metrics_pipeline.api.middleware import SecurityHeaders
 from metrics_pipeline.api.reader import WarehouseReader
-from metrics_pipeline.api.routers import dashboard, health, metrics, reference
+from metrics_pipeline.api.routers import dashboard, exports, health, metrics, reference
 from metrics_pipeline.api.series_cache import SeriesCache
 from metrics_pipeline.api.settings import ApiSettings
 from metrics_pipeline.api.vendor import ChartLibrary
@@ -31,7 +38,7 @@ from metrics_pipeline.resources.engines import safe_url
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def build_state(settings: ApiSettings) -> AppState:
+def build_state(settings: ApiSettings, clock: Callable[[], float] = time.time) -> AppState:
     """The state the routes share. Validates the tokens file and URLs; opens no connection."""
     tokens = load_tokens(settings.tokens_file) if settings.tokens_file else None
     cache = MetadataCache(
@@ -42,19 +49,28 @@ def build_state(settings: ApiSettings) -> AppState:
         timeout_s=settings.redis_timeout_s,
         retry_after_s=settings.redis_retry_after_s,
     )
+    reader = WarehouseReader(settings.warehouse_url, settings.db_schema)
+    secret = settings.export_secret.encode() if settings.export_secret else None
+    store = (
+        RedisStore(settings.redis_url, settings.cache_prefix, secret=secret)
+        if settings.redis_url
+        else MemoryStore(secret=secret)
+    )
     return AppState(
         settings=settings,
-        reader=WarehouseReader(settings.warehouse_url, settings.db_schema),
+        reader=reader,
         cache=cache,
         series_cache=SeriesCache(settings.series_cache_s),
         tokens=tokens,
         chart_library=ChartLibrary.from_package(),
+        exports=ExportService(reader.engine, reader.tables, store, settings.exports, clock),
     )
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
-    """The API and dashboard over ``settings.warehouse_url``. Opens no connection until asked."""
-    state = build_state(settings)
+def create_app(settings: ApiSettings, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The API and dashboard over ``settings.warehouse_url``. Opens no connection until asked.
+    ``clock`` (epoch seconds) times the export tasks' lifecycle."""
+    state = build_state(settings, clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -63,6 +79,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
+        state.exports.close()
+        state.exports.store.close()
         state.reader.dispose()
         state.cache.close()
 
@@ -85,6 +103,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(reference.router)
+    app.include_router(exports.router)
     app.include_router(dashboard.router)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

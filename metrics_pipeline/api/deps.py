@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from metrics_pipeline.api.auth import LOOPBACK_PRINCIPAL, Principal, token_digest
 from metrics_pipeline.api.cache import MetadataCache
 from metrics_pipeline.api.errors import ApiError
+from metrics_pipeline.api.exports.service import ExportService
 from metrics_pipeline.api.reader import WarehouseReader
 from metrics_pipeline.api.series_cache import SeriesCache
 from metrics_pipeline.api.settings import ApiSettings, is_loopback
@@ -28,6 +29,7 @@ class AppState:
     series_cache: SeriesCache
     tokens: dict[str, Principal] | None
     chart_library: ChartLibrary
+    exports: ExportService
 
 
 def state_of(request: Request) -> AppState:

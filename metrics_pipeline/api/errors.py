@@ -9,21 +9,34 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from metrics_pipeline.api.exports.store import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
     """A 4xx/5xx answer with a message (and the parameter it is about, when there is one)."""
 
-    def __init__(self, status: int, message: str, parameter: str | None = None, headers=None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        parameter: str | None = None,
+        headers=None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.parameter = status, message, parameter
-        self.headers = headers
+        self.headers, self.code = headers, code
 
 
 class ErrorBody(BaseModel):
     detail: str = Field(description="What went wrong, naming the parameter when one is at fault")
     parameter: str | None = Field(default=None, description="The parameter at fault, if any")
+
+
+class LimitBody(ErrorBody):
+    code: str = Field(description="Which limit: EXPORT_TASKS_LIMIT or EXPORT_CACHE_FULL")
 
 
 #: The error answers most routes can give, for their OpenAPI ``responses``.
@@ -41,17 +54,20 @@ INVALID = {
 
 
 def error_response(
-    status: int, message: str, parameter: str | None = None, headers=None
+    status: int, message: str, parameter: str | None = None, headers=None, code=None
 ) -> JSONResponse:
+    body = {"detail": message, "parameter": parameter}
+    if code is not None:
+        body["code"] = code
     return JSONResponse(
-        {"detail": message, "parameter": parameter},
+        body,
         status_code=status,
         headers={"Cache-Control": "no-store", **(headers or {})},
     )
 
 
 async def _api_error(request: Request, exc: ApiError):
-    return error_response(exc.status, exc.message, exc.parameter, exc.headers)
+    return error_response(exc.status, exc.message, exc.parameter, exc.headers, exc.code)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError):
@@ -68,8 +84,14 @@ async def _warehouse_error(request: Request, exc: SQLAlchemyError):
     return error_response(503, "the warehouse is unavailable; try again later")
 
 
+async def _store_error(request: Request, exc: StoreUnavailable):
+    log.error("export store error on %s: %s", request.url.path, exc)
+    return error_response(503, f"{exc}; try again later", headers={"Retry-After": "5"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error the routes raise answers with the ErrorBody shape."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SQLAlchemyError, _warehouse_error)
+    app.add_exception_handler(StoreUnavailable, _store_error)

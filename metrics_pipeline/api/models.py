@@ -54,3 +54,57 @@ class HealthOut(BaseModel):
     status: str
     warehouse: str
     cache: str
+
+
+class ExportPage(BaseModel):
+    """One page of an export (format=json); format=csv sends the same rows as text/csv."""
+
+    objectName: str
+    taskId: str = Field(description="The export task (see /api/v2/exports-status/{task_id})")
+    page: int = Field(description="1 for the first page")
+    rowCount: int
+    continuationToken: str | None = Field(
+        description="Send it back (query parameter or continuation-token header) for the next "
+        "page; null on the last page"
+    )
+    rows: list[dict] = Field(description="The rows, one object per row, columns by name")
+
+
+class ActivityTracker(BaseModel):
+    elapsed_time: str = Field(description="Time since the task's last event or request")
+    initiated_time: str = Field(description="When the first page was asked (UTC)")
+    last_activity: str = Field(description="The last event or request (UTC)")
+
+
+class QueryConfig(BaseModel):
+    filter_params: dict = Field(description="fromDate, toDate, billers, pageSize, format")
+    object_name: str
+
+
+class ExportEvent(BaseModel):
+    event: str
+    at: str
+
+
+class ExportTask(BaseModel):
+    task_id: str
+    queue: str = Field(description="active, completed, draining or stale")
+    accumulate: int = Field(description="Rows served so far")
+    metric: int | None = Field(description="Rows on the latest page served")
+    activity_tracker: ActivityTracker
+    query_config: QueryConfig
+    status: str | None = Field(description="The latest event")
+    message: str | None
+    pages_served: int
+    pages_fetched: int
+    cached_bytes: int
+    events: list[ExportEvent] | None = Field(
+        default=None, description="Every event in order (single-task answers only)"
+    )
+
+
+class ExportQueues(BaseModel):
+    active: list[ExportTask]
+    completed: list[ExportTask]
+    draining: list[ExportTask]
+    stale: list[ExportTask]
