@@ -1,4 +1,5 @@
-"""The dashboard page (``GET /``) and its chart library; not in the OpenAPI spec."""
+"""The dashboard pages (``GET /``, ``GET /exports``) and the chart library; not in the OpenAPI
+spec."""
 
 from functools import cache
 from pathlib import Path
@@ -8,6 +9,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from metrics_pipeline.api.deps import State
+from metrics_pipeline.api.exports.lifecycle import QUEUES
 from metrics_pipeline.api.settings import MAX_POINTS
 from metrics_pipeline.api.vendor import ChartLibrary
 
@@ -48,6 +50,12 @@ def page(request: Request, state: State, template: str, context: dict | None = N
 @router.get("/", response_class=HTMLResponse)
 def dashboard(request: Request, state: State):
     return page(request, state, "dashboard.html")
+
+
+@router.get("/exports", response_class=HTMLResponse)
+def exports_page(request: Request, state: State):
+    """The export tasks in their four queues, refreshed in place, with cancel buttons."""
+    return page(request, state, "exports.html", {"queues": QUEUES})
 
 
 @router.get(ChartLibrary.ROUTE)
