@@ -13,6 +13,7 @@ Endpoints (all JSON but ``/``):
 """
 
 import gc
+import hashlib
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -51,8 +52,10 @@ def build_state(settings: ApiSettings, clock: Callable[[], float] = time.time) -
     )
     reader = WarehouseReader(settings.warehouse_url, settings.db_schema)
     secret = settings.export_secret.encode() if settings.export_secret else None
+    # Tasks of different warehouses sharing one Redis must not meet (as in MetadataCache).
+    namespace = hashlib.sha256(safe_url(settings.warehouse_url).encode()).hexdigest()[:12]
     store = (
-        RedisStore(settings.redis_url, settings.cache_prefix, secret=secret)
+        RedisStore(settings.redis_url, f"{settings.cache_prefix}{namespace}:", secret=secret)
         if settings.redis_url
         else MemoryStore(secret=secret)
     )
