@@ -82,6 +82,13 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
     access_log = access_log_of(environ)
     app = create_app(settings)  # validates tokens file, Redis URL and warehouse URL up front
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if workers > 1 and not settings.redis_url:
+        logging.getLogger(__name__).warning(
+            "METRICS_API_WORKERS=%s without REDIS_URL: each worker keeps its own export tasks, "
+            "so a continuation token may reach a worker that does not know it (410); set "
+            "REDIS_URL to share them",
+            workers,
+        )
     if workers == 1:
         config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
         server = uvicorn.Server(config)

@@ -285,3 +285,26 @@ def test_status_fields_follow_the_seed(sqlite_warehouse):
         "object_name": OBJECT,
     }
     assert json.dumps(task)  # plain JSON
+
+
+def test_fetch_ahead_stops_at_the_bytes_per_task(sqlite_warehouse):
+    settings = ExportSettings(pages_ahead=100, bytes_per_task=3000)
+    with open_client(sqlite_warehouse.url, exports=settings) as c:
+        first = c.get(EXPORT, params={**WINDOW, "pageSize": 10})  # ~1.1 KB per page
+        url = f"/api/v2/exports-status/{first.headers['export-task-id']}"
+        status = wait_for(
+            lambda: (s := c.get(url).json())["status"] == "MAX-REQUESTED-PAGE-REACHED" and s,
+            "fetch-ahead to stop at the byte bound",
+        )
+        assert status["cached_bytes"] >= 3000
+        assert status["pages_fetched"] < 10  # far fewer than the 100 pages it may go ahead
+        # Reading on frees the old pages and lets it fetch further.
+        token = first.json()["continuationToken"]
+        for _ in range(3):
+            token = c.get(EXPORT, params={**WINDOW, "pageSize": 10, "continuationToken": token})
+            token = token.json()["continuationToken"]
+        later = wait_for(
+            lambda: (s := c.get(url).json())["pages_fetched"] > status["pages_fetched"] and s,
+            "fetch-ahead to resume",
+        )
+        assert later["pages_served"] == 4

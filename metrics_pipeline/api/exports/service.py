@@ -267,6 +267,10 @@ class ExportService:
             )
         return parsed
 
+    def next_page(self, who: Principal, query: ExportQuery, token: str) -> Page:
+        """The page a continuation token names (see parse_token and page)."""
+        return self.page(who, query, self.parse_token(who, query, token))
+
     def _live_record(self, task_id: str) -> dict[str, Any]:
         record = self.store.get(task_id)
         if record is None:

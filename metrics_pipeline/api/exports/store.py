@@ -215,7 +215,6 @@ class RedisStore:
         self._where = safe_url(url)
         self._prefix = f"{prefix}export:"
         self._configured_secret = secret
-        self._secret: bytes | None = None
         self._scripts = {
             name: self._client.register_script(text)
             for name, text in (
@@ -251,8 +250,7 @@ class RedisStore:
         def run():
             pipe = self._client.pipeline()
             pipe.hset(self._task(task_id), mapping={k: json.dumps(v) for k, v in record.items()})
-            for key in self._keys(task_id)[:1]:
-                pipe.pexpire(key, _ms(ttl_s))
+            pipe.pexpire(self._task(task_id), _ms(ttl_s))
             pipe.sadd(self._ids, task_id)
             pipe.execute()
 
@@ -353,14 +351,20 @@ class RedisStore:
         self._call(self._scripts["release"], keys=[f"{self._task(task_id)}:lock"], args=[owner])
 
     def secret(self):
-        """The configured secret, else one shared by every process on this Redis."""
+        """The configured secret, else one shared by every process on this Redis. Read each
+        time (one round trip): after a Redis restart every process moves to the same new one."""
         if self._configured_secret is not None:
             return self._configured_secret
-        if self._secret is None:
-            key = f"{self._prefix}secret"
-            self._call(self._client.set, key, secrets.token_hex(32), nx=True)
-            self._secret = bytes.fromhex(self._call(self._client.get, key).decode())
-        return self._secret
+        key = f"{self._prefix}secret"
+
+        def run() -> bytes:
+            value = self._client.get(key)
+            if value is None:
+                self._client.set(key, secrets.token_hex(32), nx=True)
+                value = self._client.get(key)
+            return bytes.fromhex(value.decode())
+
+        return self._call(run)
 
     def close(self):
         self._client.close()

@@ -148,8 +148,7 @@ async def export(
     if token is None:
         page = await run_in_threadpool(exports.start, who, query)
     else:
-        parsed = exports.parse_token(who, query, token)
-        page = await run_in_threadpool(exports.page, who, query, parsed)
+        page = await run_in_threadpool(exports.next_page, who, query, token)
     return page_response(page, format)
 
 
