@@ -5,6 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from metrics_pipeline.api.exports.lifecycle import Timings
 from metrics_pipeline.api.exports.service import ExportSettings
 from metrics_pipeline.resources import resource_urls
 from metrics_pipeline.resources.engines import ConfigurationError
@@ -90,4 +91,21 @@ def _export_settings(environ: Mapping[str, str]) -> ExportSettings:
         max_cache_bytes=_int(environ, "METRICS_API_EXPORT_CACHE_MB", d.max_cache_bytes // 2**20, 1)
         * 2**20,
         workers=_int(environ, "METRICS_API_EXPORT_WORKERS", d.workers, 1),
+        timings=Timings(
+            completed_s=_int(
+                environ, "METRICS_API_EXPORT_COMPLETED_SECONDS", int(d.timings.completed_s), 1
+            ),
+            draining_s=_int(
+                environ, "METRICS_API_EXPORT_DRAINING_SECONDS", int(d.timings.draining_s), 1
+            ),
+            stale_after_s=_int(
+                environ, "METRICS_API_EXPORT_STALE_AFTER_SECONDS", int(d.timings.stale_after_s), 1
+            ),
+            stale_resume_s=_int(
+                environ,
+                "METRICS_API_EXPORT_STALE_RESUME_SECONDS",
+                int(d.timings.stale_resume_s),
+                1,
+            ),
+        ),
     )

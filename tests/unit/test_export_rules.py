@@ -104,3 +104,25 @@ def test_the_keyset_condition_is_strictly_after_the_key():
     assert '"TimeStampTypeId" > ' in sql
     assert '"StartTime" > ' in sql
     assert '"DataPumpErrorAggregationId" <= ' in sql
+
+
+def test_export_settings_come_from_the_environment():
+    from metrics_pipeline.api.settings import ApiSettings
+    from metrics_pipeline.resources.engines import ConfigurationError
+
+    env = {
+        "METRICS_WAREHOUSE_URL": "sqlite:///x.db",
+        "METRICS_API_EXPORT_PAGES_AHEAD": "2",
+        "METRICS_API_EXPORT_TASK_CACHE_MB": "8",
+        "METRICS_API_EXPORT_MAX_TASKS": "10",
+        "METRICS_API_EXPORT_STALE_AFTER_SECONDS": "60",
+        "METRICS_API_EXPORT_SECRET": "s3cret",
+    }
+    settings = ApiSettings.from_environ(env)
+    assert settings.exports.pages_ahead == 2
+    assert settings.exports.bytes_per_task == 8 * 2**20
+    assert settings.exports.max_tasks == 10
+    assert settings.exports.timings == Timings(stale_after_s=60)
+    assert settings.export_secret == "s3cret" and "s3cret" not in repr(settings)
+    with pytest.raises(ConfigurationError, match="METRICS_API_EXPORT_MAX_TASKS"):
+        ApiSettings.from_environ({**env, "METRICS_API_EXPORT_MAX_TASKS": "0"})
