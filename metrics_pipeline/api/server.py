@@ -27,6 +27,16 @@ API_VARIABLES = (
     "METRICS_API_CACHE_TTL_SECONDS",
     "METRICS_DASHBOARD_REFRESH_SECONDS",
     "METRICS_API_SERIES_CACHE_SECONDS",
+    "METRICS_API_EXPORT_SECRET",
+    "METRICS_API_EXPORT_PAGES_AHEAD",
+    "METRICS_API_EXPORT_TASK_CACHE_MB",
+    "METRICS_API_EXPORT_MAX_TASKS",
+    "METRICS_API_EXPORT_CACHE_MB",
+    "METRICS_API_EXPORT_WORKERS",
+    "METRICS_API_EXPORT_COMPLETED_SECONDS",
+    "METRICS_API_EXPORT_DRAINING_SECONDS",
+    "METRICS_API_EXPORT_STALE_AFTER_SECONDS",
+    "METRICS_API_EXPORT_STALE_RESUME_SECONDS",
 )
 
 
@@ -76,6 +86,13 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
     access_log = access_log_of(environ)
     app = create_app(settings)  # validates tokens file, Redis URL and warehouse URL up front
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if workers > 1 and not settings.redis_url:
+        logging.getLogger(__name__).warning(
+            "METRICS_API_WORKERS=%s without REDIS_URL: each worker keeps its own export tasks, "
+            "so a continuation token may reach a worker that does not know it (410); set "
+            "REDIS_URL to share them",
+            workers,
+        )
     if workers == 1:
         config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
         server = uvicorn.Server(config)

@@ -10,6 +10,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlglot import exp
 
 from metrics_pipeline.api import ApiSettings, create_app
+from metrics_pipeline.api.exports.objects import PUBLISHED
 
 from .helpers import LOOPBACK_CLIENT
 
@@ -45,6 +46,14 @@ def captured(sqlite_warehouse) -> list[ClauseElement]:
         )
         for path in ("/api/billers", "/api/metric-types", "/api/timestamp-types", "/api/health"):
             assert c.get(path).status_code == 200
+        # Exports of every published object: snapshot, first page, a keyset page, billers.
+        for name in PUBLISHED:
+            for extra in ({}, {"billers": "11,12"}):
+                query = {"fromDate": "2025-03-01", "toDate": "2025-03-03", "pageSize": 7, **extra}
+                first = c.get(f"/api/v2/exports/{name}", params=query)
+                assert first.status_code == 200, first.text
+                query["continuationToken"] = first.json()["continuationToken"]
+                assert c.get(f"/api/v2/exports/{name}", params=query).status_code == 200
     event.remove(engine, "before_execute", capture)
     return statements
 
@@ -68,6 +77,7 @@ def test_the_capture_covers_every_endpoint(captured):
     assert any("DISTINCT" in t for t in texts)  # billers
     assert any(t.strip() == "SELECT 1" for t in texts)  # health
     assert sum("ORDER BY" in t for t in texts) >= 24  # 8 metrics x 3 levels
+    assert sum("max(" in t.lower() for t in texts) >= 2 * len(PUBLISHED)  # export snapshots
 
 
 def test_every_statement_parses_as_tsql_with_top_and_no_limit_or_tuple_in(captured):
