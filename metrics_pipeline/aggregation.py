@@ -16,6 +16,7 @@ from metrics_pipeline.coverage import (
     BUSY,
     DATAPUMP,
     FAILED,
+    MISCONFIGURED,
     STALE,
     UNREACHABLE,
     WRITTEN,
@@ -23,7 +24,7 @@ from metrics_pipeline.coverage import (
 )
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.databases import Biller, CatalogResource, ShardsResource
-from metrics_pipeline.resources.engines import ShardUnreachable
+from metrics_pipeline.resources.engines import ShardMisconfigured, ShardUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource, WriteStats
 from metrics_pipeline.semantics import HOURLY, Level, Partial, rollup, round2
 
@@ -45,6 +46,8 @@ class Outcome:
     unreachable: dict[int, str] = field(default_factory=dict)
     #: BillerId -> shard name, for billers whose Processing flag stayed set through the retries.
     busy: dict[int, str] = field(default_factory=dict)
+    #: BillerId -> shard name, for billers whose shard lacks a configured table or column.
+    misconfigured: dict[int, str] = field(default_factory=dict)
     shards_read: set[str] = field(default_factory=set)
     #: BillerId -> rows of its shard whose CreatedDate is NULL or not a timestamp (in no hour).
     undated: dict[int, int] = field(default_factory=dict)
@@ -70,7 +73,9 @@ class Outcome:
             kinds.append("shard busy")
         if self.unreachable:
             kinds.append("shard unreachable")
-        if set(self.failed) - set(self.busy) - set(self.unreachable):
+        if self.misconfigured:
+            kinds.append("shard misconfigured")
+        if set(self.failed) - set(self.busy) - set(self.unreachable) - set(self.misconfigured):
             kinds.append("error")
         tags = {"metrics/failure": ", ".join(kinds)}
         if self.busy:
@@ -228,6 +233,11 @@ def aggregate_hourly(
                     for b in billers:
                         outcome.failed[b] = f"shard {shard} unreachable: {exc.reason}"
                         outcome.unreachable[b] = shard
+                except ShardMisconfigured as exc:
+                    log(f"shard {shard} misconfigured (not retried): {exc.reason}")
+                    for b in billers:
+                        outcome.failed[b] = f"shard {shard} misconfigured: {exc.reason}"
+                        outcome.misconfigured[b] = shard
         pending = still_busy
         if not pending:
             break
@@ -242,13 +252,14 @@ def aggregate_hourly(
 def _failure_entries(requested: Mapping[int, list[datetime]], outcome: Outcome):
     """Ledger rows for the billers that were not written, with their reason."""
     for biller, why in outcome.failed.items():
-        state = (
-            BUSY
-            if biller in outcome.busy
-            else UNREACHABLE
-            if biller in outcome.unreachable
-            else FAILED
-        )
+        if biller in outcome.busy:
+            state = BUSY
+        elif biller in outcome.unreachable:
+            state = UNREACHABLE
+        elif biller in outcome.misconfigured:
+            state = MISCONFIGURED
+        else:
+            state = FAILED
         for hour in requested.get(biller, ()):
             yield LedgerEntry(str(biller), hour, state, why)
 
@@ -346,8 +357,8 @@ def detect_changes(
             shard = futures[future]
             try:
                 cells, cursor = future.result()
-            except ShardUnreachable as exc:
-                log(f"shard {shard} unreachable, its cursor stays: {exc.reason}")
+            except (ShardUnreachable, ShardMisconfigured) as exc:
+                log(f"{exc.what} not asked for changes, its cursor stays: {exc.reason}")
                 changes.unreachable[shard] = exc.reason
                 continue
             for (biller, hour), rows in cells.items():
@@ -370,7 +381,7 @@ def first_cursors(
     for shard in sorted({b.shard for b in catalog.enabled_billers()} - set(have)):
         try:
             top = shards.max_id(shard)
-        except ShardUnreachable:
+        except (ShardUnreachable, ShardMisconfigured):
             continue  # its billers fail as unreachable in the read itself
         if top is not None:
             out[shard] = ShardCursor(top)
@@ -443,7 +454,7 @@ def reconcile(
         for future in as_completed(futures):
             try:
                 future.result()
-            except ShardUnreachable as exc:
+            except (ShardUnreachable, ShardMisconfigured) as exc:
                 result.unreachable[futures[future]] = exc.reason
     warehouse.record_ledger(
         DATAPUMP,

@@ -25,6 +25,10 @@ class UsageError(ValueError):
     """Bad command-line input."""
 
 
+class EnvironmentFailure(RuntimeError):
+    """A run failed as a whole because a database or a setting failed (exit code 2)."""
+
+
 # --- input parsing ------------------------------------------------------------------------------
 
 
@@ -35,7 +39,10 @@ def parse_time(text: str, what: str) -> datetime:
     except ValueError:
         raise UsageError(f"{what}: not an ISO 8601 date or time: {text!r}") from None
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise UsageError(f"{what}: out of the range of dates: {text!r}") from None
     return value
 
 
@@ -121,6 +128,9 @@ def plan_window(
     last_hour = hour_start(now)
     if start > last_hour:
         raise UsageError(f"--start {start.isoformat()} is in the future")
+    if chunk_days < 1:
+        raise UsageError(f"--chunk-days must be at least 1, got {chunk_days}")
+    end = min(end, last_hour + HOURLY.length)  # nothing past the running hour exists yet
     first = max(WEEKLY.floor(start), earliest)
     stop = min(
         WEEKLY.floor(end - timedelta(microseconds=1)) + WEEKLY.length, last_hour + HOURLY.length
@@ -169,7 +179,13 @@ def lean_dagster_events():
                 os.environ[k] = v
 
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+# The command reports failures itself, in one line each; Dagster's console logger would print
+# every step failure with its stack trace.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+class InstanceError(ConfigurationError):
+    """The Dagster instance in DAGSTER_HOME cannot be created or opened."""
 
 
 def open_instance(environ):
@@ -177,10 +193,24 @@ def open_instance(environ):
     from dagster import DagsterInstance
 
     from metrics_pipeline.dagster_internal import throwaway_instance
+    from metrics_pipeline.runs import fail_dead_runs
 
-    if environ.get("DAGSTER_HOME"):
-        return DagsterInstance.from_config(ensure_dagster_home(environ["DAGSTER_HOME"]))
-    return throwaway_instance()
+    home = environ.get("DAGSTER_HOME")
+    if not home:
+        return throwaway_instance()
+    try:
+        instance = DagsterInstance.from_config(ensure_dagster_home(home))
+        # Reaches the run storage now (not in the middle of a run), and marks failed the runs a
+        # killed metrics-pipeline process left STARTED.
+        fail_dead_runs(instance)
+        return instance
+    except Exception as exc:  # OSError, YAML, config or storage errors: all one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InstanceError(
+            f"Dagster instance in DAGSTER_HOME={home} cannot be opened: {first} (check that it "
+            "is a folder you can write and that its dagster.yaml is valid and its storage "
+            "reachable)"
+        ) from exc
 
 
 def execute(defs, instance, level: Level, tags: dict):
@@ -191,10 +221,22 @@ def execute(defs, instance, level: Level, tags: dict):
     )
 
 
+#: Failures of a whole run that are the environment's, not some billers': exit code 2.
+ENVIRONMENT_ERRORS = ("DatabaseUnreachable", "ConfigurationError")
+
+
 def _step_error(result) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip().splitlines()[0]
+            data = event.step_failure_data
+            message = data.error.message.strip().splitlines()[0]
+            message = message.removeprefix("dagster._core.definitions.events.Failure: ")
+            meta = data.user_failure_data.metadata if data.user_failure_data else {}
+            kind = meta["error"].value if "error" in meta else None
+            if kind in ENVIRONMENT_ERRORS:
+                # The warehouse or a setting failed the whole run: nothing to name per biller.
+                raise EnvironmentFailure(message)
+            return message
     return "run failed"
 
 
@@ -224,6 +266,7 @@ def materialize_window(
     plan = plan_window(start, end, utc_now(), first_window(HOURLY, partitions_start), chunk_days)
 
     resources = build_resources(environ, resolve=True)
+    resources["shards"].check_template()
     known = {b.biller_id for b in resources["catalog"].enabled_billers()}
     if biller_ids is not None:
         unknown = sorted(set(biller_ids) - known)
@@ -299,6 +342,7 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
         raise UsageError(str(exc)) from None
     every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
     resources = build_resources(environ, resolve=True)
+    resources["shards"].check_template()
     billers = sorted(b.biller_id for b in resources["catalog"].enabled_billers())
     if not billers:
         raise UsageError("the catalog has no DataPump-enabled billers")
@@ -367,6 +411,11 @@ def ensure_dagster_home(path: str) -> str:
         config.write_text(
             "# Created by metrics-pipeline: Dagster's default local storage in this folder.\n"
             "telemetry:\n  enabled: false\n"
+            "# While a dagster-daemon runs (make dev), runs whose process died (kill -9, a lost\n"
+            "# pod) are marked failed instead of staying STARTED; the retry machinery then treats\n"
+            "# them like any failed run.\n"
+            "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n"
+            "  poll_interval_seconds: 30\n  max_resume_run_attempts: 0\n"
         )
     return str(home)
 
@@ -407,12 +456,32 @@ def _fmt(value) -> str:
 # --- entry point --------------------------------------------------------------------------------
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (and exit code 2) like every other error here."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"metrics-pipeline: error: {message} (see {self.prog} --help)\n")
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="metrics-pipeline",
         description="DataPump service-level metrics: demo data and headless materialization.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks (also METRICS_DEBUG=1)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     demo = sub.add_parser("demo-data", help="create the embedded demo catalog and shards")
     demo.add_argument("--days", type=int, default=14, help="days of traffic (default 14)")
@@ -443,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api = sub.add_parser("api", help="serve the metrics API and the dashboard")
     api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--port", type=port_number, default=8000)
     return parser
 
 
@@ -454,7 +523,13 @@ def materialize_bounds(args) -> tuple[datetime, datetime]:
         if args.last_days < 1:
             raise UsageError("--last-days must be at least 1")
         end = utc_now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        return end - timedelta(days=args.last_days), end
+        try:
+            return end - timedelta(days=args.last_days), end
+        except OverflowError:
+            raise UsageError(
+                f"--last-days {args.last_days} reaches before the first partition "
+                "(METRICS_PARTITIONS_START)"
+            ) from None
     if not args.start or not args.end:
         raise UsageError("give --start and --end (or --last-days)")
     return parse_time(args.start, "--start"), parse_time(args.end, "--end")
@@ -472,6 +547,8 @@ def run_demo_data(args, environ) -> int:
             )
     if args.days < 1:
         raise UsageError("--days must be at least 1")
+    if not 0 <= args.scale <= 1000:
+        raise UsageError(f"--scale must be between 0 and 1000, got {args.scale:g}")
     end = parse_time(args.end, "--end") if args.end else hour_start(utc_now()) + timedelta(hours=1)
     written = create_demo_data(
         urls["catalog"], urls["shards"], end, args.days, args.seed, args.scale
@@ -501,30 +578,48 @@ def _quiet_dagster_warnings() -> None:
 
 
 def main(argv: Sequence[str] | None = None, environ=None) -> int:
+    """Every expected failure is one line on stderr and exit code 2 (bad input or settings, an
+    unreachable database or instance) or 1 (some billers failed, named); tracebacks only with
+    --debug or METRICS_DEBUG=1."""
     environ = os.environ if environ is None else environ
     _quiet_dagster_warnings()
     args = build_parser().parse_args(argv)
+    debug = args.debug or (environ.get("METRICS_DEBUG") or "").strip() in ("1", "true", "yes")
     try:
-        if args.command == "demo-data":
-            return run_demo_data(args, environ)
-        if args.command == "materialize":
-            start, end = materialize_bounds(args)
-            return materialize_window(
-                start,
-                end,
-                parse_billers(args.billers),
-                chunk_days=args.chunk_days,
-                environ=environ,
-            )
-        if args.command == "refresh":
-            return refresh_cycle(environ=environ)
-        if args.command == "api":
-            from metrics_pipeline.api.server import serve
-
-            return serve(args.host, args.port, environ)
-    except (UsageError, ConfigurationError, DatabaseUnreachable) as exc:
+        return _run(args, environ)
+    except (UsageError, ConfigurationError, DatabaseUnreachable, EnvironmentFailure) as exc:
+        if debug:
+            raise
         sys.stderr.write(f"metrics-pipeline: error: {exc}\n")
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("metrics-pipeline: interrupted\n")
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        sys.stderr.write(
+            f"metrics-pipeline: error: unexpected {type(exc).__name__}: {first} "
+            "(run again with --debug for the traceback)\n"
+        )
+        return EXIT_FAILED
+
+
+def _run(args, environ) -> int:
+    if args.command == "demo-data":
+        return run_demo_data(args, environ)
+    if args.command == "materialize":
+        start, end = materialize_bounds(args)
+        return materialize_window(
+            start, end, parse_billers(args.billers), chunk_days=args.chunk_days, environ=environ
+        )
+    if args.command == "refresh":
+        return refresh_cycle(environ=environ)
+    if args.command == "api":
+        from metrics_pipeline.api.server import serve
+
+        return serve(args.host, args.port, environ)
     return EXIT_USAGE
 
 

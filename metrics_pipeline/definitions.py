@@ -9,6 +9,7 @@ from metrics_pipeline.assets.checks import build_checks
 from metrics_pipeline.jobs import build_jobs
 from metrics_pipeline.partitions import parse_partitions_start
 from metrics_pipeline.resources import build_resources
+from metrics_pipeline.runs import build_dead_runs_sensor
 from metrics_pipeline.schedules import build_reconciliation_schedule, build_refresh_schedule
 from metrics_pipeline.sensors.backlog import build_backlog_sensor
 from metrics_pipeline.sensors.refresh_chain import build_refresh_chain_sensor
@@ -37,6 +38,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
             build_refresh_chain_sensor(start, jobs, **every_s),
             build_shard_retry_sensor(start, jobs, **every_s),
             build_backlog_sensor(start, **every_s),
+            build_dead_runs_sensor(**every_s),
         ],
         resources=build_resources(environ, resolve=resolve),
     )

@@ -6,6 +6,7 @@ then answers loopback clients only); on any other host it refuses to start.
 
 import logging
 import os
+import socket
 from collections.abc import Mapping
 
 import uvicorn
@@ -73,6 +74,24 @@ def check_exposure(host: str, settings: ApiSettings) -> None:
         )
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Fail in one line when the address cannot be listened on (in use, not ours)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (is another server using it? "
+                "choose another --port)"
+            ) from None
+
+
 def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int:
     """Serve the API and dashboard until interrupted. 0 after a clean stop, 1 if it cannot start.
 
@@ -84,6 +103,7 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
     check_exposure(host, settings)
     workers = workers_of(environ)
     access_log = access_log_of(environ)
+    check_port_free(host, port)
     app = create_app(settings)  # validates tokens file, Redis URL and warehouse URL up front
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if workers > 1 and not settings.redis_url:

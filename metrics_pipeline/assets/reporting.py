@@ -20,7 +20,13 @@ from dagster import (
 )
 
 from metrics_pipeline.aggregation import Outcome
-from metrics_pipeline.coverage import DATAPUMP, Coverage, judge, severity_is_error
+from metrics_pipeline.coverage import (
+    DATAPUMP,
+    MISCONFIGURED,
+    Coverage,
+    judge,
+    severity_is_error,
+)
 from metrics_pipeline.partitions import partition_key
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
@@ -63,8 +69,10 @@ def coverage_evaluation(
         check_name=COVERAGE_CHECK,
         partition=key,
         passed=coverage.complete,
+        # A misconfigured shard is not retried: it needs a person, so it is an ERROR at once.
         severity=AssetCheckSeverity.ERROR
         if severity_is_error(len(coverage.gaps), settings.alert_threshold)
+        or MISCONFIGURED in coverage.by_state()
         else AssetCheckSeverity.WARN,
         description=coverage.describe(),
         metadata={

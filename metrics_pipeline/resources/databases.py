@@ -20,8 +20,11 @@ from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
     EngineCache,
+    ShardMisconfigured,
     ShardUnreachable,
+    check_driver,
     describe_db_error,
+    is_missing_object,
     safe_url,
 )
 from metrics_pipeline.semantics import Partial, Rules
@@ -150,6 +153,10 @@ class ShardsResource(ConfigurableResource):
     def shard_url(self, shard: str) -> str:
         return self.url_template.replace("{shard}", shard)
 
+    def check_template(self) -> None:
+        """The template is a URL with a known driver (a bad one fails before any run)."""
+        check_driver(self.shard_url("shard"), "METRICS_SHARD_URL_TEMPLATE")
+
     def _engine(self, shard: str) -> Engine:
         url = self.shard_url(shard)
         try:
@@ -161,10 +168,15 @@ class ShardsResource(ConfigurableResource):
 
     @contextmanager
     def _unreachable_as_typed(self, shard: str):
-        """Connection failures (refused, bad login, timeout, dropped) as ShardUnreachable."""
+        """Connection failures (refused, bad login, timeout, dropped) as ShardUnreachable; a
+        missing table or column as ShardMisconfigured (not worth retrying)."""
         try:
             yield
         except (OperationalError, DBAPIError) as exc:
+            if is_missing_object(exc):
+                raise ShardMisconfigured(
+                    f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)
+                ) from exc
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
                 raise ShardUnreachable(
                     f"shard {shard}", safe_url(self.shard_url(shard)), describe_db_error(exc)

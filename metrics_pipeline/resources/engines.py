@@ -24,12 +24,54 @@ class ConfigurationError(ValueError):
     """A setting is malformed (bad URL, unknown driver)."""
 
 
+class ShardMisconfigured(RuntimeError):
+    """A shard answers but lacks a table or column the configured names expect: retrying will
+    not help until the configuration (or the shard) changes."""
+
+    def __init__(self, what: str, url: str, reason: str):
+        self.what, self.url, self.reason = what, url, reason
+        super().__init__(f"{what} misconfigured at {url}: {reason}")
+
+
+#: Driver messages that mean "the object named in the configuration does not exist".
+_MISSING_OBJECT = (
+    "no such table",
+    "no such column",
+    "does not exist",
+    "invalid object name",
+    "invalid column name",
+    "undefinedtable",
+    "undefinedcolumn",
+)
+
+
+def is_missing_object(exc: BaseException) -> bool:
+    """A driver error saying a table or column is missing (SQLite, PostgreSQL, SQL Server)."""
+    return any(m in describe_db_error(exc).lower() for m in _MISSING_OBJECT)
+
+
 def safe_url(url: str) -> str:
     """The URL with its password hidden, for messages and metadata."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<malformed URL>"
+
+
+def check_driver(url: str, what: str) -> None:
+    """A URL whose database driver is installed and known, checked before any run starts."""
+    parsed = normalize_url(url, what)
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigurationError(
+            f"{what}: unknown database driver {parsed.drivername!r} in {safe_url(url)} "
+            "(use sqlite, postgresql or mssql+pyodbc)"
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"{what}: driver not installed for {safe_url(url)}: {exc}"
+        ) from None
 
 
 def normalize_url(url: str, what: str):
@@ -65,7 +107,12 @@ def create_db_engine(
             file = Path(path)
             if must_exist and not file.exists():
                 raise DatabaseUnreachable(what, safe_url(url), f"SQLite file {file} does not exist")
-            file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnreachable(
+                    what, safe_url(url), f"cannot create the folder {file.parent}: {exc.strerror}"
+                ) from exc
         kwargs["connect_args"] = {"timeout": 60}
     elif backend == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": connect_timeout_s}
