@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from dagster import AssetKey
 
 from metrics_pipeline.assets.common import asset_key
-from metrics_pipeline.coverage import DATAPUMP, MISCONFIGURED, Coverage, judge
+from metrics_pipeline.coverage import DATAPUMP, MISCONFIGURED, WRITTEN
 from metrics_pipeline.partitions import partition_key
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY, LEVELS, hour_start
@@ -44,12 +44,12 @@ class BacklogSettings:
 class Backlog:
     start: datetime
     end: datetime
-    #: Incomplete hours of the window, each with its coverage verdict.
-    gaps: dict[datetime, Coverage]
+    #: Incomplete hours of the window: hour -> enabled billers not written in it.
+    gaps: dict[datetime, int]
 
     @property
     def biller_hours(self) -> int:
-        return sum(len(c.gaps) for c in self.gaps.values())
+        return sum(self.gaps.values())
 
     def describe(self) -> str:
         return (
@@ -65,19 +65,21 @@ def find_backlog(
     settings: BacklogSettings,
     first: datetime,
 ) -> Backlog:
-    """One ledger read over the window; partition counts do not grow with the billers."""
+    """Hours where fewer enabled billers are covered than there are: one grouped count in the
+    warehouse per 1,000 billers, so a tick costs the same at 5 billers or 5,000.
+
+    A misconfigured shard's billers count as covered here: a backfill would not mend them (their
+    coverage check is an ERROR for a person to fix the names)."""
     start, end = settings.window(now, first)
-    gaps: dict[datetime, Coverage] = {}
+    gaps: dict[datetime, int] = {}
     if billers and start < end:
-        ledger = warehouse.read_ledger(DATAPUMP, HOURLY, start, end)
-        expected = [str(b) for b in billers]
+        covered = warehouse.covered_counts(
+            DATAPUMP, HOURLY, start, end, (WRITTEN, MISCONFIGURED), [str(b) for b in billers]
+        )
         for hour in HOURLY.starts(start, end):
-            coverage = judge(hour, expected, ledger.get(hour, {}))
-            # A misconfigured shard is not retried by a backfill: its check is an ERROR for a
-            # person to fix the names; then rebuild those hours (README, "Rebuilding by hand").
-            coverage.gaps = {e: g for e, g in coverage.gaps.items() if g[0] != MISCONFIGURED}
-            if not coverage.complete:
-                gaps[hour] = coverage
+            missing = len(billers) - covered.get(hour, 0)
+            if missing > 0:
+                gaps[hour] = missing
     return Backlog(start, end, gaps)
 
 

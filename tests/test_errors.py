@@ -254,6 +254,9 @@ def test_a_run_whose_process_was_killed_is_marked_failed(env, tmp_path):
     engine.dispose()
     deadline = time.monotonic() + 240
     started = []
+    while time.monotonic() < deadline and not (home / "history" / "runs.db").exists():
+        time.sleep(0.5)
+    time.sleep(3)  # let the command finish creating the instance's storage
     while time.monotonic() < deadline and not started:
         time.sleep(0.5)
         if (home / "dagster.yaml").exists():

@@ -40,6 +40,7 @@ from metrics_pipeline.sql.warehouse import (
     add_column_ddl,
     aggregate_rows_query,
     build_warehouse,
+    ledger_counts_query,
     ledger_query,
 )
 
@@ -508,6 +509,37 @@ class WarehouseResource(ConfigurableResource):
                     out[when][r.EntityId] = LedgerEntry(
                         r.EntityId, when, r.State, r.Reason, r.SourceRows, r.RunId
                     )
+        except OperationalError as exc:
+            raise self._unreachable(exc) from exc
+        return dict(out)
+
+    def covered_counts(
+        self,
+        family: str,
+        level: Level,
+        start: datetime,
+        end: datetime,
+        states: tuple[str, ...],
+        entities: Iterable[str],
+    ) -> dict[datetime, int]:
+        """{window start: entities (of ``entities``) whose ledger row is in ``states``}."""
+        self.ensure_schema()
+        entities = sorted(set(entities))
+        out: dict[datetime, int] = defaultdict(int)
+        try:
+            with self.engine().connect() as conn:
+                for i in range(0, len(entities), 1000):  # SQL Server allows ~2100 parameters
+                    query = ledger_counts_query(
+                        self.tables.ledger,
+                        family,
+                        level,
+                        start,
+                        end,
+                        states,
+                        entities[i : i + 1000],
+                    )
+                    for r in conn.execute(query):
+                        out[as_naive_utc(r.StartTime)] += int(r.n)
         except OperationalError as exc:
             raise self._unreachable(exc) from exc
         return dict(out)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    func,
     select,
 )
 
@@ -313,3 +314,30 @@ def ledger_query(
         ledger.c.SourceRows,
         ledger.c.RunId,
     ).where(and_(*where))
+
+
+def ledger_counts_query(
+    ledger: Table,
+    family: str,
+    level: Level,
+    start: datetime,
+    end: datetime,
+    states: tuple[str, ...],
+    entities: list[str],
+) -> Select:
+    """Rows per window in some states, for some entities: how many billers each hour covers,
+    counted in the warehouse (one row per hour crosses, not one per biller)."""
+    return (
+        select(ledger.c.StartTime, func.count().label("n"))
+        .where(
+            and_(
+                ledger.c.Family == family,
+                ledger.c.TimeStampTypeId == level.id,
+                ledger.c.StartTime >= start,
+                ledger.c.StartTime < end,
+                ledger.c.State.in_(list(states)),
+                ledger.c.EntityId.in_(entities),
+            )
+        )
+        .group_by(ledger.c.StartTime)
+    )

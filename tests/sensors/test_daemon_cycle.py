@@ -259,3 +259,49 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
     logged = sql(wh, 'SELECT "RunId", "BillersSkippedBusy" FROM "DataPumpMetricAggregationJobLog"')
     assert {r.run_id for r in runs} <= {r[0] for r in logged}
     assert dict(logged)[failed.run_id] == 1
+
+    # A late row for an hour that closed long ago (outside the backlog's window): the next
+    # scheduled refresh finds it beyond the shard's cursor and recomputes that hour and its day.
+    late_hour = hour - timedelta(hours=5)
+    [(before,)] = sql(
+        wh,
+        'SELECT "RequestCount" FROM "DataPumpErrorAggregation" '
+        'WHERE "BillerId" = 101 AND "TimeStampTypeId" = 1 AND "StartTime" = :h',
+        h=late_hour,
+    )
+    sql(
+        cycle["shard"],
+        'INSERT INTO "DataPumpDetail" ("BillerId", "CreatedDate", "StatusCode", "ResponseTime") '
+        "VALUES (101, :c, '500', 12.5)",
+        c=late_hour + timedelta(minutes=7),
+    )
+
+    def late_row_counted():
+        [(count,)] = sql(
+            wh,
+            'SELECT "RequestCount" FROM "DataPumpErrorAggregation" '
+            'WHERE "BillerId" = 101 AND "TimeStampTypeId" = 1 AND "StartTime" = :h',
+            h=late_hour,
+        )
+        return count == before + 1
+
+    wait_for("the late row to be counted by a scheduled refresh", late_row_counted, 240, cycle)
+    day = late_hour.replace(hour=0)
+
+    def day_rolled_up():
+        [(hours_sum,)] = sql(
+            wh,
+            'SELECT SUM("RequestCount") FROM "DataPumpErrorAggregation" WHERE "BillerId" = 101 '
+            'AND "TimeStampTypeId" = 1 AND "StartTime" >= :d AND "StartTime" < :e',
+            d=day,
+            e=day + timedelta(days=1),
+        )
+        [(daily,)] = sql(
+            wh,
+            'SELECT "RequestCount" FROM "DataPumpErrorAggregation" '
+            'WHERE "BillerId" = 101 AND "TimeStampTypeId" = 2 AND "StartTime" = :d',
+            d=day,
+        )
+        return daily == hours_sum
+
+    wait_for("the late row's day to be rolled up", day_rolled_up, 120, cycle)

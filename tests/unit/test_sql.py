@@ -10,10 +10,18 @@ from sqlalchemy.dialects import mssql, postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.elements import TextClause
 
-from metrics_pipeline.aggregation import aggregate_hourly, roll_up
+from metrics_pipeline.aggregation import (
+    aggregate_hourly,
+    detect_changes,
+    first_cursors,
+    reconcile,
+    roll_up,
+)
+from metrics_pipeline.backlog import BacklogSettings, find_backlog
+from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
-from metrics_pipeline.semantics import DAILY, WEEKLY, Rules, partial_from_rows
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Rules, partial_from_rows
 from metrics_pipeline.sql.dialect import parse_bucket_counts
 from metrics_pipeline.sql.source import (
     ShardNames,
@@ -73,6 +81,17 @@ def captured(tmp_path):
         aggregate_hourly({7: hours}, catalog, shards, warehouse)
         roll_up({7: [WINDOW_START, WINDOW_START + timedelta(days=1)]}, DAILY, warehouse)
         roll_up({7: [datetime(2025, 2, 23)]}, WEEKLY, warehouse)
+        # Change detection (first look, then by cursor), cursors, reconciliation, the ledger.
+        cursors = first_cursors(catalog, shards, warehouse)
+        aggregate_hourly({7: hours[:2]}, catalog, shards, warehouse, cursors=cursors)
+        detect_changes(catalog, shards, warehouse, hours[-1], timedelta(minutes=15), 10)
+        changes = detect_changes(catalog, shards, warehouse, hours[-1], timedelta(minutes=15), 10)
+        for shard, cursor in changes.cursors.items():
+            warehouse.advance_cursor("datapump", shard, cursor)
+        shards.changed_cells("alpha", [7, 8], ShardCursor(5, (2, 3)), hours[0], 10)
+        reconcile(catalog, shards, warehouse, hours[0], hours[4])
+        find_backlog(warehouse, [7, 8, 9], hours[-1], BacklogSettings(), hours[0])
+        warehouse.read_ledger("datapump", HOURLY, states=("busy",), updated_after=hours[0])
     finally:
         event.remove(Engine, "before_execute", record)
     return statements
