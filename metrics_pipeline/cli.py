@@ -214,10 +214,13 @@ def open_instance(environ):
 
 
 def execute(defs, instance, level: Level, tags: dict):
-    """One run of a level's job, in this process, quiet, never raising for a failed step."""
+    """One run of a level's job, in this process, quiet, never raising for a failed step. The
+    run carries this process's host and PID, so a later process can tell if it died."""
+    from metrics_pipeline.runs import process_tags
+
     job = defs.resolve_job_def(level.job_name)
     return job.execute_in_process(
-        instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
+        instance=instance, tags={**tags, **process_tags()}, run_config=QUIET, raise_on_error=False
     )
 
 

@@ -1,0 +1,46 @@
+"""Pure rules of the coverage verdict and the refresh planning."""
+
+from datetime import datetime, timedelta
+
+from metrics_pipeline.aggregation import hour_segments
+from metrics_pipeline.coverage import WRITTEN, LedgerEntry, judge
+from metrics_pipeline.refresh import decode_hours, encode_hours, refresh_hours
+
+H = datetime(2025, 3, 1, 10)
+
+
+def test_coverage_needs_a_written_row_for_every_expected_biller():
+    ledger = {
+        "7": LedgerEntry("7", H, WRITTEN),
+        "8": LedgerEntry("8", H, "busy", "shard busy: Processing flag still set in shard alpha"),
+    }
+    verdict = judge(H, ["7", "8", "9"], ledger)
+    assert not verdict.complete and verdict.written == 1 and verdict.expected == 3
+    assert verdict.by_state() == {"busy": ["8"], "missing": ["9"]}
+    assert "2 of 3 billers not written" in verdict.describe()
+    assert judge(H, ["7"], ledger).complete
+
+
+def test_touched_hours_round_trip_as_compact_ranges():
+    hours = [H, H + timedelta(hours=1), H + timedelta(hours=2), H + timedelta(days=9)]
+    text = encode_hours(reversed(hours))
+    assert text == "2025-03-01T10/2025-03-01T12,2025-03-10T10"
+    assert decode_hours(text) == hours
+    assert decode_hours("") == [] and encode_hours([]) == ""
+
+
+def test_a_shard_is_read_in_spans_of_requested_hours_only():
+    old = H - timedelta(days=21)
+    wanted = {7: {old, H}, 8: {H, H + timedelta(hours=3)}}
+    spans = hour_segments(wanted)
+    # Three weeks apart: two reads; hours a few apart are one read.
+    assert spans == [
+        (old, old + timedelta(hours=1), [7]),
+        (H, H + timedelta(hours=4), [7, 8]),
+    ]
+    assert hour_segments({7: {H, H + timedelta(hours=10)}}, gap=6)[1][0] == H + timedelta(hours=10)
+
+
+def test_refresh_hours_keep_the_closed_hour_for_one_interval():
+    assert refresh_hours(H + timedelta(minutes=10), 30) == [H - timedelta(hours=1), H]
+    assert refresh_hours(H + timedelta(minutes=45), 30) == [H]
