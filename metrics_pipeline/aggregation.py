@@ -22,6 +22,7 @@ from metrics_pipeline.coverage import (
     WRITTEN,
     LedgerEntry,
 )
+from metrics_pipeline.refresh import ChangeSettings
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.databases import Biller, CatalogResource, ShardsResource
 from metrics_pipeline.resources.engines import ShardMisconfigured, ShardUnreachable
@@ -145,7 +146,8 @@ def aggregate_hourly(
     flag stays set. A shard that cannot be reached fails only its billers; the others are written.
     Every requested biller-hour gets a ledger row: ``written`` in the same transaction as its
     aggregate rows, or why it was not. ``cursors`` ({shard: position}) are advanced with the
-    last rows written from each shard (not at all for a shard that could not be read).
+    rows written from each shard, in the same transaction (not at all for a shard that could not
+    be read).
     """
     cursors = dict(cursors or {})
     outcome = Outcome()
@@ -174,7 +176,10 @@ def aggregate_hourly(
 
     def read_shard(shard: str, billers: list[int]) -> None:
         wanted = {b: set(requested[b]) for b in billers}
-        pending = None
+        cursor = (DATAPUMP, shard, cursors[shard]) if shard in cursors else None
+        # With a cursor to advance (a refresh: few cells), the shard's cells and its cursor go in
+        # one transaction, so a crash leaves both or neither; without one, a batch per chunk.
+        together: dict = {}
         # Only the requested hours are read: a late row three weeks old costs one hour's read.
         for lo, hi, segment_billers in hour_segments(wanted):
             for chunk_start, chunk_end, partials in shards.read_hourly(
@@ -186,14 +191,14 @@ def aggregate_hourly(
                     for h in wanted[b]
                     if chunk_start <= h < chunk_end
                 }
-                if batch:
-                    if pending:
-                        write(pending)
-                    pending = batch
-        # The shard's cursor moves in the same transaction as the last rows computed from it.
-        cursor = (DATAPUMP, shard, cursors[shard]) if shard in cursors else None
-        if pending:
-            write(pending, cursor)
+                if not batch:
+                    continue
+                if cursor is None:
+                    write(batch)
+                else:
+                    together.update(batch)
+        if together:
+            write(together, cursor)
         elif cursor:
             warehouse.advance_cursor(*cursor)
 
@@ -377,14 +382,15 @@ def first_cursors(
     a run that reads every biller's history (``materialize``) leaves the refresh a cursor and
     rows that arrive during the run are found by the next refresh."""
     have = warehouse.read_cursors(DATAPUMP)
-    out: dict[str, int] = {}
+    overlap = ChangeSettings.from_env().overlap_ids
+    out: dict[str, ShardCursor] = {}
     for shard in sorted({b.shard for b in catalog.enabled_billers()} - set(have)):
         try:
-            top = shards.max_id(shard)
+            cursor = shards.first_cursor(shard, overlap)
         except (ShardUnreachable, ShardMisconfigured):
             continue  # its billers fail as unreachable in the read itself
-        if top is not None:
-            out[shard] = ShardCursor(top)
+        if cursor is not None:
+            out[shard] = cursor
     return out
 
 

@@ -137,7 +137,9 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
         now = datetime.now(UTC).replace(tzinfo=None)
         end = HOURLY.floor(now)
         begin = max(first_window(HOURLY, start), end - timedelta(days=settings.days))
-        found = reconcile(catalog, shards, warehouse, begin, end, run_id=context.run_id)
+        found = reconcile(
+            catalog, shards, warehouse, begin, end, run_id=context.op_execution_context.run_id
+        )
         by_biller: dict[str, int] = {}
         for biller, _ in found.differing:
             by_biller[str(biller)] = by_biller.get(str(biller), 0) + 1

@@ -254,12 +254,18 @@ class ShardsResource(ConfigurableResource):
         floor = int(top) - overlap_ids
         return cells, ShardCursor(int(top), tuple(sorted(i for i in pending if i > floor)))
 
-    def max_id(self, shard: str) -> int | None:
-        """The shard's highest DataPumpDetailId (None for an empty shard)."""
+    def first_cursor(self, shard: str, overlap_ids: int) -> ShardCursor | None:
+        """A shard's cursor before its first read: its highest Id, with the Ids missing among
+        the last ``overlap_ids`` as pending (None for an empty shard)."""
+        names = self.names.to_names()
         engine = self._engine(shard)
         with self._unreachable_as_typed(shard), engine.connect() as conn:
-            top = conn.execute(max_id_query(self.names.to_names())).scalar()
-        return None if top is None else int(top)
+            top = conn.execute(max_id_query(names)).scalar()
+            if top is None:
+                return None
+            top, lo = int(top), max(int(top) - overlap_ids, 0)
+            seen = {int(i) for (i,) in conn.execute(ids_query(names, lo, top))}
+        return ShardCursor(top, tuple(sorted(set(range(lo + 1, top + 1)) - seen)))
 
     def cell_counts(
         self, shard: str, billers: list[int], start: datetime, end: datetime
