@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from metrics_pipeline.collected.commands import COMMANDS as COLLECTED_COMMANDS
+from metrics_pipeline.collected.commands import add_collected_commands, run_collected_command
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 from metrics_pipeline.semantics import day_start, week_start
 
@@ -348,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the metrics API and the dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    add_collected_commands(sub)
     return parser
 
 
@@ -409,6 +412,8 @@ def main(argv: Sequence[str] | None = None, environ=None) -> int:
             from metrics_pipeline.api.server import serve
 
             return serve(args.host, args.port, environ)
+        if args.command in COLLECTED_COMMANDS:
+            return run_collected_command(args, environ)
     except (UsageError, ConfigurationError, DatabaseUnreachable) as exc:
         sys.stderr.write(f"metrics-pipeline: error: {exc}\n")
         return EXIT_USAGE
