@@ -8,6 +8,7 @@ from metrics_pipeline.assets.checks import hourly_backlog
 from metrics_pipeline.assets.hourly import hourly_aggregates
 from metrics_pipeline.assets.rollups import daily_aggregates, weekly_aggregates
 from metrics_pipeline.assets.sources import source_specs
+from metrics_pipeline.collected.assets import build_collected_definitions
 from metrics_pipeline.jobs import daily_job, hourly_job, weekly_job
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.schedules import build_refresh_schedule
@@ -32,12 +33,14 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     # One override for every sensor's interval (tests, or a deployment that wants them faster).
     interval = environ.get("METRICS_SENSOR_INTERVAL_S")
     sensors = [b(int(interval)) if interval else b() for b in SENSOR_BUILDERS]
+    collected = build_collected_definitions(environ)
     return Definitions(
-        assets=[*source_specs, hourly_aggregates, daily_aggregates, weekly_aggregates],
-        jobs=[hourly_job, daily_job, weekly_job],
+        assets=[*source_specs, hourly_aggregates, daily_aggregates, weekly_aggregates]
+        + collected["assets"],
+        jobs=[hourly_job, daily_job, weekly_job] + collected["jobs"],
         schedules=[build_refresh_schedule(every)],
         asset_checks=[hourly_backlog],
-        sensors=sensors,
+        sensors=sensors + collected["sensors"],
         resources=build_resources(environ, resolve=resolve),
     )
 

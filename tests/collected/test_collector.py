@@ -131,7 +131,10 @@ def test_api_keys(bus_settings, tmp_path):
         other = {"app": "billing", "metrics": {"k": 1}}
         r = c.post("/collect", json=other, headers=web)
         assert r.status_code == 403 and "billing" in r.json()["detail"]
-        assert c.post("/collect", json=other, headers={"Authorization": "Bearer all-key"}).status_code == 202
+        assert (
+            c.post("/collect", json=other, headers={"Authorization": "Bearer all-key"}).status_code
+            == 202
+        )
     # Without keys, only loopback clients are served.
     with running(bus_settings, ("10.1.2.3", 4000)) as c:
         assert c.post("/collect", json=point).status_code == 401
