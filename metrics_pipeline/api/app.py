@@ -22,7 +22,7 @@ from metrics_pipeline.api.deps import AppState
 from metrics_pipeline.api.errors import install_error_handlers
 from metrics_pipeline.api.middleware import SecurityHeaders
 from metrics_pipeline.api.reader import WarehouseReader
-from metrics_pipeline.api.routers import dashboard, health, metrics, reference
+from metrics_pipeline.api.routers import collected, dashboard, health, metrics, reference
 from metrics_pipeline.api.series_cache import SeriesCache
 from metrics_pipeline.api.settings import ApiSettings
 from metrics_pipeline.api.vendor import ChartLibrary
@@ -88,4 +88,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(dashboard.router)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    # Last: its catch-all /<key>/<stat>/<date>/<hour> must not shadow the routes above.
+    app.include_router(collected.router)
     return app
