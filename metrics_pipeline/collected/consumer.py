@@ -93,8 +93,10 @@ async def consume(
             try:
                 msgs = await sub.fetch(settings.fetch_batch, timeout=1.0)
             except NatsTimeout:
-                await _update_lag(sub, metrics)
-                if once:
+                info = await _update_lag(sub, metrics)
+                # --once drains everything: also what a killed member left unacknowledged
+                # (redelivered once its ack wait runs out).
+                if once and info is not None and not info.num_pending and not info.num_ack_pending:
                     break
                 continue
             except NatsError as exc:
@@ -141,13 +143,15 @@ async def _write(msgs, store: CollectedStore, metrics: ConsumerMetrics, result) 
     result.duplicates += len(rows) - inserted
 
 
-async def _update_lag(sub, metrics: ConsumerMetrics) -> None:
+async def _update_lag(sub, metrics: ConsumerMetrics):
+    """The durable consumer's info (None when the bus does not answer), into the metrics."""
     try:
         info = await sub.consumer_info()
     except (TimeoutError, NatsError):
-        return
+        return None
     metrics.lag.set(info.num_pending or 0)
     metrics.ack_pending.set(info.num_ack_pending or 0)
+    return info
 
 
 def run_consumer(

@@ -18,6 +18,8 @@ from metrics_pipeline.collected.consumer import consume
 
 from .conftest import sqlite_store
 
+pytestmark = pytest.mark.nats
+
 LOOPBACK = ("127.0.0.1", 50000)
 
 
