@@ -92,7 +92,8 @@ async def consume(
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(settings.fetch_batch, timeout=1.0)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):
+                # nats-py raises either, depending on where the wait ran out.
                 info = await _update_lag(sub, metrics)
                 # --once drains everything: also what a killed member left unacknowledged
                 # (redelivered once its ack wait runs out).
@@ -104,7 +105,10 @@ async def consume(
                 await asyncio.sleep(0.5)
                 continue
             await _write(msgs, store, metrics, result)
-        await nc.flush(timeout=5)
+        try:
+            await nc.flush(timeout=5)  # the last acknowledgements leave before we close
+        except (NatsError, TimeoutError):
+            log.warning("consumer: bus gone at exit; unacknowledged messages are redelivered")
     finally:
         await nc.close()
     return result

@@ -45,27 +45,39 @@ class CollectedStore:
 
     def insert_points(self, rows: Sequence[dict], attempts: int = 3) -> int:
         """Insert the rows whose (MessageId, MetricKey) is not stored yet, in one transaction;
-        the number inserted. A concurrent writer of the same rows makes the unique constraint
-        fail the transaction, which is then retried (and finds them stored)."""
+        the number inserted.
+
+        First optimistically as one plain INSERT (the common case: nothing stored yet); when
+        the unique key refuses it (a redelivery, a client retry, a concurrent writer), again
+        after looking up which rows are already there."""
+        unique = list({(r["MessageId"], r["MetricKey"]): r for r in rows}.values())
+        if not unique:
+            return 0
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sql.insert_rows(self.t), unique)
+            return len(unique)
+        except IntegrityError:
+            pass
         for attempt in range(attempts):
             try:
-                return self._insert_new(rows)
+                return self._insert_missing(unique)
             except IntegrityError:
                 if attempt == attempts - 1:
                     raise
         return 0
 
-    def _insert_new(self, rows: Sequence[dict]) -> int:
-        unique = {(r["MessageId"], r["MetricKey"]): r for r in rows}
-        ids = sorted({m for m, _ in unique})
+    def _insert_missing(self, unique: list[dict]) -> int:
+        missing = {(r["MessageId"], r["MetricKey"]): r for r in unique}
+        ids = sorted({m for m, _ in missing})
         with self.engine.begin() as conn:
             for i in range(0, len(ids), LOOKUP_CHUNK):
                 found = conn.execute(sql.existing_rows(self.t, ids[i : i + LOOKUP_CHUNK]))
                 for row in found:
-                    unique.pop((row.MessageId, row.MetricKey), None)
-            if unique:
-                conn.execute(sql.insert_rows(self.t), list(unique.values()))
-        return len(unique)
+                    missing.pop((row.MessageId, row.MetricKey), None)
+            if missing:
+                conn.execute(sql.insert_rows(self.t), list(missing.values()))
+        return len(missing)
 
     # --- hourly statistics ----------------------------------------------------------------------
 

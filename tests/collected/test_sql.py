@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlglot
+from sqlalchemy import select
 from sqlalchemy.dialects import mssql
 from sqlglot import exp
 
@@ -86,7 +87,8 @@ def test_insert_is_idempotent_per_message_and_key(store):
     again = first + rows([("a/3", "cpu", 4.0, H), ("a/3", "cpu", 4.0, H)])
     assert store.insert_points(again) == 1
     with store.engine.connect() as conn:
-        assert conn.execute(sql.max_raw_id(store.t)).scalar_one() == 4
+        stored = conn.execute(select(store.t.raw.c.MessageId, store.t.raw.c.MetricKey)).all()
+    assert sorted(stored) == [("a/1", "cpu"), ("a/1", "mem"), ("a/2", "cpu"), ("a/3", "cpu")]
 
 
 def test_hourly_statistics_are_exact(store):
