@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/collected.json")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
+    # A SIGTERM (timeout, Ctrl-C in CI) still drops the database and the stream.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"mp_bench_collected_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
