@@ -103,21 +103,26 @@ class Collector:
 
     # --- request handling -----------------------------------------------------------------------
 
-    def authorize(self, request: Request, apps: set[str]) -> None:
+    def authenticate(self, request: Request) -> AppKey | None:
+        """The caller's key (None in open mode, loopback clients only), before any parsing."""
         if self.keys is None:
             client = request.client.host if request.client else ""
             if not is_loopback(client):
                 raise Rejected(
                     401, "auth", "no collector keys configured: this server serves loopback only"
                 )
-            return
+            return None
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
             raise Rejected(401, "auth", "missing API key (Authorization: Bearer <key>)")
-        key: AppKey | None = find_key(self.keys, token)
+        key = find_key(self.keys, token)
         if key is None:
             raise Rejected(401, "auth", "unknown API key")
-        denied = sorted(a for a in apps if not key.may_send(a))
+        return key
+
+    @staticmethod
+    def authorize(key: AppKey | None, items: list[Item]) -> None:
+        denied = sorted({i.app for i in items if key is not None and not key.may_send(i.app)})
         if denied:
             raise Rejected(403, "forbidden", f"app: this key may not send for app {denied[0]!r}")
 
@@ -138,8 +143,8 @@ class Collector:
             raise BadPoint("body", "an empty batch")
         return items
 
-    async def store(self, request: Request, items: list[Item]) -> Response:
-        self.authorize(request, {i.app for i in items})
+    async def store(self, key: AppKey | None, items: list[Item]) -> Response:
+        self.authorize(key, items)
         publisher = self.publisher
         retry = {"Retry-After": str(self.settings.retry_after_s)}
         if publisher is None:
@@ -200,6 +205,7 @@ def create_collector_app(settings: CollectedSettings) -> Starlette:
 
     async def collect_get(request: Request) -> Response:
         async def work():
+            key = collector.authenticate(request)
             q = request.query_params
             if "data" not in q:
                 raise BadPoint("data", "missing (a URL-encoded JSON object of key -> number)")
@@ -207,17 +213,16 @@ def create_collector_app(settings: CollectedSettings) -> Starlette:
             if "id" in q:
                 raw["id"] = q["id"]
             items = collector.validate([raw], False, q.get("app"), field="data")
-            return await collector.store(request, items)
+            return await collector.store(key, items)
 
         return await handle(request, work)
 
     async def collect_post(request: Request) -> Response:
         async def work():
+            key = collector.authenticate(request)
             body = _parse_json(await collector.read_body(request), "body")
             batch = isinstance(body, list)
-            return await collector.store(
-                request, collector.validate(body if batch else [body], batch)
-            )
+            return await collector.store(key, collector.validate(body if batch else [body], batch))
 
         return await handle(request, work)
 

@@ -72,6 +72,9 @@ def materialize_collected(
     if last < first:
         raise ValueError(f"empty window: {start.isoformat()} .. {end.isoformat()}")
     job, _ = _job_and_resources(env)
+    earliest = job.partitions_def.get_first_partition_window().start.replace(tzinfo=None)
+    if first < earliest:
+        raise ValueError(f"start {first.isoformat()} is before the first partition {earliest}")
     tags = {
         RANGE_START: first.strftime(HOUR_KEY_FORMAT),
         RANGE_END: last.strftime(HOUR_KEY_FORMAT),

@@ -94,6 +94,8 @@ def test_materialize_rejects_an_empty_window(warehouse_env):
     start = datetime(2025, 3, 1, 5)
     with pytest.raises(ValueError, match="empty window"):
         materialize_collected(start, start, warehouse_env)
+    with pytest.raises(ValueError, match="before the first partition"):
+        materialize_collected(datetime(2024, 1, 1), start, warehouse_env)
 
 
 def test_the_sensor_requests_one_run_over_the_changed_range(tmp_path):

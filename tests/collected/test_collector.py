@@ -126,6 +126,8 @@ def test_api_keys(bus_settings, tmp_path):
     point = {"app": "web", "metrics": {"k": 1}}
     with running(settings, ("10.1.2.3", 4000)) as c:
         assert c.post("/collect", json=point).status_code == 401
+        # Keys are checked before the body is read: no parsing for strangers.
+        assert c.post("/collect", content=b"{not json").status_code == 401
         bad = {"Authorization": "Bearer nope"}
         assert c.post("/collect", json=point, headers=bad).status_code == 401
         web = {"Authorization": "Bearer web-key"}
