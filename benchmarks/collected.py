@@ -74,7 +74,7 @@ def throughput(settings, url: str, store, tmp: Path, duration: int, batch: int) 
     script = tmp / "post.lua"
     script.write_text(POST_SCRIPT % body)
     before = count_rows(store)
-    wait_until_idle(20)
+    busy = wait_until_idle(20)
     started = time.perf_counter()
     try:
         result = wrk(collector.url, 16, duration, script, "/collect")
@@ -99,16 +99,18 @@ def throughput(settings, url: str, store, tmp: Path, duration: int, batch: int) 
         "p99_ms": result["p99"],
         "non_2xx": result["non_2xx"],
         "command": result["command"],
+        "cpu_busy_before_pct": busy,
     }
 
 
 def single_get(settings, url: str, tmp: Path, duration: int) -> dict:
     env = family_env(settings, url)
     collector = CollectorProcess(env, tmp / "collector-get.log").wait_ready()
-    wait_until_idle(20)
+    busy = wait_until_idle(20)
     try:
         data = "%7B%22rt%22%3A12.5%7D"  # {"rt":12.5}
-        return wrk(collector.url, 32, duration, None, f"/collect?app=bench&data={data}")
+        result = wrk(collector.url, 32, duration, None, f"/collect?app=bench&data={data}")
+        return {**result, "cpu_busy_before_pct": busy}
     finally:
         collector.stop()
 
@@ -148,7 +150,7 @@ def hourly_stats(url: str, store: CollectedStore, points: int, tmp: Path) -> dic
     start = datetime(2025, 6, 1)
     end = start + hours * HOUR
     fill_s = fill_raw(store, points, keys, hours, start)
-    wait_until_idle(20)
+    busy = wait_until_idle(20)
     t0 = time.perf_counter()
     store.write_hours([start + i * HOUR for i in range(hours)])
     ours_s = time.perf_counter() - t0
@@ -192,6 +194,7 @@ def hourly_stats(url: str, store: CollectedStore, points: int, tmp: Path) -> dic
         "baseline_s": baseline_s,
         "ratio": ours_s / baseline_s,
         "ratio_dagster": dagster_s / baseline_s,
+        "cpu_busy_before_pct": busy,
     }
 
 
