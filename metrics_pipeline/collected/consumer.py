@@ -89,11 +89,17 @@ async def consume(
             stream=settings.stream,
             config=consumer_config(settings),
         )
+        # One batch is written (in a thread) while the next is fetched and decoded; a batch is
+        # acknowledged once its own transaction has committed.
+        writing: asyncio.Task | None = None
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(settings.fetch_batch, timeout=1.0)
             except (NatsTimeout, TimeoutError):
                 # nats-py raises either, depending on where the wait ran out.
+                if writing is not None:
+                    await writing
+                    writing = None
                 info = await _update_lag(sub, metrics)
                 # --once drains everything: also what a killed member left unacknowledged
                 # (redelivered once its ack wait runs out).
@@ -104,7 +110,12 @@ async def consume(
                 log.warning("consumer: bus error: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
-            await _write(msgs, store, metrics, result)
+            rows, good = await _decode(msgs, metrics)
+            if writing is not None:
+                await writing
+            writing = asyncio.create_task(_write(rows, good, store, metrics, result))
+        if writing is not None:
+            await writing
         try:
             await nc.flush(timeout=5)  # the last acknowledgements leave before we close
         except (NatsError, TimeoutError):
@@ -114,7 +125,9 @@ async def consume(
     return result
 
 
-async def _write(msgs, store: CollectedStore, metrics: ConsumerMetrics, result) -> None:
+async def _decode(msgs, metrics: ConsumerMetrics) -> tuple[list[dict], list]:
+    """The rows of the messages, and the messages they came from (undecodable ones are
+    dropped: they could never be written)."""
     rows, good = [], []
     for msg in msgs:
         try:
@@ -124,6 +137,10 @@ async def _write(msgs, store: CollectedStore, metrics: ConsumerMetrics, result) 
             log.error("consumer: dropping undecodable message %s: %s", msg.metadata.sequence, exc)
             metrics.poison.inc()
             await msg.term()
+    return rows, good
+
+
+async def _write(rows, good, store: CollectedStore, metrics: ConsumerMetrics, result) -> None:
     try:
         inserted = await asyncio.to_thread(store.insert_points, rows)
     except SQLAlchemyError as exc:

@@ -167,3 +167,23 @@ def test_an_unreachable_bus_is_503_at_once(bus_settings):
         assert r.status_code == 503 and r.headers["Retry-After"]
         assert time.monotonic() - started < 2
         assert c.get("/readyz").status_code == 503 and c.get("/healthz").status_code == 200
+
+
+def test_an_undecodable_message_is_dropped_and_the_rest_written(bus_settings, tmp_path):
+    import nats
+
+    from metrics_pipeline.collected.consumer import ConsumerMetrics
+
+    with running(bus_settings) as c:
+        assert c.post("/collect", json={"app": "a", "metrics": {"k": 1}}).status_code == 202
+
+    async def publish_garbage():
+        nc = await nats.connect(bus_settings.bus_url)
+        await nc.jetstream().publish(bus_settings.subject, b"not json")
+        await nc.close()
+
+    asyncio.run(publish_garbage())
+    metrics = ConsumerMetrics()
+    result = asyncio.run(consume(bus_settings, sqlite_store(tmp_path), once=True, metrics=metrics))
+    assert (result.messages, result.inserted) == (1, 1)
+    assert metrics.registry.get_sample_value("consumer_messages_undecodable_total") == 1
