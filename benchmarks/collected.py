@@ -30,6 +30,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 from sqlalchemy import create_engine, func, select, text
 
 from benchmarks.api_load import _cpu_model, parse_wrk, wait_until_idle
@@ -75,6 +76,11 @@ def throughput(settings, url: str, store, tmp: Path, duration: int, batch: int) 
     script.write_text(POST_SCRIPT % body)
     before = count_rows(store)
     busy = wait_until_idle(20)
+    procs = {
+        "collector": psutil.Process(collector.proc.pid),
+        "consumer": psutil.Process(consumer.pid),
+    }
+    startup_cpu = {name: sum(p.cpu_times()[:2]) for name, p in procs.items()}
     started = time.perf_counter()
     try:
         result = wrk(collector.url, 16, duration, script, "/collect")
@@ -85,6 +91,9 @@ def throughput(settings, url: str, store, tmp: Path, duration: int, batch: int) 
             time.sleep(0.2)
         end_to_end_s = time.perf_counter() - started
         stored = count_rows(store) - before
+        # CPU-seconds the two processes spent on the load (not starting up): a figure the other work on the machine does
+        # not change much (PostgreSQL's and NATS's own CPU are not in it).
+        cpu = {name: sum(p.cpu_times()[:2]) - startup_cpu[name] for name, p in procs.items()}
     finally:
         consumer.terminate()
         consumer.wait(30)
@@ -100,6 +109,10 @@ def throughput(settings, url: str, store, tmp: Path, duration: int, batch: int) 
         "non_2xx": result["non_2xx"],
         "command": result["command"],
         "cpu_busy_before_pct": busy,
+        "collector_cpu_s": cpu["collector"],
+        "consumer_cpu_s": cpu["consumer"],
+        "points_per_collector_cpu_s": stored / cpu["collector"],
+        "points_per_consumer_cpu_s": stored / cpu["consumer"],
     }
 
 
