@@ -17,6 +17,7 @@ from pathlib import Path
 
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 from metrics_pipeline.semantics import DAILY, HOURLY, LEVELS, WEEKLY, Level, hour_start, rollup
+from metrics_pipeline.settings import port_number
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -390,6 +391,31 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     return EXIT_OK
 
 
+def _collected(what: str, environ, start=None, end=None) -> int:
+    """The collected-metrics family's materialize or refresh, with the same summary and codes."""
+    from metrics_pipeline.collected.runs import materialize_collected, refresh_collected
+
+    try:
+        with lean_dagster_events():
+            if what == "materialize":
+                run = materialize_collected(start, end, environ=environ)
+            else:
+                run = refresh_collected(environ=environ)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not run.hours:
+        sys.stdout.write("collected: nothing to refresh\n")
+        return EXIT_OK
+    sys.stdout.write(
+        f"collected: {run.hours} hour(s) {run.first:%Y-%m-%d %H:%M} .. {run.last:%Y-%m-%d %H:%M} "
+        f"UTC {'written' if run.success else 'FAILED'}\n"
+    )
+    if not run.success:
+        sys.stderr.write(f"metrics-pipeline: collected: {run.error}\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _not_written(warehouse, billers: list[int], hours) -> dict[int, tuple[str, str, int]]:
     """{BillerId: (state, reason, hours)} of the selected billers with hours not written."""
     from metrics_pipeline.coverage import DATAPUMP, judge
@@ -459,21 +485,14 @@ def _fmt(value) -> str:
 # --- entry point --------------------------------------------------------------------------------
 
 
+FAMILIES = ("datapump", "collected", "all")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with its errors as one line (and exit code 2) like every other error here."""
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"metrics-pipeline: error: {message} (see {self.prog} --help)\n")
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
-    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -509,13 +528,23 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument(
         "--chunk-days", type=int, default=7, help="days of hours per hourly run (default 7)"
     )
-    sub.add_parser(
+    refresh = sub.add_parser(
         "refresh",
         help="run one refresh cycle (what a schedule tick and its chain do), through DAGSTER_HOME",
     )
     api = sub.add_parser("api", help="serve the metrics API and the dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=port_number, default=8000)
+    from metrics_pipeline.collected.commands import add_collected_commands
+
+    add_collected_commands(sub)
+    for command in (mat, refresh):
+        command.add_argument(
+            "--family",
+            choices=FAMILIES,
+            default="datapump",
+            help="which source family (default datapump; all: every family)",
+        )
     return parser
 
 
@@ -610,15 +639,35 @@ def main(argv: Sequence[str] | None = None, environ=None) -> int:
 
 
 def _run(args, environ) -> int:
+    from metrics_pipeline.collected.commands import COMMANDS, run_collected_command
+
     if args.command == "demo-data":
         return run_demo_data(args, environ)
     if args.command == "materialize":
         start, end = materialize_bounds(args)
-        return materialize_window(
-            start, end, parse_billers(args.billers), chunk_days=args.chunk_days, environ=environ
-        )
+        codes = []
+        if args.family in ("datapump", "all"):
+            codes.append(
+                materialize_window(
+                    start,
+                    end,
+                    parse_billers(args.billers),
+                    chunk_days=args.chunk_days,
+                    environ=environ,
+                )
+            )
+        if args.family in ("collected", "all"):
+            codes.append(_collected("materialize", environ, start, end))
+        return max(codes)
     if args.command == "refresh":
-        return refresh_cycle(environ=environ)
+        codes = []
+        if args.family in ("datapump", "all"):
+            codes.append(refresh_cycle(environ=environ))
+        if args.family in ("collected", "all"):
+            codes.append(_collected("refresh", environ))
+        return max(codes)
+    if args.command in COMMANDS:
+        return run_collected_command(args, environ)
     if args.command == "api":
         from metrics_pipeline.api.server import serve
 

@@ -6,6 +6,7 @@ from dagster import Definitions, definitions
 
 from metrics_pipeline.assets import build_datapump_assets
 from metrics_pipeline.assets.checks import build_checks
+from metrics_pipeline.collected.assets import build_collected_definitions
 from metrics_pipeline.jobs import build_jobs
 from metrics_pipeline.partitions import parse_partitions_start
 from metrics_pipeline.resources import build_resources
@@ -26,9 +27,11 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     interval = environ.get("METRICS_SENSOR_INTERVAL_S")
     every_s = {"minimum_interval_seconds": int(interval)} if interval else {}
     jobs = build_jobs()
+    # The other source families, each with its own assets, import task and checks.
+    collected = build_collected_definitions(environ)
     return Definitions(
-        assets=build_datapump_assets(start),
-        jobs=jobs,
+        assets=[*build_datapump_assets(start), *collected["assets"]],
+        jobs=[*jobs, *collected["jobs"]],
         schedules=[
             build_refresh_schedule(start, every),
             build_reconciliation_schedule(environ.get("METRICS_RECONCILE_CRON") or "15 2 * * *"),
@@ -39,6 +42,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
             build_shard_retry_sensor(start, jobs, **every_s),
             build_backlog_sensor(start, **every_s),
             build_dead_runs_sensor(**every_s),
+            *collected["sensors"],
         ],
         resources=build_resources(environ, resolve=resolve),
     )

@@ -30,7 +30,14 @@ from metrics_pipeline.api.exports.service import ExportService
 from metrics_pipeline.api.exports.store import MemoryStore, RedisStore
 from metrics_pipeline.api.middleware import SecurityHeaders
 from metrics_pipeline.api.reader import WarehouseReader
-from metrics_pipeline.api.routers import dashboard, exports, health, metrics, reference
+from metrics_pipeline.api.routers import (
+    collected,
+    dashboard,
+    exports,
+    health,
+    metrics,
+    reference,
+)
 from metrics_pipeline.api.series_cache import SeriesCache
 from metrics_pipeline.api.settings import ApiSettings
 from metrics_pipeline.api.vendor import ChartLibrary
@@ -110,4 +117,6 @@ def create_app(settings: ApiSettings, clock: Callable[[], float] = time.time) ->
     app.include_router(dashboard.router)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    # Last: its catch-all /<key>/<stat>/<date>/<hour> must not shadow the routes above.
+    app.include_router(collected.router)
     return app

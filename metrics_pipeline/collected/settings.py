@@ -1,0 +1,73 @@
+"""Settings of the collected-metrics family, read from the environment when a process starts."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from metrics_pipeline.resources.engines import ConfigurationError
+
+#: Environment variable of each setting.
+VARIABLES = {
+    "bus_url": "METRICS_BUS_URL",
+    "stream": "METRICS_BUS_STREAM",
+    "consumer_name": "METRICS_BUS_CONSUMER",
+    "stream_max_bytes": "METRICS_BUS_MAX_BYTES",
+    "stream_max_msgs": "METRICS_BUS_MAX_MSGS",
+    "stream_max_age_s": "METRICS_BUS_MAX_AGE_S",
+    "duplicate_window_s": "METRICS_BUS_DUPLICATE_WINDOW_S",
+    "publish_timeout_s": "METRICS_BUS_PUBLISH_TIMEOUT_S",
+    "tokens_file": "METRICS_COLLECTOR_TOKENS_FILE",
+    "max_body_bytes": "METRICS_COLLECTOR_MAX_BODY_BYTES",
+    "max_points": "METRICS_COLLECTOR_MAX_POINTS",
+    "max_past_s": "METRICS_COLLECTOR_MAX_PAST_S",
+    "max_future_s": "METRICS_COLLECTOR_MAX_FUTURE_S",
+    "retry_after_s": "METRICS_COLLECTOR_RETRY_AFTER_S",
+    "fetch_batch": "METRICS_CONSUMER_BATCH",
+    "ack_wait_s": "METRICS_CONSUMER_ACK_WAIT_S",
+    "refresh_s": "METRICS_COLLECTED_REFRESH_S",
+}
+
+
+@dataclass(frozen=True)
+class CollectedSettings:
+    """Everything the collector, the bus and the consumer need; tests build one directly."""
+
+    bus_url: str = "nats://127.0.0.1:4222"
+    #: The stream's name; it owns the subjects ``<stream>.>`` (so runs can share one server).
+    stream: str = "METRICS_COLLECTED"
+    consumer_name: str = "collected-writer"
+    stream_max_bytes: int = 1 << 30
+    stream_max_msgs: int = 10_000_000
+    stream_max_age_s: float = 7 * 86400.0
+    duplicate_window_s: float = 600.0
+    publish_timeout_s: float = 2.0
+    tokens_file: str = ""
+    max_body_bytes: int = 1 << 20
+    max_points: int = 10_000
+    max_past_s: float = 7 * 86400.0
+    max_future_s: float = 300.0
+    retry_after_s: int = 2
+    fetch_batch: int = 500
+    ack_wait_s: float = 30.0
+    refresh_s: int = 300
+
+    @property
+    def subject(self) -> str:
+        """The subject the collector publishes to (inside the stream's own subjects)."""
+        return f"{self.stream}.points"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "CollectedSettings":
+        env = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = env.get(VARIABLES[f.name])
+            if not raw:
+                continue
+            try:
+                values[f.name] = type(f.default)(raw)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{VARIABLES[f.name]}: expected {type(f.default).__name__}, got {raw!r}"
+                ) from None
+        return cls(**values)

@@ -1,0 +1,150 @@
+"""The family's warehouse operations over an Engine: schema, idempotent raw inserts, hourly
+statistics writes and the change cursor. Statements come from :mod:`.sql`."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from metrics_pipeline.collected import sql
+from metrics_pipeline.collected.rules import EMPTY, HourStats, utc_now
+
+#: Message ids per existence lookup (SQL Server takes at most 2,100 parameters).
+LOOKUP_CHUNK = 1000
+HOUR = timedelta(hours=1)
+
+
+def as_datetime(value) -> datetime:
+    """A DATETIME read back (SQLite returns computed ones as text)."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+@dataclass(frozen=True)
+class RefreshPlan:
+    """What a refresh recomputes: the hours of the raw rows with previous < Id <= seen."""
+
+    current: int | None  # None: no cursor row yet
+    previous: int
+    seen: int
+    hours: tuple[datetime, ...]
+
+
+class CollectedStore:
+    """The collected tables in one warehouse."""
+
+    def __init__(self, engine: Engine, schema: str | None = None):
+        self.engine = engine
+        self.t = sql.build_tables(schema)
+
+    def ensure_schema(self) -> None:
+        self.t.metadata.create_all(self.engine, checkfirst=True)
+
+    # --- raw rows (the consumer) ----------------------------------------------------------------
+
+    def insert_points(self, rows: Sequence[dict], attempts: int = 3) -> int:
+        """Insert the rows whose (MessageId, MetricKey) is not stored yet, in one transaction;
+        the number inserted.
+
+        First optimistically as one plain INSERT (the common case: nothing stored yet); when
+        the unique key refuses it (a redelivery, a client retry, a concurrent writer), again
+        after looking up which rows are already there."""
+        unique = list({(r["MessageId"], r["MetricKey"]): r for r in rows}.values())
+        if not unique:
+            return 0
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sql.insert_rows(self.t), unique)
+            return len(unique)
+        except IntegrityError:
+            pass
+        for attempt in range(attempts):
+            try:
+                return self._insert_missing(unique)
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+        return 0
+
+    def _insert_missing(self, unique: list[dict]) -> int:
+        missing = {(r["MessageId"], r["MetricKey"]): r for r in unique}
+        ids = sorted({m for m, _ in missing})
+        with self.engine.begin() as conn:
+            for i in range(0, len(ids), LOOKUP_CHUNK):
+                found = conn.execute(sql.existing_rows(self.t, ids[i : i + LOOKUP_CHUNK]))
+                for row in found:
+                    missing.pop((row.MessageId, row.MetricKey), None)
+            if missing:
+                conn.execute(sql.insert_rows(self.t), list(missing.values()))
+        return len(missing)
+
+    # --- hourly statistics ----------------------------------------------------------------------
+
+    def write_hours(self, hours: Iterable[datetime]) -> int:
+        """Recompute the statistics of ``hours`` from the raw rows, delete-then-insert in one
+        transaction; the number of rows written."""
+        hours = sorted(set(hours))
+        if not hours:
+            return 0
+        with self.engine.begin() as conn:
+            for start in hours:
+                conn.execute(sql.delete_hours(self.t, start, start + HOUR))
+                conn.execute(sql.insert_hour_stats(self.t, start, start + HOUR))
+            # INSERT ... SELECT has no reliable rowcount on every driver: count what is there.
+            return conn.execute(sql.count_hours(self.t, hours[0], hours[-1] + HOUR)).scalar_one()
+
+    def hour_stats(self, key: str, start: datetime, from_raw: bool = False) -> HourStats:
+        """One key's statistics for one hour: from CollectedMetricHourly, or computed from the
+        raw rows when ``from_raw`` (the running hour)."""
+        statement = (
+            sql.hour_stats_select(self.t, start, start + HOUR, key)
+            if from_raw
+            else sql.read_hour_stats(self.t, key, start)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(statement).mappings().first()
+        if row is None:
+            return EMPTY
+        return HourStats(
+            row["SampleCount"], row["Average"], row["Minimum"], row["Maximum"], row["Median"]
+        )
+
+    def key_known(self, key: str) -> bool:
+        """True when ``key`` has statistics or raw rows."""
+        with self.engine.connect() as conn:
+            for statement in (sql.hourly_key_known(self.t, key), sql.key_collected(self.t, key)):
+                if conn.execute(statement).first() is not None:
+                    return True
+        return False
+
+    # --- the change cursor ----------------------------------------------------------------------
+
+    def plan_refresh(self) -> RefreshPlan:
+        """The hours changed since the cursor's previous position (one refresh of overlap: a
+        consumer transaction still open at the last refresh may hold ids below its cursor)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sql.read_cursor(self.t)).first()
+            current, previous = (row.Current, row.Previous) if row else (None, 0)
+            seen = conn.execute(sql.max_raw_id(self.t)).scalar_one()
+            hours = [
+                as_datetime(r.StartTime)
+                for r in conn.execute(sql.changed_hours(self.t, previous, seen))
+            ]
+        return RefreshPlan(current, previous, seen, tuple(sorted(hours)))
+
+    def advance(self, plan: RefreshPlan) -> None:
+        """Record that the plan's hours are written: the cursor moves to ``plan.seen``."""
+        now = utc_now()
+        with self.engine.begin() as conn:
+            if plan.current is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(sql.insert_cursor(self.t, plan.seen, 0, now))
+                    return
+                except IntegrityError:
+                    pass  # another refresh created it: fall through to the update
+                current = conn.execute(sql.read_cursor(self.t)).first().Current
+            else:
+                current = plan.current
+            conn.execute(sql.advance_cursor(self.t, plan.seen, current, now))

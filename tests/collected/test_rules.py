@@ -1,0 +1,93 @@
+"""The pure rules: validation of a data point, and the exact statistics."""
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from metrics_pipeline.collected.rules import (
+    BadPoint,
+    hour_stats,
+    median,
+    message_id,
+    validate_item,
+)
+
+NOW = datetime(2025, 3, 1, 12, 30)
+DAY, FIVE_MIN = timedelta(days=1), timedelta(minutes=5)
+
+
+def check(raw, **kw):
+    return validate_item(raw, "", NOW, DAY, FIVE_MIN, **kw)
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([], None),
+        ([5], 5),
+        ([3, 1], 2),
+        ([4, 1, 3, 2], 2.5),
+        ([1, 2, 3], 2),
+        ([10, -1, 7, 7, 7], 7),
+        ([0.1, 0.2], 0.15000000000000002),
+    ],
+)
+def test_median_is_the_middle_or_the_mean_of_the_two_middles(values, expected):
+    assert median(values) == expected
+
+
+def test_hour_stats():
+    s = hour_stats([4, 1, 3, 2])
+    assert (s.count, s.average, s.minimum, s.maximum, s.median) == (4, 2.5, 1, 4, 2.5)
+    assert hour_stats([]).stat("count") == 0 and hour_stats([]).stat("average") is None
+
+
+def test_a_valid_item():
+    item = check({"app": "web", "time": "2025-03-01T12:00:00Z", "id": "r-1", "metrics": {"a": 1}})
+    assert item.time == datetime(2025, 3, 1, 12) and item.metrics == {"a": 1.0}
+    assert message_id(item) == "web/r-1"
+    assert check({"app": "web", "metrics": {"b.c-d_1": 2.5}}).time == NOW  # no time: now
+
+
+def test_offsets_become_utc():
+    item = check({"app": "a", "time": "2025-03-01T14:00:00+02:00", "metrics": {"k": 0}})
+    assert item.time == datetime(2025, 3, 1, 12)
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ([], "body"),
+        ({"metrics": {"a": 1}}, "app"),
+        ({"app": "bad app", "metrics": {"a": 1}}, "app"),
+        ({"app": "a"}, "metrics"),
+        ({"app": "a", "metrics": {}}, "metrics"),
+        ({"app": "a", "metrics": {"bad key": 1}}, "metrics"),
+        ({"app": "a", "metrics": {"k" * 101: 1}}, "metrics"),
+        ({"app": "a", "metrics": {"k": "1"}}, "metrics.k"),
+        ({"app": "a", "metrics": {"k": True}}, "metrics.k"),
+        ({"app": "a", "metrics": {"k": None}}, "metrics.k"),
+        ({"app": "a", "metrics": {"k": 1e309}}, "metrics.k"),
+        ({"app": "a", "metrics": {"k": 1}, "time": "yesterday"}, "time"),
+        ({"app": "a", "metrics": {"k": 1}, "time": "2025-02-20T00:00:00Z"}, "time"),
+        ({"app": "a", "metrics": {"k": 1}, "time": "2025-03-01T13:00:00Z"}, "time"),
+        ({"app": "a", "metrics": {"k": 1}, "id": "no spaces"}, "id"),
+        ({"app": "a", "metrics": {"k": 1}, "id": 7}, "id"),
+    ],
+)
+def test_a_bad_field_is_named(raw, field):
+    with pytest.raises(BadPoint) as err:
+        check(raw)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}: ")
+
+
+def test_nan_is_not_a_number():
+    with pytest.raises(BadPoint, match="metrics.k: not a finite number"):
+        check({"app": "a", "metrics": {"k": float("nan")}})
+
+
+def test_the_get_form_names_data():
+    with pytest.raises(BadPoint) as err:
+        check({"metrics": {"k": "x"}}, default_app="a", metrics_field="data")
+    assert err.value.field == "data.k"
