@@ -124,3 +124,40 @@ def test_the_sensor_requests_one_run_over_the_changed_range(tmp_path):
         assert store.hour_stats("k", h).count == 1
         assert store.plan_refresh().previous == 0 and store.plan_refresh().current == 2
     store.engine.dispose()
+
+
+def test_the_command_line_materializes_and_refreshes_the_family(warehouse_env, capsys):
+    from metrics_pipeline.cli import main
+
+    url = warehouse_env["METRICS_WAREHOUSE_URL"]
+    store = CollectedStore(create_db_engine(url, "warehouse", must_exist=False))
+    store.ensure_schema()
+    h = datetime(2025, 3, 1, 10)
+    store.insert_points(
+        rows([("c/1", "cpu", 3.0, h), ("c/2", "cpu", 5.0, h + timedelta(minutes=9))])
+    )
+    window = ["--start", "2025-03-01T10:00Z", "--end", "2025-03-01T12:00Z"]
+    assert main(["materialize", "--family", "collected", *window], environ=warehouse_env) == 0
+    assert (
+        "collected: 2 hour(s) 2025-03-01 10:00 .. 2025-03-01 11:00 UTC written"
+        in capsys.readouterr().out
+    )
+    assert stats_of(store, "cpu", h) == hour_stats([3.0, 5.0])
+    assert main(["refresh", "--family", "collected"], environ=warehouse_env) == 0
+    assert (
+        main(
+            [
+                "materialize",
+                "--family",
+                "collected",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-02",
+            ],
+            environ=warehouse_env,
+        )
+        == 2
+    )
+    assert "before the first partition" in capsys.readouterr().err
+    store.engine.dispose()
