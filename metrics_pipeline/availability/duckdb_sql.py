@@ -16,7 +16,7 @@ import duckdb
 from metrics_pipeline.availability import rules
 from metrics_pipeline.semantics import SKETCH_LOG_GAMMA, ZERO_BUCKET, Sketch
 
-#: Fields read from every event, as text (``cC`` separately: an object in JSON, a struct in Parquet).
+#: Fields read from every event, as text (``cC`` apart: an object in JSON, a struct in Parquet).
 TEXT_FIELDS = (
     "eventId",
     "time",
@@ -37,7 +37,12 @@ TEXT_FIELDS = (
     "STID",
 )
 #: The record compared for duplicates without an eventId, and the order that picks one copy.
-RECORD = ("time", *[f for f in TEXT_FIELDS if f not in ("eventId", "time")], "cc_scenario", "cc_partner")
+RECORD = (
+    "time",
+    *[f for f in TEXT_FIELDS if f not in ("eventId", "time")],
+    "cc_scenario",
+    "cc_partner",
+)
 MINUTE_KEY = ("StartTime", "ScenarioId", "PartnerId", "RequestType", "Environment", "STID")
 
 
@@ -109,7 +114,9 @@ def _fallback(
     """CASE expressions for the first non-empty value and its level; with ``fallback`` given,
     an event with none gets ('', fallback)."""
     value = " ".join(f"WHEN NOT {_empty(e)} THEN {_cut(column, e)}" for e in exprs)
-    level = " ".join(f"WHEN NOT {_empty(e)} THEN {lit(n)}" for e, n in zip(exprs, levels, strict=False))
+    level = " ".join(
+        f"WHEN NOT {_empty(e)} THEN {lit(n)}" for e, n in zip(exprs, levels, strict=False)
+    )
     if fallback is None:
         return f"CASE {value} END", f"CASE {level} END"
     return f"CASE {value} ELSE '' END", f"CASE {level} ELSE {lit(fallback)} END"
@@ -119,9 +126,7 @@ def json_source(files: Sequence[Path]) -> str:
     columns = {f: "VARCHAR" for f in TEXT_FIELDS} | {"cC": "JSON"}
     spec = "{" + ", ".join(f"{lit(k)}: {lit(v)}" for k, v in columns.items()) + "}"
     paths = "[" + ", ".join(lit(str(f)) for f in files) + "]"
-    cc = (
-        f"cC->>{lit(rules.CC_SCENARIO)} AS cc_scenario, cC->>{lit(rules.CC_PARTNER)} AS cc_partner"
-    )
+    cc = f"cC->>{lit(rules.CC_SCENARIO)} AS cc_scenario, cC->>{lit(rules.CC_PARTNER)} AS cc_partner"
     fields = ", ".join(q(f) for f in TEXT_FIELDS)
     return (
         f"SELECT {fields}, {cc} FROM read_json({paths}, format = 'newline_delimited', "
@@ -134,7 +139,9 @@ def parquet_source(files: Sequence[Path], schema: dict[str, str]) -> str:
     paths = "[" + ", ".join(lit(str(f)) for f in files) + "]"
     parts = []
     for f in TEXT_FIELDS:
-        parts.append(f"CAST({q(f)} AS VARCHAR) AS {q(f)}" if f in schema else f"NULL::VARCHAR AS {q(f)}")
+        parts.append(
+            f"CAST({q(f)} AS VARCHAR) AS {q(f)}" if f in schema else f"NULL::VARCHAR AS {q(f)}"
+        )
     for key, alias in ((rules.CC_SCENARIO, "cc_scenario"), (rules.CC_PARTNER, "cc_partner")):
         if "cC" in schema:
             parts.append(f"to_json(cC)->>{lit(key)} AS {alias}")
@@ -152,7 +159,11 @@ def hour_statement(source: str, hour: datetime) -> str:
     no_id = ", ".join(f"CASE WHEN eid IS NULL THEN {q(c)} END" for c in RECORD)
     scenario, scenario_level = _fallback(
         "ScenarioId",
-        ["cc_scenario", q("ScScenario"), f"CASE WHEN list_contains($oms, {q('OperationName')}) THEN {q('OperationName')} END"],
+        [
+            "cc_scenario",
+            q("ScScenario"),
+            f"CASE WHEN list_contains($oms, {q('OperationName')}) THEN {q('OperationName')} END",
+        ],
         rules.SCENARIO_LEVELS,
     )
     partner, partner_level = _fallback(
@@ -166,14 +177,17 @@ numbered AS (
   WINDOW w AS (PARTITION BY eid, {no_id})
 ),
 typed AS (
-  SELECT *, TRY_CAST({q("time")} AS TIMESTAMPTZ) AS ts, {scenario} AS scen, {scenario_level} AS scen_level
+  SELECT *, TRY_CAST({q("time")} AS TIMESTAMPTZ) AS ts,
+    {scenario} AS scen, {scenario_level} AS scen_level
   FROM numbered WHERE copy_no = 1
 ),
 classified AS (
   SELECT *, CASE
       WHEN ts IS NULL THEN 'bad_time'
-      WHEN ts < TIMESTAMPTZ {lit(start + "+00:00")} OR ts >= TIMESTAMPTZ {lit(end + "+00:00")} THEN 'outside_hour'
-      WHEN NOT coalesce({_in(f"lower({q('data_baseType')})", rules.BASE_TYPES)}, false) THEN 'base_type'
+      WHEN ts < TIMESTAMPTZ {lit(start + "+00:00")}
+        OR ts >= TIMESTAMPTZ {lit(end + "+00:00")} THEN 'outside_hour'
+      WHEN NOT coalesce({_in(f"lower({q('data_baseType')})", rules.BASE_TYPES)}, false)
+        THEN 'base_type'
       WHEN NOT {environment_sql()} THEN 'environment'
       WHEN NOT {real_traffic_sql()} THEN 'test_traffic'
       WHEN scen IS NULL THEN 'no_scenario'
@@ -188,11 +202,14 @@ kept AS (
     CASE WHEN drop_reason IS NULL THEN {partner_level} END AS partner_level,
     CASE WHEN drop_reason IS NULL THEN CAST(date_trunc('minute', ts) AS TIMESTAMP) END AS StartTime,
     CASE WHEN drop_reason IS NULL THEN {_cut("RequestType", q("RequestType"))} END AS RequestType,
-    CASE WHEN drop_reason IS NULL THEN {_cut("Environment", q("cloudEnvironment"))} END AS Environment,
+    CASE WHEN drop_reason IS NULL THEN {_cut("Environment", q("cloudEnvironment"))} END
+      AS Environment,
     CASE WHEN drop_reason IS NULL THEN {_cut("STID", q("STID"))} END AS STID,
-    coalesce(regexp_full_match({q("RequestStatus")}, {lit(rules.SUCCESS_STATUS)}), false) AS success,
+    coalesce(regexp_full_match({q("RequestStatus")}, {lit(rules.SUCCESS_STATUS)}), false)
+      AS success,
     CASE WHEN drop_reason IS NULL AND regexp_full_match({q("Latency")}, {lit(rules.JSON_NUMBER)})
-          AND isfinite(TRY_CAST({q("Latency")} AS DOUBLE)) AND TRY_CAST({q("Latency")} AS DOUBLE) >= 0
+          AND isfinite(TRY_CAST({q("Latency")} AS DOUBLE))
+          AND TRY_CAST({q("Latency")} AS DOUBLE) >= 0
       THEN TRY_CAST({q("Latency")} AS DECIMAL(18, {rules.LATENCY_DECIMALS})) END AS lat
   FROM classified
 )
@@ -204,13 +221,16 @@ FROM (SELECT *, CASE WHEN lat IS NULL THEN NULL WHEN lat <= 0 THEN {ZERO_BUCKET}
         ELSE CAST(ceil(ln(CAST(lat AS DOUBLE)) / {SKETCH_LOG_GAMMA!r}) AS BIGINT) END AS bucket
       FROM kept)
 GROUP BY GROUPING SETS (
-  (drop_reason, scen_level, partner_level, StartTime, ScenarioId, PartnerId, RequestType, Environment, STID),
+  (drop_reason, scen_level, partner_level,
+   StartTime, ScenarioId, PartnerId, RequestType, Environment, STID),
   (ScenarioId, bucket)
 )
 """
 
 
-def connect(memory_limit: str = "1GB", temp_directory: str | None = None, threads: int | None = None):
+def connect(
+    memory_limit: str = "1GB", temp_directory: str | None = None, threads: int | None = None
+):
     conn = duckdb.connect()
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute(f"SET memory_limit = {lit(memory_limit)}")
@@ -257,8 +277,27 @@ def aggregate_hour(
         rows = conn.execute(sql, {"oms": sorted(set(oms_operations))}).fetchall()
     except duckdb.Error as exc:
         first = str(exc).splitlines()[0]
-        raise EventFilesUnreadable(f"event files of {hour:%Y-%m-%d %H}:00 unreadable: {first}") from exc
-    for set_id, reason, s_level, p_level, start, scen, partner, rtype, env, stid, bucket, total, ok, lat_count, lat_sum, dups in rows:
+        raise EventFilesUnreadable(
+            f"event files of {hour:%Y-%m-%d %H}:00 unreadable: {first}"
+        ) from exc
+    for (
+        set_id,
+        reason,
+        s_level,
+        p_level,
+        start,
+        scen,
+        partner,
+        rtype,
+        env,
+        stid,
+        bucket,
+        total,
+        ok,
+        lat_count,
+        lat_sum,
+        dups,
+    ) in rows:
         if set_id == 1:
             if scen is not None and bucket is not None:
                 out.sketches.setdefault(scen, Sketch()).add(int(bucket), int(lat_count))

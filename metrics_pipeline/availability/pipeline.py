@@ -93,8 +93,15 @@ def materialize_hour(store: Store, settings: AvailabilitySettings, hour: datetim
         files,
     )
     return HourReport(
-        hour, len(files), agg.events_read, agg.duplicates, agg.kept, agg.dropped,
-        agg.scenario_levels, agg.partner_levels, writes,
+        hour,
+        len(files),
+        agg.events_read,
+        agg.duplicates,
+        agg.kept,
+        agg.dropped,
+        agg.scenario_levels,
+        agg.partner_levels,
+        writes,
     )
 
 
@@ -109,7 +116,9 @@ def materialize_day(store: Store, day: datetime) -> WriteCounts:
     """AvailabilityDaily rows of ``day``: exact sums of its minute rows."""
     t = store.tables
     end = day + sql.ONE_DAY
-    rows = [_finish({**r, "StartTime": day}) for r in store.read(sql.daily_from_minutes(t, day, end))]
+    rows = [
+        _finish({**r, "StartTime": day}) for r in store.read(sql.daily_from_minutes(t, day, end))
+    ]
     return store.write_rows(t.daily, sql.KEY_COLUMNS, sql.VALUE_COLUMNS, day, end, rows)
 
 

@@ -29,7 +29,13 @@ LATENCY_DECIMALS = 3
 LATENCY_LIMIT = Decimal(10) ** 15
 
 #: Lengths of the key columns; longer values are cut (the warehouse's unique key has a size limit).
-KEY_LENGTHS = {"ScenarioId": 200, "PartnerId": 200, "RequestType": 100, "Environment": 100, "STID": 100}
+KEY_LENGTHS = {
+    "ScenarioId": 200,
+    "PartnerId": 200,
+    "RequestType": 100,
+    "Environment": 100,
+    "STID": 100,
+}
 
 CC_SCENARIO = "ms.b.tel.scenario"
 CC_PARTNER = "ms.b.tel.partner"
@@ -39,7 +45,14 @@ SCENARIO_LEVELS = ("cC", "ScScenario", "OperationName")
 PARTNER_LEVELS = ("cC", "ScPartner", "CallerName", "none")
 
 #: Why an event was left out, in the order the rules are applied (first failing rule counts).
-DROP_REASONS = ("bad_time", "outside_hour", "base_type", "environment", "test_traffic", "no_scenario")
+DROP_REASONS = (
+    "bad_time",
+    "outside_hour",
+    "base_type",
+    "environment",
+    "test_traffic",
+    "no_scenario",
+)
 
 _SUCCESS = re.compile(SUCCESS_STATUS)
 _NUMBER = re.compile(JSON_NUMBER)
@@ -70,7 +83,9 @@ def _not_true(value: str | None) -> bool:
     return empty(value) or value.lower() != "true"
 
 
-def is_real_traffic(test_header: str | None, quote_is_test: str | None, is_test: str | None) -> bool:
+def is_real_traffic(
+    test_header: str | None, quote_is_test: str | None, is_test: str | None
+) -> bool:
     return empty(test_header) and _not_true(quote_is_test) and _not_true(is_test)
 
 
@@ -170,7 +185,10 @@ def classify(event: dict, in_hour: bool | None, oms_operations: frozenset[str]) 
     if not is_real_traffic(event.get("testHeader"), event.get("quoteIsTest"), event.get("isTest")):
         return Classified("test_traffic")
     scenario = scenario_id(
-        event.get("cc_scenario"), event.get("ScScenario"), event.get("OperationName"), oms_operations
+        event.get("cc_scenario"),
+        event.get("ScScenario"),
+        event.get("OperationName"),
+        oms_operations,
     )
     if scenario is None:
         return Classified("no_scenario")

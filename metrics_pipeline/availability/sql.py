@@ -43,7 +43,9 @@ ONE_HOUR, ONE_DAY = timedelta(hours=1), timedelta(days=1)
 
 
 def _id():
-    return Column("Id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    return Column(
+        "Id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
 
 
 def _key(name: str) -> Column:
@@ -91,7 +93,9 @@ def build_tables(schema: str | None = None) -> AvailabilityTables:
             md,
             Column("ScenarioId", String(200), primary_key=True),
             Column("ScenarioName", String(400), nullable=False),
-            Column("AvailabilityTarget", Numeric(6, 3), nullable=False, comment="percent, e.g. 99.9"),
+            Column(
+                "AvailabilityTarget", Numeric(6, 3), nullable=False, comment="percent, e.g. 99.9"
+            ),
         ),
         customer=Table(
             "Customer",
@@ -126,7 +130,9 @@ def build_tables(schema: str | None = None) -> AvailabilityTables:
             _id(),
             Column("StartTime", DateTime, nullable=False, comment="the hour"),
             Column("ScenarioId", String(200), nullable=False),
-            Column("Sketch", Text, nullable=False, comment="log-bucket histogram 'bucket:count,...'"),
+            Column(
+                "Sketch", Text, nullable=False, comment="log-bucket histogram 'bucket:count,...'"
+            ),
             Column("UpdatedDate", DateTime, nullable=False),
             UniqueConstraint("StartTime", "ScenarioId", name="UQ_AvailabilityLatencySketch"),
         ),
@@ -205,7 +211,9 @@ def translated_minutes(t: AvailabilityTables, start: datetime, end: datetime) ->
     )
 
 
-def unknown_counts(t: AvailabilityTables, level: int, start: datetime, end: datetime) -> list[Select]:
+def unknown_counts(
+    t: AvailabilityTables, level: int, start: datetime, end: datetime
+) -> list[Select]:
     """(rows, requests) whose ScenarioId is not in Scenario, and whose PartnerId is not in
     Customer (an absent partner, '', is counted apart)."""
     agg = t.aggregate(level)
@@ -218,7 +226,9 @@ def unknown_counts(t: AvailabilityTables, level: int, start: datetime, end: date
         select(func.count().label("rows"), func.sum(agg.c.TotalRequests).label("requests"))
         .select_from(agg.outerjoin(t.customer, agg.c.PartnerId == t.customer.c.PartnerId))
         .where(
-            and_(in_window(agg, start, end), t.customer.c.PartnerId.is_(None), agg.c.PartnerId != "")
+            and_(
+                in_window(agg, start, end), t.customer.c.PartnerId.is_(None), agg.c.PartnerId != ""
+            )
         )
     )
     return [scen, partner]

@@ -37,8 +37,12 @@ class WriteCounts:
         self.unchanged += other.unchanged
 
     def as_dict(self) -> dict[str, int]:
-        return {"inserted": self.inserted, "updated": self.updated, "deleted": self.deleted,
-                "unchanged": self.unchanged}
+        return {
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "unchanged": self.unchanged,
+        }
 
 
 def utcnow() -> datetime:
@@ -54,13 +58,21 @@ def _same(a, b) -> bool:
 
 
 def _key_of(row: Mapping, key: Sequence[str]) -> tuple:
-    return tuple(as_naive_utc(row[k]) if isinstance(row[k], (datetime, str)) and k == "StartTime"
-                 else row[k] for k in key)
+    return tuple(
+        as_naive_utc(row[k]) if isinstance(row[k], (datetime, str)) and k == "StartTime" else row[k]
+        for k in key
+    )
 
 
 def replace_window(
-    conn, table: Table, key: Sequence[str], values: Sequence[str], where, rows: Iterable[dict],
-    now: datetime, stamp: str | None = "UpdatedDate",
+    conn,
+    table: Table,
+    key: Sequence[str],
+    values: Sequence[str],
+    where,
+    rows: Iterable[dict],
+    now: datetime,
+    stamp: str | None = "UpdatedDate",
 ) -> WriteCounts:
     """Make the rows of ``table`` matching ``where`` equal to ``rows`` (by natural ``key``)."""
     new = {_key_of(r, key): r for r in rows}
@@ -71,7 +83,9 @@ def replace_window(
     for k, row in new.items():
         before = old.get(k)
         if before is None:
-            inserts.append({**{c: row[c] for c in (*key, *values)}, **({stamp: now} if stamp else {})})
+            inserts.append(
+                {**{c: row[c] for c in (*key, *values)}, **({stamp: now} if stamp else {})}
+            )
         elif all(_same(before[c], row[c]) for c in values):
             counts.unchanged += 1
         else:
@@ -79,7 +93,9 @@ def replace_window(
     deletes = [k for k in old if k not in new]
     if deletes:
         for k in deletes:
-            conn.execute(delete(table).where(and_(*(table.c[c] == v for c, v in zip(key, k, strict=True)))))
+            conn.execute(
+                delete(table).where(and_(*(table.c[c] == v for c, v in zip(key, k, strict=True))))
+            )
     if updates:
         stmt = (
             update(table)
@@ -102,7 +118,9 @@ class Store:
     _ready: bool = False
 
     def unreachable(self, exc: Exception) -> DatabaseUnreachable:
-        return DatabaseUnreachable("warehouse", safe_url(str(self.engine.url)), describe_db_error(exc))
+        return DatabaseUnreachable(
+            "warehouse", safe_url(str(self.engine.url)), describe_db_error(exc)
+        )
 
     def ensure_schema(self) -> None:
         """Create the family's tables (reference tables included) when missing."""
@@ -115,7 +133,7 @@ class Store:
         self._ready = True
 
     def transaction(self, work: Callable) -> object:
-        """Run ``work(conn)`` in one transaction; again when a concurrent writer won an insert race."""
+        """Run ``work(conn)`` in one transaction; again if a concurrent writer won the insert."""
         self.ensure_schema()
         for attempt in range(WRITE_ATTEMPTS):
             try:
@@ -149,7 +167,9 @@ class Store:
     def scenarios(self) -> dict[str, dict]:
         return {r["ScenarioId"]: r for r in self.read(select(self.tables.scenario))}
 
-    def write_reference(self, scenarios: list[dict], customers: list[dict], operations: list[str]) -> None:
+    def write_reference(
+        self, scenarios: list[dict], customers: list[dict], operations: list[str]
+    ) -> None:
         """Replace the three reference tables' rows (demo data; operators fill them their way)."""
         t = self.tables
 
@@ -157,7 +177,12 @@ class Store:
             for table, key, value_cols, rows in (
                 (t.scenario, ["ScenarioId"], ["ScenarioName", "AvailabilityTarget"], scenarios),
                 (t.customer, ["PartnerId"], ["CustomerName"], customers),
-                (t.oms_operation, ["OperationName"], [], [{"OperationName": o} for o in operations]),
+                (
+                    t.oms_operation,
+                    ["OperationName"],
+                    [],
+                    [{"OperationName": o} for o in operations],
+                ),
             ):
                 replace_window(conn, table, key, value_cols, true(), rows, utcnow(), stamp=None)
 
@@ -165,48 +190,104 @@ class Store:
 
     # --- the family's writes ------------------------------------------------------------
 
-    def write_hour(self, hour: datetime, minutes: list[dict], sketches: dict[str, str],
-                   ingest: dict, files: Mapping[str, tuple[int, int]]) -> WriteCounts:
+    def write_hour(
+        self,
+        hour: datetime,
+        minutes: list[dict],
+        sketches: dict[str, str],
+        ingest: dict,
+        files: Mapping[str, tuple[int, int]],
+    ) -> WriteCounts:
         """The hour's minute rows, latency sketches, ledger row and file cursor, together."""
         t = self.tables
         end = hour + sql.ONE_HOUR
         now = utcnow()
 
         def work(conn):
-            counts = replace_window(conn, t.minute, sql.KEY_COLUMNS, sql.VALUE_COLUMNS,
-                                    sql.in_window(t.minute, hour, end), minutes, now)
-            replace_window(conn, t.sketch, ("StartTime", "ScenarioId"), ("Sketch",),
-                           sql.in_window(t.sketch, hour, end),
-                           [{"StartTime": hour, "ScenarioId": s, "Sketch": v} for s, v in sketches.items()], now)
-            replace_window(conn, t.ingest, ("StartTime",), ("Files", "EventsRead", "Duplicates", "Kept", "Details"),
-                           t.ingest.c.StartTime == hour,
-                           [{"StartTime": hour, **ingest, "Details": json.dumps(ingest_details(ingest), sort_keys=True)}], now)
-            replace_window(conn, t.cursor, ("StartTime", "FileName"), ("Size", "MTimeNs"),
-                           t.cursor.c.StartTime == hour,
-                           [{"StartTime": hour, "FileName": n, "Size": s, "MTimeNs": m} for n, (s, m) in files.items()],
-                           now, stamp=None)
+            counts = replace_window(
+                conn,
+                t.minute,
+                sql.KEY_COLUMNS,
+                sql.VALUE_COLUMNS,
+                sql.in_window(t.minute, hour, end),
+                minutes,
+                now,
+            )
+            replace_window(
+                conn,
+                t.sketch,
+                ("StartTime", "ScenarioId"),
+                ("Sketch",),
+                sql.in_window(t.sketch, hour, end),
+                [{"StartTime": hour, "ScenarioId": s, "Sketch": v} for s, v in sketches.items()],
+                now,
+            )
+            replace_window(
+                conn,
+                t.ingest,
+                ("StartTime",),
+                ("Files", "EventsRead", "Duplicates", "Kept", "Details"),
+                t.ingest.c.StartTime == hour,
+                [
+                    {
+                        "StartTime": hour,
+                        **ingest,
+                        "Details": json.dumps(ingest_details(ingest), sort_keys=True),
+                    }
+                ],
+                now,
+            )
+            replace_window(
+                conn,
+                t.cursor,
+                ("StartTime", "FileName"),
+                ("Size", "MTimeNs"),
+                t.cursor.c.StartTime == hour,
+                [
+                    {"StartTime": hour, "FileName": n, "Size": s, "MTimeNs": m}
+                    for n, (s, m) in files.items()
+                ],
+                now,
+                stamp=None,
+            )
             return counts
 
         return self.transaction(work)
 
-    def write_rows(self, table: Table, key, values, start: datetime, end: datetime, rows: list[dict],
-                   extra=None) -> WriteCounts:
+    def write_rows(
+        self,
+        table: Table,
+        key,
+        values,
+        start: datetime,
+        end: datetime,
+        rows: list[dict],
+        extra=None,
+    ) -> WriteCounts:
         where = sql.in_window(table, start, end)
         if extra is not None:
             where = and_(where, extra)
-        return self.transaction(lambda conn: replace_window(conn, table, key, values, where, rows, utcnow()))
+        return self.transaction(
+            lambda conn: replace_window(conn, table, key, values, where, rows, utcnow())
+        )
 
     def cursor(self, start: datetime, end: datetime) -> dict[datetime, dict[str, tuple[int, int]]]:
         """Files recorded per hour folder in [start, end)."""
         t = self.tables.cursor
         out: dict[datetime, dict[str, tuple[int, int]]] = {}
         for r in self.read(select(t).where(sql.in_window(t, start, end))):
-            out.setdefault(as_naive_utc(r["StartTime"]), {})[r["FileName"]] = (int(r["Size"]), int(r["MTimeNs"]))
+            out.setdefault(as_naive_utc(r["StartTime"]), {})[r["FileName"]] = (
+                int(r["Size"]),
+                int(r["MTimeNs"]),
+            )
         return out
 
     def ingested_hours(self, start: datetime, end: datetime) -> set[datetime]:
         t = self.tables.ingest
-        return {as_naive_utc(r["StartTime"]) for r in self.read(select(t.c.StartTime).where(sql.in_window(t, start, end)))}
+        return {
+            as_naive_utc(r["StartTime"])
+            for r in self.read(select(t.c.StartTime).where(sql.in_window(t, start, end)))
+        }
 
 
 def ingest_details(ingest: dict) -> dict:

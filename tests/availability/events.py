@@ -44,20 +44,69 @@ def edge_cases(hour: datetime) -> list[dict]:
         base(h, data_baseType=...),
         base(h, data_baseType=5),
     ]
-    for env in ["", None, ..., "dev", "DEV", "int", "ppe", "non-prod", "nonprod", "sandbox", "perf",
-                "test", "eu-dev", "x-int-y", "a-ppe", "b-sandbox", "c-perf", "d-test", "prod-test",
-                "nonprod-eu", "non-prod-us", "prod", "Production", "staging", "PROD-PERF", "development",
-                "integration", 7]:
+    for env in [
+        "",
+        None,
+        ...,
+        "dev",
+        "DEV",
+        "int",
+        "ppe",
+        "non-prod",
+        "nonprod",
+        "sandbox",
+        "perf",
+        "test",
+        "eu-dev",
+        "x-int-y",
+        "a-ppe",
+        "b-sandbox",
+        "c-perf",
+        "d-test",
+        "prod-test",
+        "nonprod-eu",
+        "non-prod-us",
+        "prod",
+        "Production",
+        "staging",
+        "PROD-PERF",
+        "development",
+        "integration",
+        7,
+    ]:
         out.append(base(h, 11, cloudEnvironment=env, STID=f"env:{env!r}"))
     for header, quote, test in [
-        (None, None, None), ("", "", ""), ("x", None, None), (None, "true", None), (None, "TRUE", None),
-        (None, True, None), (None, None, "True"), (None, None, True), (None, "false", "no"),
-        (False, None, None), (None, "yes", "1"), (None, {"a": 1}, None),
+        (None, None, None),
+        ("", "", ""),
+        ("x", None, None),
+        (None, "true", None),
+        (None, "TRUE", None),
+        (None, True, None),
+        (None, None, "True"),
+        (None, None, True),
+        (None, "false", "no"),
+        (False, None, None),
+        (None, "yes", "1"),
+        (None, {"a": 1}, None),
     ]:
-        out.append(base(h, 13, testHeader=header, quoteIsTest=quote, isTest=test,
-                        STID=f"test:{header!r}{quote!r}{test!r}"))
+        out.append(
+            base(
+                h,
+                13,
+                testHeader=header,
+                quoteIsTest=quote,
+                isTest=test,
+                STID=f"test:{header!r}{quote!r}{test!r}",
+            )
+        )
     scen = [
-        ({"ms.b.tel.scenario": "Search", "ms.b.tel.partner": "P2"}, "Login", "PX", "GetQuote", "C1"),
+        (
+            {"ms.b.tel.scenario": "Search", "ms.b.tel.partner": "P2"},
+            "Login",
+            "PX",
+            "GetQuote",
+            "C1",
+        ),
         ({"ms.b.tel.scenario": "", "ms.b.tel.partner": ""}, "Login", "P3", "GetQuote", "C1"),
         (None, "Login", None, "GetQuote", "C2"),
         (..., None, None, "GetQuote", "C3"),
@@ -72,17 +121,76 @@ def edge_cases(hour: datetime) -> list[dict]:
         (None, "S" * 250, "P" * 250, None, None),
     ]
     for i, (cc, sc, sp, op, caller) in enumerate(scen):
-        out.append(base(h, 17, cC=cc, ScScenario=sc, ScPartner=sp, OperationName=op,
-                        CallerName=caller, STID=f"scen{i}"))
-    for status in [0, 4, 5, 6, 500, -1, "3", "04", "0004", "5", "", None, ..., "3.0", 3.0, "abc",
-                   " 3", "+3", 99999999999999999999, -99999999999999999999, True, "1e0"]:
+        out.append(
+            base(
+                h,
+                17,
+                cC=cc,
+                ScScenario=sc,
+                ScPartner=sp,
+                OperationName=op,
+                CallerName=caller,
+                STID=f"scen{i}",
+            )
+        )
+    for status in [
+        0,
+        4,
+        5,
+        6,
+        500,
+        -1,
+        "3",
+        "04",
+        "0004",
+        "5",
+        "",
+        None,
+        ...,
+        "3.0",
+        3.0,
+        "abc",
+        " 3",
+        "+3",
+        99999999999999999999,
+        -99999999999999999999,
+        True,
+        "1e0",
+    ]:
         out.append(base(h, 19, RequestStatus=status, STID=f"status:{status!r}"))
-    for lat in [0, 0.0, 12.5, "12.5", -1, -0.0004, "fast", None, ..., 1e308, "1e400", "NaN",
-                "Infinity", "1e3", "0.0005", "0.0015", 2.0004999, "007", " 5", "1_0",
-                999999999999999.9996, 123456.7891, {"v": 1}, True]:
+    for lat in [
+        0,
+        0.0,
+        12.5,
+        "12.5",
+        -1,
+        -0.0004,
+        "fast",
+        None,
+        ...,
+        1e308,
+        "1e400",
+        "NaN",
+        "Infinity",
+        "1e3",
+        "0.0005",
+        "0.0015",
+        2.0004999,
+        "007",
+        " 5",
+        "1_0",
+        999999999999999.9996,
+        123456.7891,
+        {"v": 1},
+        True,
+    ]:
         out.append(base(h, 23, Latency=lat, STID=f"lat:{lat!r}"))
     out += [
-        base(h, 29, time=(h + timedelta(minutes=59, seconds=59, microseconds=999000)).isoformat() + "Z"),
+        base(
+            h,
+            29,
+            time=(h + timedelta(minutes=59, seconds=59, microseconds=999000)).isoformat() + "Z",
+        ),
         base(h, 29, time=(h + timedelta(hours=1)).isoformat() + "Z"),  # next hour: outside
         base(h, 29, time=(h - timedelta(seconds=1)).isoformat() + "Z"),
         base(h, 29, time=(h + timedelta(hours=2, minutes=30)).strftime("%Y-%m-%dT%H:%M:%S+02:00")),
@@ -98,14 +206,24 @@ def edge_cases(hour: datetime) -> list[dict]:
 def random_events(hour: datetime, n: int, seed: int) -> list[dict]:
     rnd = random.Random(seed)
     events = []
-    for i in range(n):
+    for _i in range(n):
         level = rnd.random()
-        cc = {"ms.b.tel.scenario": rnd.choice(SCENARIOS + ["Ghost"]), "ms.b.tel.partner": f"P{rnd.randint(1, 4)}"}
+        cc = {
+            "ms.b.tel.scenario": rnd.choice(SCENARIOS + ["Ghost"]),
+            "ms.b.tel.partner": f"P{rnd.randint(1, 4)}",
+        }
         event = {
             "eventId": f"r{seed}-{rnd.randint(0, n)}" if rnd.random() < 0.9 else None,
-            "time": (hour + timedelta(seconds=rnd.uniform(0, 3600))).isoformat(timespec="milliseconds") + "Z",
-            "data_baseType": rnd.choice(["Ms.Qos.IncomingServiceRequest"] * 8 + ["IncomingServiceRequest", "Other"]),
-            "cloudEnvironment": rnd.choice(["prod", "prod", "", "prod-eu", "int", "nonprod-eu", "prod-test"]),
+            "time": (hour + timedelta(seconds=rnd.uniform(0, 3600))).isoformat(
+                timespec="milliseconds"
+            )
+            + "Z",
+            "data_baseType": rnd.choice(
+                ["Ms.Qos.IncomingServiceRequest"] * 8 + ["IncomingServiceRequest", "Other"]
+            ),
+            "cloudEnvironment": rnd.choice(
+                ["prod", "prod", "", "prod-eu", "int", "nonprod-eu", "prod-test"]
+            ),
             "cC": cc if level < 0.6 else None,
             "ScScenario": rnd.choice(SCENARIOS) if 0.6 <= level < 0.8 else None,
             "ScPartner": f"S{rnd.randint(1, 3)}" if rnd.random() < 0.5 else None,
@@ -136,10 +254,20 @@ def write_jsonl(path: Path, events: list[dict]) -> Path:
 
 
 PARQUET_COLUMNS = {
-    "eventId": "VARCHAR", "time": "VARCHAR", "data_baseType": "VARCHAR", "cloudEnvironment": "VARCHAR",
-    "cC": 'STRUCT("ms.b.tel.scenario" VARCHAR, "ms.b.tel.partner" VARCHAR)', "ScScenario": "VARCHAR",
-    "ScPartner": "VARCHAR", "OperationName": "VARCHAR", "CallerName": "VARCHAR", "RequestType": "VARCHAR",
-    "Latency": "DOUBLE", "RequestStatus": "BIGINT", "isTest": "VARCHAR", "STID": "VARCHAR",
+    "eventId": "VARCHAR",
+    "time": "VARCHAR",
+    "data_baseType": "VARCHAR",
+    "cloudEnvironment": "VARCHAR",
+    "cC": 'STRUCT("ms.b.tel.scenario" VARCHAR, "ms.b.tel.partner" VARCHAR)',
+    "ScScenario": "VARCHAR",
+    "ScPartner": "VARCHAR",
+    "OperationName": "VARCHAR",
+    "CallerName": "VARCHAR",
+    "RequestType": "VARCHAR",
+    "Latency": "DOUBLE",
+    "RequestStatus": "BIGINT",
+    "isTest": "VARCHAR",
+    "STID": "VARCHAR",
 }
 
 

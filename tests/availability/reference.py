@@ -13,9 +13,23 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 FIELDS = [
-    "eventId", "time", "data_baseType", "cloudEnvironment", "ScScenario", "ScPartner",
-    "OperationName", "CallerName", "RequestType", "RoleInstance", "SLLVersion", "Latency",
-    "RequestStatus", "testHeader", "quoteIsTest", "isTest", "STID",
+    "eventId",
+    "time",
+    "data_baseType",
+    "cloudEnvironment",
+    "ScScenario",
+    "ScPartner",
+    "OperationName",
+    "CallerName",
+    "RequestType",
+    "RoleInstance",
+    "SLLVersion",
+    "Latency",
+    "RequestStatus",
+    "testHeader",
+    "quoteIsTest",
+    "isTest",
+    "STID",
 ]
 BAD_ENV = {"dev", "int", "ppe", "non-prod", "nonprod", "sandbox", "perf", "test"}
 BAD_ENV_PART = ["-dev", "-int", "-ppe", "-sandbox", "-perf", "-test"]
@@ -41,11 +55,19 @@ def as_text(value):
 def read_lines(path: Path) -> list[dict]:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as fh:
-        return [
-            json.loads(line, parse_float=Raw, parse_int=Raw)
-            for line in fh
-            if line.strip()
-        ]
+        return [json.loads(line, parse_float=Raw, parse_int=Raw) for line in fh if line.strip()]
+
+
+def read_parquet(path: Path) -> list[dict]:
+    """A Parquet file's rows as Python values (floats stay floats, structs become dicts)."""
+    import duckdb
+
+    con = duckdb.connect()
+    cur = con.execute(f"SELECT * FROM read_parquet('{path}')")
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    con.close()
+    return rows
 
 
 def flatten(event: dict) -> dict:
@@ -90,7 +112,11 @@ def good_latency(s):
     body = s[1:] if s.startswith("-") else s
     mantissa, _, exponent = body.lower().partition("e")
     whole, dot, frac = mantissa.partition(".")
-    if not whole or any(c not in "0123456789" for c in whole) or (len(whole) > 1 and whole[0] == "0"):
+    if (
+        not whole
+        or any(c not in "0123456789" for c in whole)
+        or (len(whole) > 1 and whole[0] == "0")
+    ):
         return None
     if dot and (not frac or any(c not in "0123456789" for c in frac)):
         return None
@@ -147,14 +173,21 @@ def compute_hour(records: list[dict], hour: datetime, oms: set[str]) -> dict:
             dropped["outside_hour"] += 1
             continue
         bt = rec["data_baseType"]
-        if bt is None or bt.lower() not in ("ms.qos.incomingservicerequest", "incomingservicerequest"):
+        if bt is None or bt.lower() not in (
+            "ms.qos.incomingservicerequest",
+            "incomingservicerequest",
+        ):
             dropped["base_type"] += 1
             continue
         if not env_ok(rec["cloudEnvironment"]):
             dropped["environment"] += 1
             continue
         qt, it = rec["quoteIsTest"], rec["isTest"]
-        if not (blank(rec["testHeader"]) and (blank(qt) or qt.lower() != "true") and (blank(it) or it.lower() != "true")):
+        if not (
+            blank(rec["testHeader"])
+            and (blank(qt) or qt.lower() != "true")
+            and (blank(it) or it.lower() != "true")
+        ):
             dropped["test_traffic"] += 1
             continue
         scenario = None
