@@ -213,3 +213,29 @@ def plan_refresh(store: Store, settings: AvailabilitySettings, now: datetime) ->
     listed = {h: cursor.list_files(settings.events_root, h) for h in cursor.hours(start, end)}
     listed = {h: f for h, f in listed.items() if f}
     return cursor.changed_hours(listed, store.cursor(start, end))
+
+
+def slo_counts(store: Store, now: datetime) -> dict[str, dict]:
+    """{ScenarioId: {window: (total, failed)}} for every SLO window ending at ``now``."""
+    from metrics_pipeline.availability.slo import WINDOWS
+
+    out: dict[str, dict] = {}
+    for window in WINDOWS:
+        for r in store.read(sql.scenario_sums(store.tables, now - window, now)):
+            counts = (int(r["TotalRequests"] or 0), int(r["FailedRequests"] or 0))
+            out.setdefault(r["ScenarioId"], {})[window] = counts
+    return out
+
+
+def slo_states(store: Store, now: datetime, min_requests: int) -> dict[str, dict]:
+    """SLO state of every scenario of the Scenario table at ``now``."""
+    from metrics_pipeline.availability.slo import scenario_state
+
+    counts = slo_counts(store, now)
+    return {
+        sid: {
+            "scenarioName": s["ScenarioName"],
+            **scenario_state(float(s["AvailabilityTarget"]), counts.get(sid, {}), min_requests),
+        }
+        for sid, s in sorted(store.scenarios().items())
+    }
