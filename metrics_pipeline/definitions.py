@@ -8,6 +8,7 @@ from metrics_pipeline.assets.checks import hourly_backlog
 from metrics_pipeline.assets.hourly import hourly_aggregates
 from metrics_pipeline.assets.rollups import daily_aggregates, weekly_aggregates
 from metrics_pipeline.assets.sources import source_specs
+from metrics_pipeline.availability.assets import build_availability_definitions
 from metrics_pipeline.jobs import daily_job, hourly_job, weekly_job
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.schedules import build_refresh_schedule
@@ -32,7 +33,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     # One override for every sensor's interval (tests, or a deployment that wants them faster).
     interval = environ.get("METRICS_SENSOR_INTERVAL_S")
     sensors = [b(int(interval)) if interval else b() for b in SENSOR_BUILDERS]
-    return Definitions(
+    datapump = Definitions(
         assets=[*source_specs, hourly_aggregates, daily_aggregates, weekly_aggregates],
         jobs=[hourly_job, daily_job, weekly_job],
         schedules=[build_refresh_schedule(every)],
@@ -40,6 +41,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
         sensors=sensors,
         resources=build_resources(environ, resolve=resolve),
     )
+    return Definitions.merge(datapump, build_availability_definitions(environ, resolve))
 
 
 @definitions
