@@ -387,6 +387,10 @@ def run_demo_data(args, environ) -> int:
         f"({', '.join(f'{s}: {n}' for s, n in written.items())}), "
         f"{args.days} days to {end:%Y-%m-%d %H:%M} UTC"
     )
+    from metrics_pipeline.availability.demo import create_availability_demo
+
+    root, events = create_availability_demo(environ, end, args.days, args.seed, args.scale)
+    print(f"demo data: {events} request telemetry events in {root} (availability)")
     return EXIT_OK
 
 
