@@ -89,20 +89,16 @@ def replace_window(
         elif all(_same(before[c], row[c]) for c in values):
             counts.unchanged += 1
         else:
-            updates.append({"_k_" + c: before[c] for c in key} | {c: row[c] for c in values})
-    deletes = [k for k in old if k not in new]
-    if deletes:
-        for k in deletes:
-            conn.execute(
-                delete(table).where(and_(*(table.c[c] == v for c, v in zip(key, k, strict=True))))
+            updates.append(
+                {"_k_" + c: v for c, v in zip(key, k, strict=True)} | {c: row[c] for c in values}
             )
+    deletes = [{"_k_" + c: v for c, v in zip(key, k, strict=True)} for k in old if k not in new]
+    by_key = and_(*(table.c[c] == bindparam("_k_" + c) for c in key))
+    if deletes:
+        conn.execute(delete(table).where(by_key), deletes)
     if updates:
-        stmt = (
-            update(table)
-            .where(and_(*(table.c[c] == bindparam("_k_" + c) for c in key)))
-            .values({c: bindparam(c) for c in values} | ({stamp: now} if stamp else {}))
-        )
-        conn.execute(stmt, updates)
+        stamped = {c: bindparam(c) for c in values} | ({stamp: now} if stamp else {})
+        conn.execute(update(table).where(by_key).values(stamped), updates)
     if inserts:
         conn.execute(table.insert(), inserts)
     counts.inserted, counts.updated, counts.deleted = len(inserts), len(updates), len(deletes)
