@@ -43,6 +43,8 @@ RECORD = (
     "cc_scenario",
     "cc_partner",
 )
+#: GROUPING() codes of the statement's three grouping sets.
+STATS_SET, MINUTE_SET, SKETCH_SET = 2, 3, 1
 MINUTE_KEY = ("StartTime", "ScenarioId", "PartnerId", "RequestType", "Environment", "STID")
 
 
@@ -156,7 +158,6 @@ def hour_statement(source: str, hour: datetime) -> str:
     grouping set 1: latency sketch buckets per scenario."""
     start, end = hour.isoformat(), (hour + timedelta(hours=1)).isoformat()
     nulls_last = ", ".join(f"{q(c)} ASC NULLS LAST" for c in RECORD)
-    no_id = ", ".join(f"CASE WHEN eid IS NULL THEN {q(c)} END" for c in RECORD)
     scenario, scenario_level = _fallback(
         "ScenarioId",
         [
@@ -172,14 +173,20 @@ def hour_statement(source: str, hour: datetime) -> str:
     return f"""
 WITH src AS ({source}),
 numbered AS (
-  SELECT *, row_number() OVER (w ORDER BY {nulls_last}) AS copy_no, count(*) OVER w AS copies
-  FROM (SELECT *, nullif({q("eventId")}, '') AS eid FROM src)
-  WINDOW w AS (PARTITION BY eid, {no_id})
+  SELECT * EXCLUDE (copy_no) FROM (
+    SELECT *, row_number() OVER (w ORDER BY {nulls_last}) AS copy_no, count(*) OVER w AS copies
+    FROM (SELECT *, nullif({q("eventId")}, '') AS eid FROM src) WHERE eid IS NOT NULL
+    WINDOW w AS (PARTITION BY eid)
+  ) WHERE copy_no = 1
+  UNION ALL BY NAME
+  SELECT * EXCLUDE ({q("eventId")}), NULL::VARCHAR AS {q("eventId")}, NULL::VARCHAR AS eid,
+    count(*) AS copies
+  FROM src WHERE coalesce({q("eventId")}, '') = '' GROUP BY ALL
 ),
 typed AS (
   SELECT *, TRY_CAST({q("time")} AS TIMESTAMPTZ) AS ts,
     {scenario} AS scen, {scenario_level} AS scen_level
-  FROM numbered WHERE copy_no = 1
+  FROM numbered
 ),
 classified AS (
   SELECT *, CASE
@@ -213,16 +220,16 @@ kept AS (
       THEN TRY_CAST({q("Latency")} AS DECIMAL(18, {rules.LATENCY_DECIMALS})) END AS lat
   FROM classified
 )
-SELECT GROUPING(StartTime) AS set_id, drop_reason, scen_level, partner_level,
-  StartTime, ScenarioId, PartnerId, RequestType, Environment, STID, bucket,
+SELECT GROUPING(drop_reason) + 2 * GROUPING(bucket) AS set_id, drop_reason, scen_level,
+  partner_level, StartTime, ScenarioId, PartnerId, RequestType, Environment, STID, bucket,
   count(*) AS total, count(*) FILTER (WHERE success) AS ok, count(lat) AS lat_count,
   sum(lat) AS lat_sum, sum(copies - 1) AS dups
 FROM (SELECT *, CASE WHEN lat IS NULL THEN NULL WHEN lat <= 0 THEN {ZERO_BUCKET}
         ELSE CAST(ceil(ln(CAST(lat AS DOUBLE)) / {SKETCH_LOG_GAMMA!r}) AS BIGINT) END AS bucket
       FROM kept)
 GROUP BY GROUPING SETS (
-  (drop_reason, scen_level, partner_level,
-   StartTime, ScenarioId, PartnerId, RequestType, Environment, STID),
+  (drop_reason, scen_level, partner_level),
+  (StartTime, ScenarioId, PartnerId, RequestType, Environment, STID),
   (ScenarioId, bucket)
 )
 """
@@ -280,48 +287,31 @@ def aggregate_hour(
         raise EventFilesUnreadable(
             f"event files of {hour:%Y-%m-%d %H}:00 unreadable: {first}"
         ) from exc
-    for (
-        set_id,
-        reason,
-        s_level,
-        p_level,
-        start,
-        scen,
-        partner,
-        rtype,
-        env,
-        stid,
-        bucket,
-        total,
-        ok,
-        lat_count,
-        lat_sum,
-        dups,
-    ) in rows:
-        if set_id == 1:
-            if scen is not None and bucket is not None:
-                out.sketches.setdefault(scen, Sketch()).add(int(bucket), int(lat_count))
-            continue
-        out.events_read += int(total) + int(dups)
-        out.duplicates += int(dups)
-        if reason is not None:
-            out.dropped[reason] += int(total)
-            continue
-        out.scenario_levels[s_level] = out.scenario_levels.get(s_level, 0) + int(total)
-        out.partner_levels[p_level] = out.partner_levels.get(p_level, 0) + int(total)
-        key = (start, scen, partner, rtype, env, stid)
-        row = out.minutes.get(key)
-        if row is None:
-            row = out.minutes[key] = dict(zip(MINUTE_KEY, key, strict=True)) | {
-                "TotalRequests": 0,
-                "SuccessfulRequests": 0,
-                "LatencyCount": 0,
-                "TotalLatency": Decimal(0),
+    for set_id, reason, s_level, p_level, start, *key, bucket, total, ok, n, lat, dups in rows:
+        if set_id == STATS_SET:
+            out.events_read += int(total) + int(dups)
+            out.duplicates += int(dups)
+            if reason is not None:
+                out.dropped[reason] += int(total)
+            else:
+                out.scenario_levels[s_level] = out.scenario_levels.get(s_level, 0) + int(total)
+                out.partner_levels[p_level] = out.partner_levels.get(p_level, 0) + int(total)
+        elif set_id == SKETCH_SET:
+            if key[0] is not None and bucket is not None:
+                out.sketches.setdefault(key[0], Sketch()).add(int(bucket), int(n))
+        elif start is not None:  # the minute set; dropped events group under a NULL key
+            out.minutes[(start, *key)] = {
+                "StartTime": start,
+                "ScenarioId": key[0],
+                "PartnerId": key[1],
+                "RequestType": key[2],
+                "Environment": key[3],
+                "STID": key[4],
+                "TotalRequests": total,
+                "SuccessfulRequests": ok,
+                "LatencyCount": n,
+                "TotalLatency": lat if lat is not None else Decimal(0),
             }
-        row["TotalRequests"] += int(total)
-        row["SuccessfulRequests"] += int(ok)
-        row["LatencyCount"] += int(lat_count)
-        row["TotalLatency"] += Decimal(lat_sum or 0)
     for row in out.minutes.values():
         finish_counts(row)
     return out
