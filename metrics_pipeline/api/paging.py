@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from metrics_pipeline.api.times import MAX_TIME, MIN_TIME
+
 
 class BadToken(ValueError):
     """The continuation token is malformed or belongs to another query."""
@@ -56,7 +58,7 @@ class Cursor:
             raise BadToken("not a continuation token of this API") from None
         if any(d.tzinfo is not None for d in (cursor.start, cursor.end, cursor.after)):
             raise BadToken("not a continuation token of this API")
-        if not cursor.start <= cursor.after < cursor.end:
+        if not MIN_TIME <= cursor.start <= cursor.after < cursor.end <= MAX_TIME:
             raise BadToken("not a continuation token of this API")
         return cursor
 

@@ -3,8 +3,9 @@
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from metrics_pipeline.api.exports.service import ExportSettings
 from metrics_pipeline.resources import resource_urls
 from metrics_pipeline.resources.engines import ConfigurationError
 
@@ -44,6 +45,10 @@ class ApiSettings:
     series_cache_s: int = 5
     db_schema: str | None = None
     max_billers: int = 10000
+    #: Signs export continuation tokens (METRICS_API_EXPORT_SECRET). Unset: a random secret,
+    #: kept in Redis when configured (shared by every API process), else per process.
+    export_secret: str | None = field(default=None, repr=False)
+    exports: ExportSettings = field(default_factory=ExportSettings)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "ApiSettings":
@@ -58,6 +63,8 @@ class ApiSettings:
                 environ, "METRICS_DASHBOARD_REFRESH_SECONDS", cls.refresh_seconds, 1
             ),
             series_cache_s=_int(environ, "METRICS_API_SERIES_CACHE_SECONDS", cls.series_cache_s, 0),
+            export_secret=environ.get("METRICS_API_EXPORT_SECRET") or None,
+            exports=_export_settings(environ),
         )
 
 
@@ -69,3 +76,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _export_settings(environ: Mapping[str, str]) -> ExportSettings:
+    d = ExportSettings()
+    return ExportSettings(
+        pages_ahead=_int(environ, "METRICS_API_EXPORT_PAGES_AHEAD", d.pages_ahead, 0),
+        bytes_per_task=_int(
+            environ, "METRICS_API_EXPORT_TASK_CACHE_MB", d.bytes_per_task // 2**20, 1
+        )
+        * 2**20,
+        max_tasks=_int(environ, "METRICS_API_EXPORT_MAX_TASKS", d.max_tasks, 1),
+        max_cache_bytes=_int(environ, "METRICS_API_EXPORT_CACHE_MB", d.max_cache_bytes // 2**20, 1)
+        * 2**20,
+        workers=_int(environ, "METRICS_API_EXPORT_WORKERS", d.workers, 1),
+    )

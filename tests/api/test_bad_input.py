@@ -35,6 +35,17 @@ CASES = [
     ("/api/metrics/11", {"from": "x" * 65}, 422, "from", ["at most 64"]),
     ("/api/metrics/11", {"limit": "0"}, 422, "limit", ["greater than or equal to 1"]),
     ("/api/metrics/11", {"limit": "1001"}, 422, "limit", ["less than or equal to 1000"]),
+    # Dates Python can parse but not shift or represent (once 500 OverflowError): 400 instead.
+    ("/api/metrics/11", {"from": None, "to": "0001-01-01"}, 400, "to", ["out of range"]),
+    ("/api/metrics/11", {"from": "9999-12-31T23:00-05:00"}, 400, "from", ["out of range"]),
+    (
+        "/api/metrics/11",
+        {"from": "0001-01-01", "to": "0001-01-01T00:00+05:00"},
+        400,
+        "to",
+        ["out of range"],
+    ),
+    ("/api/metrics/11", {"to": "9999-12-31T23:59"}, 400, "to", ["out of range", "9999-12-31"]),
     ("/api/metrics/11", {"continuationToken": "not-a-token"}, 400, "continuationToken", ["not a"]),
     ("/api/metrics/11", {"continuationToken": "eyJ2IjoxfQ"}, 400, "continuationToken", ["not a"]),
 ]

@@ -1,0 +1,66 @@
+"""What routes depend on: the application's state and the caller (FastAPI dependencies).
+
+Routes declare ``state: State`` and ``who: Caller``; nothing reads a module global.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from metrics_pipeline.api.auth import LOOPBACK_PRINCIPAL, Principal, token_digest
+from metrics_pipeline.api.cache import MetadataCache
+from metrics_pipeline.api.errors import ApiError
+from metrics_pipeline.api.exports.service import ExportService
+from metrics_pipeline.api.reader import WarehouseReader
+from metrics_pipeline.api.series_cache import SeriesCache
+from metrics_pipeline.api.settings import ApiSettings, is_loopback
+from metrics_pipeline.api.vendor import ChartLibrary
+
+
+@dataclass
+class AppState:
+    """Everything one application holds, built by ``create_app`` (``app.state.metrics``)."""
+
+    settings: ApiSettings
+    reader: WarehouseReader
+    cache: MetadataCache
+    series_cache: SeriesCache
+    tokens: dict[str, Principal] | None
+    chart_library: ChartLibrary
+    exports: ExportService
+
+
+def state_of(request: Request) -> AppState:
+    return request.app.state.metrics
+
+
+State = Annotated[AppState, Depends(state_of)]
+
+bearer = HTTPBearer(auto_error=False, description="A token listed in METRICS_API_TOKENS_FILE")
+
+
+async def principal(
+    request: Request,
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The caller: from its bearer token, or the loopback caller when no tokens are configured."""
+    if state.tokens is None:
+        client = request.client.host if request.client else ""
+        if is_loopback(client):
+            return LOOPBACK_PRINCIPAL
+        raise ApiError(
+            401, "this server has no API tokens configured and serves loopback clients only"
+        )
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None or not credentials.credentials:
+        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", None, challenge)
+    found = state.tokens.get(token_digest(credentials.credentials))
+    if found is None:
+        raise ApiError(401, "unknown bearer token", None, challenge)
+    return found
+
+
+Caller = Annotated[Principal, Depends(principal)]

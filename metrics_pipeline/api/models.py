@@ -1,0 +1,110 @@
+"""Response models, for the OpenAPI spec (the routes serialize their answers directly)."""
+
+from pydantic import BaseModel, Field
+
+
+class MetricTypeRef(BaseModel):
+    id: int
+    name: str
+    unit: str
+
+
+class TimeStampTypeRef(BaseModel):
+    id: int
+    name: str
+
+
+class PointOut(BaseModel):
+    t: str = Field(description="Start of the window, ISO 8601 UTC")
+    value: float | None = Field(description="The metric's value; null when undefined")
+    requestCount: int | None = Field(description="Calls in the window")
+
+
+class MetricSeries(BaseModel):
+    billerId: int
+    metricType: MetricTypeRef
+    timeStampType: TimeStampTypeRef
+    model_config = {"populate_by_name": True}
+    from_: str = Field(alias="from", description="Start of the range (inclusive), ISO 8601 UTC")
+    to: str = Field(description="End of the range (exclusive), ISO 8601 UTC")
+    points: list[PointOut]
+    continuationToken: str | None = Field(
+        description="Pass back as continuationToken for the next page; null on the last page"
+    )
+
+
+class MetricTypeOut(BaseModel):
+    id: int
+    name: str
+    unit: str
+    description: str | None
+
+
+class TimeStampTypeOut(BaseModel):
+    id: int
+    name: str
+    hierarchyLevel: int
+
+
+class BillersOut(BaseModel):
+    billers: list[int]
+
+
+class HealthOut(BaseModel):
+    status: str
+    warehouse: str
+    cache: str
+
+
+class ExportPage(BaseModel):
+    """One page of an export (format=json); format=csv sends the same rows as text/csv."""
+
+    objectName: str
+    taskId: str = Field(description="The export task (see /api/v2/exports-status/{task_id})")
+    page: int = Field(description="1 for the first page")
+    rowCount: int
+    continuationToken: str | None = Field(
+        description="Send it back (query parameter or continuation-token header) for the next "
+        "page; null on the last page"
+    )
+    rows: list[dict] = Field(description="The rows, one object per row, columns by name")
+
+
+class ActivityTracker(BaseModel):
+    elapsed_time: str = Field(description="Time since the task's last event or request")
+    initiated_time: str = Field(description="When the first page was asked (UTC)")
+    last_activity: str = Field(description="The last event or request (UTC)")
+
+
+class QueryConfig(BaseModel):
+    filter_params: dict = Field(description="fromDate, toDate, billers, pageSize, format")
+    object_name: str
+
+
+class ExportEvent(BaseModel):
+    event: str
+    at: str
+
+
+class ExportTask(BaseModel):
+    task_id: str
+    queue: str = Field(description="active, completed, draining or stale")
+    accumulate: int = Field(description="Rows served so far")
+    metric: int | None = Field(description="Rows on the latest page served")
+    activity_tracker: ActivityTracker
+    query_config: QueryConfig
+    status: str | None = Field(description="The latest event")
+    message: str | None
+    pages_served: int
+    pages_fetched: int
+    cached_bytes: int
+    events: list[ExportEvent] | None = Field(
+        default=None, description="Every event in order (single-task answers only)"
+    )
+
+
+class ExportQueues(BaseModel):
+    active: list[ExportTask]
+    completed: list[ExportTask]
+    draining: list[ExportTask]
+    stale: list[ExportTask]

@@ -1,0 +1,1 @@
+"""One APIRouter per area; ``api/app.py`` includes each with one ``app.include_router`` line."""
