@@ -114,7 +114,9 @@ def generate(folder: Path, events: int, fmt: str) -> list[Path]:
     for n in range(FILES_PER_HOUR):
         path = folder / f"part-{n}.{fmt}"
         option = "FORMAT json" if fmt == "jsonl" else "FORMAT parquet"
-        sql = EVENTS_SQL.format(lo=n * step, hi=events if n == FILES_PER_HOUR - 1 else (n + 1) * step)
+        sql = EVENTS_SQL.format(
+            lo=n * step, hi=events if n == FILES_PER_HOUR - 1 else (n + 1) * step
+        )
         con.execute(f"COPY ({sql}) TO '{path}' ({option})")
         files.append(path)
     con.close()
@@ -124,7 +126,11 @@ def generate(folder: Path, events: int, fmt: str) -> list[Path]:
 def baseline(files: list[Path]) -> tuple[float, int]:
     con = duckdb_sql.connect()
     if files[0].suffix == ".parquet":
-        schema = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({[str(f) for f in files]}))").fetchall())
+        schema = dict(
+            con.execute(
+                f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({[str(f) for f in files]}))"
+            ).fetchall()
+        )
         source = duckdb_sql.parquet_source(files, schema)
     else:
         source = duckdb_sql.json_source(files)
@@ -164,11 +170,6 @@ def rss_child(root: str, warehouse: str) -> None:
     print(json.dumps({"elapsed": elapsed, "kept": kept, "peak_mb": peak}))
 
 
-def median_of(fn, repeat: int) -> tuple[float, int]:
-    runs = [fn() for _ in range(repeat)]
-    return statistics.median(r[0] for r in runs), runs[0][1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -185,11 +186,14 @@ def main() -> None:
         for fmt in ("jsonl", "parquet"):
             root = tmp / fmt / "events"
             files = generate(root / "2025/03/01/10", args.events, fmt)
-            b, b_kept = median_of(lambda files=files: baseline(files), args.repeat)
-            a, a_kept = median_of(lambda files=files: pipeline_aggregate(files), args.repeat)
-            w, w_kept = median_of(
-                lambda root=root, fmt=fmt: asset_run(root, f"sqlite:///{tmp / fmt}-{time.time_ns()}.db"),
-                args.repeat,
+            # Interleaved, so that load from other processes hits all three alike.
+            runs = {"b": [], "a": [], "w": []}
+            for _ in range(args.repeat):
+                runs["b"].append(baseline(files))
+                runs["a"].append(pipeline_aggregate(files))
+                runs["w"].append(asset_run(root, f"sqlite:///{tmp / fmt}-{time.time_ns()}.db"))
+            (b, b_kept), (a, a_kept), (w, w_kept) = (
+                (statistics.median(t for t, _ in runs[k]), runs[k][0][1]) for k in "baw"
             )
             assert a_kept == b_kept == w_kept, (a_kept, b_kept, w_kept)
             results["formats"][fmt] = {
@@ -209,17 +213,31 @@ def main() -> None:
         for millions in [int(x) for x in args.sizes.split(",")]:
             root = tmp / f"rss{millions}" / "events"
             generate(root / "2025/03/01/10", millions * 1_000_000, "jsonl")
-            out = subprocess.run(
-                [sys.executable, __file__, "--rss-child", str(root), f"sqlite:///{tmp}/rss{millions}.db"],
-                check=True, capture_output=True, text=True,
-            ).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--rss-child",
+                        str(root),
+                        f"sqlite:///{tmp}/rss{millions}.db",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             row = {"events": millions * 1_000_000, **json.loads(out)}
             results["rss"].append(row)
             print("rss", json.dumps(row), flush=True)
             shutil.rmtree(tmp / f"rss{millions}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    results["machine"] = f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
+    results["machine"] = (
+        f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
+    )
     results["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(json.dumps(results, indent=1))
 

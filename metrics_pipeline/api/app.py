@@ -29,7 +29,14 @@ from metrics_pipeline.api.exports.service import ExportService
 from metrics_pipeline.api.exports.store import MemoryStore, RedisStore
 from metrics_pipeline.api.middleware import SecurityHeaders
 from metrics_pipeline.api.reader import WarehouseReader
-from metrics_pipeline.api.routers import dashboard, exports, health, metrics, reference
+from metrics_pipeline.api.routers import (
+    availability,
+    dashboard,
+    exports,
+    health,
+    metrics,
+    reference,
+)
 from metrics_pipeline.api.series_cache import SeriesCache
 from metrics_pipeline.api.settings import ApiSettings
 from metrics_pipeline.api.vendor import ChartLibrary
@@ -105,6 +112,7 @@ def create_app(settings: ApiSettings, clock: Callable[[], float] = time.time) ->
     app.include_router(reference.router)
     app.include_router(exports.router)
     app.include_router(dashboard.router)
+    app.include_router(availability.router)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app

@@ -266,3 +266,18 @@ def published_series(
     if scenario_ids is not None:
         condition = and_(condition, p.c.ScenarioId.in_(list(scenario_ids)))
     return select(p).where(condition).order_by(p.c.StartTime, p.c.ScenarioId)
+
+
+def daily_scenario_counts(t: AvailabilityTables, start: datetime, end: datetime) -> Select:
+    """Per scenario and day: total and failed requests of the daily rows (SLO budget series)."""
+    d = t.daily
+    return (
+        select(
+            d.c.ScenarioId,
+            d.c.StartTime,
+            func.sum(d.c.TotalRequests).label("TotalRequests"),
+            func.sum(d.c.FailedRequests).label("FailedRequests"),
+        )
+        .where(in_window(d, start, end))
+        .group_by(d.c.ScenarioId, d.c.StartTime)
+    )

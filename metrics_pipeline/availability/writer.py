@@ -111,7 +111,8 @@ class Store:
 
     engine: Engine
     tables: sql.AvailabilityTables = field(default_factory=sql.build_tables)
-    _ready: bool = False
+    #: True once the tables are known to exist (the API never creates them: it sets this).
+    schema_ready: bool = False
 
     def unreachable(self, exc: Exception) -> DatabaseUnreachable:
         return DatabaseUnreachable(
@@ -120,13 +121,13 @@ class Store:
 
     def ensure_schema(self) -> None:
         """Create the family's tables (reference tables included) when missing."""
-        if self._ready:
+        if self.schema_ready:
             return
         try:
             self.tables.metadata.create_all(self.engine, checkfirst=True)
         except OperationalError as exc:
             raise self.unreachable(exc) from exc
-        self._ready = True
+        self.schema_ready = True
 
     def transaction(self, work: Callable) -> object:
         """Run ``work(conn)`` in one transaction; again if a concurrent writer won the insert."""
