@@ -76,6 +76,17 @@ def _writes(report: pipeline.WindowReport) -> dict:
     }
 
 
+def _each_day(context, availability: AvailabilityResource, write) -> MaterializeResult:
+    """``write(store, day)`` for every day of the run's partition range, counts in metadata."""
+    store = availability.store()
+    writes = pipeline.WriteCounts()
+    day = _start(context)
+    while day < _end(context):
+        writes.add(write(store, day))
+        day += sql.ONE_DAY
+    return MaterializeResult(metadata={"rows": MetadataValue.json(writes.as_dict())})
+
+
 def _on_deps_updated() -> AutomationCondition:
     """Roll a day up again whenever one of its hours (or its daily row) was written."""
     return (
@@ -181,13 +192,7 @@ def build_availability(environ: Mapping[str, str] | None = None, resolve: bool =
         },
     )
     def availability_daily(context: AssetExecutionContext, availability: AvailabilityResource):
-        store = availability.store()
-        writes = pipeline.WriteCounts()
-        day = _start(context)
-        while day < _end(context):
-            writes.add(pipeline.materialize_day(store, day))
-            day += sql.ONE_DAY
-        return MaterializeResult(metadata={"rows": MetadataValue.json(writes.as_dict())})
+        return _each_day(context, availability, pipeline.materialize_day)
 
     @asset(
         key=PUBLISHED,
@@ -210,13 +215,7 @@ def build_availability(environ: Mapping[str, str] | None = None, resolve: bool =
         },
     )
     def availability_published(context: AssetExecutionContext, availability: AvailabilityResource):
-        store = availability.store()
-        writes = pipeline.WriteCounts()
-        day = _start(context)
-        while day < _end(context):
-            writes.add(pipeline.publish_day(store, day))
-            day += sql.ONE_DAY
-        return MaterializeResult(metadata={"rows": MetadataValue.json(writes.as_dict())})
+        return _each_day(context, availability, pipeline.publish_day)
 
     checks = _build_checks(parts)
     return {

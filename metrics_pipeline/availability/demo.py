@@ -132,11 +132,12 @@ def write_hour(root: Path, hour: datetime, end: datetime, count: int, seed: int)
     opener = gzip.open if name.endswith(".gz") else open
     with opener(folder / name, "wt", encoding="utf-8") as fh:
         fh.writelines(json.dumps(e) + "\n" for e in json_part)
-    _write_parquet(folder / "events-b.parquet", events[half:])
+    write_parquet_events(folder / "events-b.parquet", events[half:])
     return len(events)
 
 
-def _write_parquet(path: Path, events: list[dict]) -> None:
+def write_parquet_events(path: Path, events: list[dict]) -> None:
+    """Events as a typed Parquet file (cC a struct, Latency DOUBLE, RequestStatus BIGINT)."""
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as tmp:
         tmp.writelines(json.dumps(e) + "\n" for e in events)
     spec = "{" + ", ".join(f"{lit(k)}: {lit(v)}" for k, v in PARQUET_TYPES.items()) + "}"

@@ -10,15 +10,7 @@ from metrics_pipeline.availability.pipeline import slo_states
 from metrics_pipeline.availability.writer import Store
 from metrics_pipeline.sql.source import as_naive_utc
 
-SERIES_FIELDS = (
-    "TotalRequests",
-    "SuccessfulRequests",
-    "FailedRequests",
-    "Availability",
-    "AverageLatency",
-    "P95Latency",
-    "P99Latency",
-)
+SERIES_FIELDS = [c for c in sql.PUBLISHED_VALUES if c != "ScenarioName"]
 
 
 def _json(value):

@@ -7,7 +7,7 @@ import random
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import duckdb
+from metrics_pipeline.availability.demo import write_parquet_events
 
 OMS = {"GetQuote", "PlaceOrder"}
 SCENARIOS = ["Checkout", "Search", "Login"]
@@ -253,34 +253,7 @@ def write_jsonl(path: Path, events: list[dict]) -> Path:
     return path
 
 
-PARQUET_COLUMNS = {
-    "eventId": "VARCHAR",
-    "time": "VARCHAR",
-    "data_baseType": "VARCHAR",
-    "cloudEnvironment": "VARCHAR",
-    "cC": 'STRUCT("ms.b.tel.scenario" VARCHAR, "ms.b.tel.partner" VARCHAR)',
-    "ScScenario": "VARCHAR",
-    "ScPartner": "VARCHAR",
-    "OperationName": "VARCHAR",
-    "CallerName": "VARCHAR",
-    "RequestType": "VARCHAR",
-    "Latency": "DOUBLE",
-    "RequestStatus": "BIGINT",
-    "isTest": "VARCHAR",
-    "STID": "VARCHAR",
-}
-
-
 def write_parquet(path: Path, events: list[dict]) -> Path:
-    """Well-typed events (as a real Parquet writer would produce) through DuckDB."""
-    tmp = path.with_suffix(".tmp.jsonl")
-    write_jsonl(tmp, events)
-    spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in PARQUET_COLUMNS.items()) + "}"
-    con = duckdb.connect()
-    con.execute(
-        f"COPY (SELECT * FROM read_json('{tmp}', format='newline_delimited', columns={spec})) "
-        f"TO '{path}' (FORMAT parquet)"
-    )
-    con.close()
-    tmp.unlink()
+    """Well-typed events (as a real Parquet writer would produce them), through DuckDB."""
+    write_parquet_events(path, events)
     return path
