@@ -125,6 +125,7 @@ def test_slo_state(client):
             "from",
         ),
         ("/api/availability/slo", {"days": 0}, 422, None),
+        ("/api/availability/pivot", {"timestampTypeId": 2}, 400, "timestampTypeId"),
     ],
 )
 def test_bad_input_is_a_4xx_naming_the_parameter(client, path, params, status, parameter):
@@ -148,3 +149,17 @@ def test_every_statement_parses_as_tsql(client):
         )
         assert "LIMIT" not in text.upper()
         assert sqlglot.parse_one(text, read="tsql") is not None
+
+
+def test_a_warehouse_without_availability_tables_answers_empty(tmp_path):
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    sqlite3.connect(tmp_path / "empty.db").close()  # a warehouse of another family only
+    app = create_app(ApiSettings(warehouse_url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    with TestClient(app, client=LOOPBACK_CLIENT) as c:
+        assert c.get("/api/availability/scenarios").json() == {"scenarios": []}
+        assert c.get("/api/availability/pivot").json()["scenarios"] == []
+        assert c.get("/api/availability/slo").json()["scenarios"] == []
+        assert c.get("/api/availability/scenarios/Checkout").status_code == 404

@@ -10,9 +10,11 @@
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
+from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from metrics_pipeline.api.deps import Caller, State
@@ -46,9 +48,37 @@ To = Annotated[
 ]
 
 
-def _store(state) -> Store:
-    """A read-only view of the family's tables over the API's warehouse engine."""
-    return Store(state.reader.engine, build_tables(state.settings.db_schema), schema_ready=True)
+def _only(*names: str):
+    """A dependency answering 400 for a query parameter the route does not take (a typo such
+    as ``timestampTypeId`` would otherwise be ignored silently)."""
+    allowed = frozenset(names)
+
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ApiError(
+                400, f"{unknown[0][:40]}: unknown query parameter (known: {known})", unknown[0][:40]
+            )
+
+    return [Depends(check)]
+
+
+def _store(request: Request, state) -> Store | None:
+    """A read-only view of the family's tables over the API's warehouse engine; None while the
+    warehouse has no availability tables yet (nothing materialized): the lists are then empty."""
+    tables = build_tables(state.settings.db_schema)
+    if not getattr(request.app.state, "availability_tables", False):
+        try:
+            present = inspect(state.reader.engine).has_table(
+                tables.published.name, schema=state.settings.db_schema
+            )
+        except (SQLAlchemyError, DatabaseUnreachable) as exc:
+            raise ApiError(503, "the warehouse is unavailable; try again later") from exc
+        if not present:
+            return None
+        request.app.state.availability_tables = True  # tables are never dropped by the pipeline
+    return Store(state.reader.engine, tables, schema_ready=True)
 
 
 def _range(level: int, from_: str | None, to: str | None):
@@ -75,19 +105,22 @@ async def _read(fn, *args) -> Any:
         raise ApiError(503, "the warehouse is unavailable; try again later") from exc
 
 
-@router.get("/api/availability/scenarios", responses=ERRORS)
-async def scenario_list(who: Caller, state: State):
+@router.get("/api/availability/scenarios", responses=ERRORS, dependencies=_only())
+async def scenario_list(who: Caller, state: State, request: Request):
     """The scenarios of the Scenario table, with their availability target (%)."""
-    return json_response({"scenarios": await _read(reads.scenarios, _store(state))})
+    store = _store(request, state)
+    return json_response({"scenarios": await _read(reads.scenarios, store) if store else []})
 
 
 @router.get(
     "/api/availability/scenarios/{scenarioId}",
     responses={**ERRORS, **INVALID, 404: {"model": ErrorBody, "description": "Unknown scenario"}},
+    dependencies=_only("timeStampTypeId", "from", "to"),
 )
 async def scenario_series(
     who: Caller,
     state: State,
+    request: Request,
     scenarioId: Annotated[str, PathParam(max_length=200, description="ScenarioId")],
     timeStampTypeId: Level = HOURLY,
     from_: From = None,
@@ -95,8 +128,8 @@ async def scenario_series(
 ):
     """One scenario's published availability, hourly or daily, oldest first."""
     start, end = _range(timeStampTypeId, from_, to)
-    store = _store(state)
-    known = await _read(reads.scenarios, store)
+    store = _store(request, state)
+    known = await _read(reads.scenarios, store) if store else []
     if scenarioId not in {s["scenarioId"] for s in known}:
         raise ApiError(404, f"scenarioId: unknown scenario {scenarioId!r}", "scenarioId")
     points = await _read(reads.series, store, scenarioId, timeStampTypeId, start, end)
@@ -111,10 +144,15 @@ async def scenario_series(
     )
 
 
-@router.get("/api/availability/pivot", responses={**ERRORS, **INVALID})
+@router.get(
+    "/api/availability/pivot",
+    responses={**ERRORS, **INVALID},
+    dependencies=_only("timeStampTypeId", "from", "to", "scenarios"),
+)
 async def availability_pivot(
     who: Caller,
     state: State,
+    request: Request,
     timeStampTypeId: Level = HOURLY,
     from_: From = None,
     to: To = None,
@@ -127,14 +165,26 @@ async def availability_pivot(
     wanted = [s for s in (scenarios or "").split(",") if s] or None
     if wanted and len(wanted) > MAX_SCENARIOS:
         raise ApiError(400, f"scenarios: at most {MAX_SCENARIOS}", "scenarios")
-    body = await _read(reads.pivot, _store(state), timeStampTypeId, start, end, wanted)
+    store = _store(request, state)
+    if store is None:
+        body = {
+            "timeStampTypeId": timeStampTypeId,
+            "scenarios": [],
+            "times": [],
+            "availability": [],
+        }
+    else:
+        body = await _read(reads.pivot, store, timeStampTypeId, start, end, wanted)
     return json_response({"from": start.isoformat(), "to": end.isoformat(), **body})
 
 
-@router.get("/api/availability/slo", responses={**ERRORS, **INVALID})
+@router.get(
+    "/api/availability/slo", responses={**ERRORS, **INVALID}, dependencies=_only("at", "days")
+)
 async def slo_state(
     who: Caller,
     state: State,
+    request: Request,
     at: Annotated[
         str | None, Query(max_length=64, description="Evaluation time, ISO 8601. Default: now")
     ] = None,
@@ -145,7 +195,10 @@ async def slo_state(
     METRICS_SLO_MIN_REQUESTS requests), and the budget remaining at the end of each day."""
     when = parse_time(at, "at") if at else utc_now()
     min_requests = AvailabilitySettings.from_env().slo_min_requests
-    return json_response(await _read(reads.slo_report, _store(state), when, min_requests, days))
+    store = _store(request, state)
+    if store is None:
+        return json_response({"at": when.isoformat(), "minRequests": min_requests, "scenarios": []})
+    return json_response(await _read(reads.slo_report, store, when, min_requests, days))
 
 
 @router.get("/availability", response_class=HTMLResponse, include_in_schema=False)
