@@ -4,6 +4,7 @@ functions of :mod:`pipeline`, built from the environment by :func:`build_availab
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,11 +20,13 @@ from dagster import (
     AutomationCondition,
     AutomationConditionSensorDefinition,
     BackfillPolicy,
+    BetaWarning,
     DefaultSensorStatus,
     Definitions,
     EnvVar,
     MaterializeResult,
     MetadataValue,
+    PreviewWarning,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -98,6 +101,16 @@ def _on_deps_updated() -> AutomationCondition:
 
 def build_availability(environ: Mapping[str, str] | None = None, resolve: bool = False) -> dict:
     """Assets, checks, sensors and the resource of the family, as keyword lists for Definitions."""
+    # The time-window mapping's allow_nonexistent_upstream_partitions, backfill_policy on @asset
+    # and partitioned checks are marked beta/preview in Dagster 1.13 but are the documented way
+    # to do this; silence those warnings here rather than process-wide.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        warnings.simplefilter("ignore", PreviewWarning)
+        return _build(environ, resolve)
+
+
+def _build(environ: Mapping[str, str] | None, resolve: bool) -> dict:
     from metrics_pipeline.resources import resource_urls
 
     env = os.environ if environ is None else environ
