@@ -33,7 +33,7 @@ demo: install
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/metrics-pipeline demo-data --days $(DEMO_DAYS)
 	. $(METRICS_DATA_DIR)/demo.env && export METRICS_PARTITIONS_START && \
-	  $(BIN)/metrics-pipeline materialize --last-days $(DEMO_DAYS)
+	  $(BIN)/metrics-pipeline materialize --last-days $(DEMO_DAYS) --family all
 	@echo
 	@echo "Open the Dagster UI with:  make dev   (then http://$(HOST):$(PORT))"
 

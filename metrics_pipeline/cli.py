@@ -391,6 +391,21 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     return EXIT_OK
 
 
+def _availability(what: str, environ, start=None, end=None) -> int:
+    """The availability family's materialize (minute -> daily -> published) or refresh."""
+    from metrics_pipeline.availability.pipeline import materialize_window as materialize
+    from metrics_pipeline.availability.pipeline import refresh_once
+
+    try:
+        report = (
+            materialize(start, end, environ) if what == "materialize" else refresh_once(environ)
+        )
+    except ValueError as exc:
+        raise UsageError(f"availability: {exc}") from None
+    sys.stdout.write(report.summary() + "\n")
+    return EXIT_OK
+
+
 def _collected(what: str, environ, start=None, end=None) -> int:
     """The collected-metrics family's materialize or refresh, with the same summary and codes."""
     from metrics_pipeline.collected.runs import materialize_collected, refresh_collected
@@ -485,7 +500,7 @@ def _fmt(value) -> str:
 # --- entry point --------------------------------------------------------------------------------
 
 
-FAMILIES = ("datapump", "collected", "all")
+FAMILIES = ("datapump", "availability", "collected", "all")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -596,6 +611,10 @@ def run_demo_data(args, environ) -> int:
     settings = data_dir(environ) / "demo.env"
     settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(f"METRICS_PARTITIONS_START={first_day:%Y-%m-%d}\n")
+    from metrics_pipeline.availability.demo import create_availability_demo
+
+    root, events = create_availability_demo(environ, end, args.days, args.seed, args.scale)
+    print(f"demo data: {events} request telemetry events in {root} (availability)")
     print(f"partitions start: {first_day:%Y-%m-%d} (METRICS_PARTITIONS_START, in {settings})")
     return EXIT_OK
 
@@ -656,6 +675,8 @@ def _run(args, environ) -> int:
                     environ=environ,
                 )
             )
+        if args.family in ("availability", "all"):
+            codes.append(_availability("materialize", environ, start, end))
         if args.family in ("collected", "all"):
             codes.append(_collected("materialize", environ, start, end))
         return max(codes)
@@ -663,6 +684,8 @@ def _run(args, environ) -> int:
         codes = []
         if args.family in ("datapump", "all"):
             codes.append(refresh_cycle(environ=environ))
+        if args.family in ("availability", "all"):
+            codes.append(_availability("refresh", environ))
         if args.family in ("collected", "all"):
             codes.append(_collected("refresh", environ))
         return max(codes)

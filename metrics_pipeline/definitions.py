@@ -6,6 +6,7 @@ from dagster import Definitions, definitions
 
 from metrics_pipeline.assets import build_datapump_assets
 from metrics_pipeline.assets.checks import build_checks
+from metrics_pipeline.availability.assets import build_availability_definitions
 from metrics_pipeline.collected.assets import build_collected_definitions
 from metrics_pipeline.jobs import build_jobs
 from metrics_pipeline.partitions import parse_partitions_start
@@ -29,7 +30,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     jobs = build_jobs()
     # The other source families, each with its own assets, import task and checks.
     collected = build_collected_definitions(environ)
-    return Definitions(
+    datapump = Definitions(
         assets=[*build_datapump_assets(start), *collected["assets"]],
         jobs=[*jobs, *collected["jobs"]],
         schedules=[
@@ -46,6 +47,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
         ],
         resources=build_resources(environ, resolve=resolve),
     )
+    return Definitions.merge(datapump, build_availability_definitions(environ, resolve))
 
 
 @definitions

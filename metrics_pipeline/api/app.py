@@ -31,6 +31,7 @@ from metrics_pipeline.api.exports.store import MemoryStore, RedisStore
 from metrics_pipeline.api.middleware import SecurityHeaders
 from metrics_pipeline.api.reader import WarehouseReader
 from metrics_pipeline.api.routers import (
+    availability,
     collected,
     dashboard,
     exports,
@@ -115,6 +116,7 @@ def create_app(settings: ApiSettings, clock: Callable[[], float] = time.time) ->
     app.include_router(reference.router)
     app.include_router(exports.router)
     app.include_router(dashboard.router)
+    app.include_router(availability.router)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     # Last: its catch-all /<key>/<stat>/<date>/<hour> must not shadow the routes above.

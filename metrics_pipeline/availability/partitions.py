@@ -1,0 +1,34 @@
+"""The family's partitions: the platform's own (metrics_pipeline.partitions), hourly for the
+minute asset, daily for the daily and published ones."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dagster import (
+    DailyPartitionsDefinition,
+    HourlyPartitionsDefinition,
+    TimeWindowPartitionMapping,
+)
+
+from metrics_pipeline.partitions import parse_partitions_start, partitions_def, rollup_mapping
+from metrics_pipeline.semantics import DAILY, HOURLY
+
+
+@dataclass(frozen=True)
+class AvailabilityPartitions:
+    hourly: HourlyPartitionsDefinition
+    daily: DailyPartitionsDefinition
+    #: A day covers its 24 hours; hours after the running one are not reported missing.
+    daily_from_hourly: TimeWindowPartitionMapping
+
+
+def availability_partitions(environ: Mapping[str, str] | None = None) -> AvailabilityPartitions:
+    """UTC partitions from METRICS_PARTITIONS_START, the same objects as the DataPump family's."""
+    env = os.environ if environ is None else environ
+    start = parse_partitions_start(env.get("METRICS_PARTITIONS_START"))
+    return AvailabilityPartitions(
+        hourly=partitions_def(HOURLY, start),
+        daily=partitions_def(DAILY, start),
+        daily_from_hourly=rollup_mapping(),
+    )
