@@ -436,7 +436,7 @@ def _not_written(warehouse, billers: list[int], hours) -> dict[int, tuple[str, s
     from metrics_pipeline.coverage import DATAPUMP, judge
 
     hours = sorted(hours)
-    ledger = warehouse.read_ledger(DATAPUMP, HOURLY, hours[0], hours[-1] + HOURLY.length)
+    ledger = warehouse.read_ledger_hours(DATAPUMP, HOURLY, hours)
     out: dict[int, tuple[str, str, int]] = {}
     for hour in hours:
         verdict = judge(hour, map(str, billers), ledger.get(hour, {}))

@@ -90,7 +90,7 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
         expected = [str(b.biller_id) for b in catalog.enabled_billers()]
         verdicts = [judge(h, expected, ledger.get(h, {})) for h in hours]
         for key, verdict in zip(keys[:-1], verdicts[:-1], strict=True):
-            context.log_event(coverage_evaluation(verdict, key, settings, {}))
+            context.op_execution_context.log_event(coverage_evaluation(verdict, key, settings, {}))
         last = coverage_evaluation(verdicts[-1], keys[-1], settings, {})
         return AssetCheckResult(
             passed=last.passed,

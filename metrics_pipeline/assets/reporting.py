@@ -166,7 +166,7 @@ def finish(
             )
     if settings is not None:
         reported = sorted({*windows, *extra_windows})
-        ledger = warehouse.read_ledger(DATAPUMP, level, reported[0], reported[-1] + level.length)
+        ledger = warehouse.read_ledger_hours(DATAPUMP, level, reported)
         expected = [str(b) for b in enabled]
         for window in reported:
             coverage = judge(window, expected, ledger.get(window, {}))

@@ -1,5 +1,6 @@
 """Creating SQLAlchemy engines for the three supported databases, with errors people can read."""
 
+import re
 import threading
 from pathlib import Path
 
@@ -33,21 +34,19 @@ class ShardMisconfigured(RuntimeError):
         super().__init__(f"{what} misconfigured at {url}: {reason}")
 
 
-#: Driver messages that mean "the object named in the configuration does not exist".
-_MISSING_OBJECT = (
-    "no such table",
-    "no such column",
-    "does not exist",
-    "invalid object name",
-    "invalid column name",
-    "undefinedtable",
-    "undefinedcolumn",
+#: Driver messages that mean "the object named in the configuration does not exist" (SQLite,
+#: PostgreSQL, SQL Server). Not a bare "does not exist": FreeTDS says "Adaptive Server is
+#: unavailable or does not exist" for a closed port.
+_MISSING_OBJECT = re.compile(
+    r"no such (table|column)|(relation|column|table) \S+ does not exist|"
+    r"invalid (object|column) name|undefined(table|column)",
+    re.IGNORECASE,
 )
 
 
 def is_missing_object(exc: BaseException) -> bool:
-    """A driver error saying a table or column is missing (SQLite, PostgreSQL, SQL Server)."""
-    return any(m in describe_db_error(exc).lower() for m in _MISSING_OBJECT)
+    """A driver error saying a table or column is missing (not a connection failure)."""
+    return bool(_MISSING_OBJECT.search(describe_db_error(exc)))
 
 
 def safe_url(url: str) -> str:

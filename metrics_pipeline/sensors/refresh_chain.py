@@ -30,7 +30,11 @@ def build_refresh_chain_sensor(
     start: date, jobs, minimum_interval_seconds: int = 5
 ) -> SensorDefinition:
     def _refresh_chain_sensor(context: SensorEvaluationContext):
-        cursor = json.loads(context.cursor) if context.cursor else {}
+        if not context.cursor:
+            # First tick: chain what ends from now on, not the whole history of refresh runs.
+            now = datetime.now(UTC).timestamp()
+            return SensorResult(cursor=json.dumps({lv.name: now for lv in LEVELS}))
+        cursor = json.loads(context.cursor)
         requests = []
         for level in LEVELS:
             if level.next is None:
@@ -48,7 +52,8 @@ def build_refresh_chain_sensor(
             )
             for record in records:
                 tags = record.dagster_run.tags
-                if REFRESH_TAG in tags:
+                # `metrics-pipeline refresh` runs its own daily and weekly runs.
+                if REFRESH_TAG in tags and tags.get("metrics/source") != "cli":
                     # Any hour inside a day or week selects that day or week at the next level;
                     # a retry's billers tag narrows the next level to the same billers.
                     windows = windows_from_tags(LEVELS_BY_NAME[tags[LEVEL_TAG]], start, tags)

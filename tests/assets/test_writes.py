@@ -215,3 +215,39 @@ def test_hourly_asset_materializes_one_partition_with_lineage_metadata(tmp_path)
     ]
     assert check.partition == key and check.passed and check.check_name == "coverage"
     assert check.metadata["expected_billers"].value == 3
+
+
+def test_the_coverage_check_alone_over_a_range_of_hours_as_a_backfill_runs_it(tmp_path):
+    from dagster import AssetCheckKey, AssetSelection, Definitions, define_asset_job
+
+    from metrics_pipeline.assets.reporting import COVERAGE_ASSET
+    from metrics_pipeline.definitions import build_definitions
+    from metrics_pipeline.refresh import range_tags
+    from metrics_pipeline.semantics import HOURLY
+    from tests.support import sqlite_environment
+
+    env = sqlite_environment(tmp_path, per_hour=2)
+    defs = build_definitions(env, resolve=True)
+    first, last = HOUR, HOUR + timedelta(hours=2)
+    tags = range_tags(HOURLY, parse_partitions_start(None), first, last)
+    with DagsterInstance.ephemeral() as instance:
+        assert (
+            defs.resolve_job_def("hourly_job")
+            .execute_in_process(instance=instance, tags=tags)
+            .success
+        )
+        check = AssetCheckKey(COVERAGE_ASSET, "coverage")
+        only = define_asset_job("coverage_only", selection=AssetSelection.checks(check))
+        job = Definitions.merge(defs, Definitions(jobs=[only])).resolve_job_def("coverage_only")
+        result = job.execute_in_process(instance=instance, tags=tags)
+    assert result.success
+    evaluations = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert all(e.passed for e in evaluations)
+    assert {e.partition for e in evaluations if e.partition} >= {
+        f"{HOUR:%Y-%m-%d-%H:%M}",
+        f"{HOUR + timedelta(hours=1):%Y-%m-%d-%H:%M}",
+    }

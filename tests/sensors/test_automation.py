@@ -64,12 +64,18 @@ def test_refresh_chain_runs_daily_then_weekly_after_hourly(env, instance):
         REFRESH_TAG: "t1",
         "metrics/level": "hourly",
     }
+    chain = refresh_chain_sensor(env)
+    first = chain(build_sensor_context(instance=instance))
+    assert not first.run_requests  # the first tick only starts the cursor: no history chained
     assert (
         defs.resolve_job_def("hourly_job").execute_in_process(instance=instance, tags=tags).success
     )
-    chain = refresh_chain_sensor(env)
-    result = chain(build_sensor_context(instance=instance))
-    [daily] = result.run_requests
+    cli = {**tags, REFRESH_TAG: "cli-1", "metrics/source": "cli"}
+    assert (
+        defs.resolve_job_def("hourly_job").execute_in_process(instance=instance, tags=cli).success
+    )
+    result = chain(build_sensor_context(instance=instance, cursor=first.cursor))
+    [daily] = result.run_requests  # not the command's run: it chains its own levels
     assert daily.job_name == "daily_job"
     assert daily.tags[RANGE_START] == "2025-03-01" and daily.tags[RANGE_END] == "2025-03-01"
     assert (
@@ -112,8 +118,10 @@ def test_refresh_chain_keeps_a_retry_to_its_billers(env, instance):
         "metrics/level": "hourly",
         "metrics/billers": "8",
     }
+    chain = refresh_chain_sensor(env)
+    first = chain(build_sensor_context(instance=instance))
     assert (
         defs.resolve_job_def("hourly_job").execute_in_process(instance=instance, tags=tags).success
     )
-    [daily] = refresh_chain_sensor(env)(build_sensor_context(instance=instance)).run_requests
+    [daily] = chain(build_sensor_context(instance=instance, cursor=first.cursor)).run_requests
     assert daily.tags["metrics/billers"] == "8"
