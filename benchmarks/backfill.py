@@ -39,6 +39,12 @@ def main(argv=None) -> dict:
         default=15,
         help="stop waiting after this long and report what finished",
     )
+    p.add_argument(
+        "--planned-subset",
+        action="store_true",
+        help="run the daemon with DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 (one planned "
+        "event per asset and run instead of one per partition)",
+    )
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     dbs: list[str] = []
@@ -53,6 +59,11 @@ def main(argv=None) -> dict:
         lookback = args.days * 24
         env = {
             "DAGSTER_EVENT_BATCH_SIZE": "1000",
+            **(
+                {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"}
+                if args.planned_subset
+                else {}
+            ),
             "METRICS_CATALOG_URL": f"sqlite:///{folder}/catalog.db",
             "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{folder}/{{shard}}.db",
             "METRICS_WAREHOUSE_URL": f"sqlite:///{folder}/warehouse.db",
@@ -118,6 +129,18 @@ def main(argv=None) -> dict:
         )
         hours = int((left.end - left.start).total_seconds() // 3600)
         result = {
+            "runs_detail": [
+                {
+                    "status": r.dagster_run.status.value,
+                    "range": [
+                        r.dagster_run.tags.get("dagster/asset_partition_range_start"),
+                        r.dagster_run.tags.get("dagster/asset_partition_range_end"),
+                    ],
+                    "seconds": (r.end_time - r.start_time) if r.end_time and r.start_time else None,
+                }
+                for r in records
+            ],
+            "planned_subset": args.planned_subset,
             "billers": args.billers,
             "days": args.days,
             "rows": rows,
@@ -140,7 +163,8 @@ def main(argv=None) -> dict:
         }
     drop(dbs)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "backfill.json").write_text(json.dumps(result, indent=2))
+    suffix = "_planned_subset" if args.planned_subset else ""
+    (Path(args.out) / f"backfill{suffix}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return result
 

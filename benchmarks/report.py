@@ -131,8 +131,14 @@ def render(folder: Path, meta: dict) -> str:
                 f"{v.get('events', '—')} | {_verdict(v['wall_s'], 60, ' s')} |"
             )
         out += ["", f"Load average (1 min) at the start: {ref.get('load_average_1m', 0):.1f}.", ""]
-    bf = _load(folder, "backfill.json")
-    if bf:
+    variants = {
+        "Dagster's defaults": "",
+        "daemon with `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1`": "_planned_subset",
+    }
+    bfs = {k: _load(folder, f"backfill{v}.json") for k, v in variants.items()}
+    bfs = {k: v for k, v in bfs.items() if v}
+    if bfs:
+        bf = next(iter(bfs.values()))
         out += [
             "## 4. Backfill at scale",
             "",
@@ -141,61 +147,83 @@ def render(folder: Path, meta: dict) -> str:
             "biller-hours, with their days and weeks): the backlog sensor reads the coverage "
             "ledger and launches one Dagster backfill; the real `dagster-daemon` runs it "
             f"({bf['instance']}, at most {bf['max_concurrent_runs']} runs at once). One "
-            f"measurement, watched for at most {bf['budget_minutes']:g} minutes; status: "
-            f"{bf['status']}.",
+            f"measurement each, watched for at most {bf['budget_minutes']:g} minutes.",
             "",
-            "| wall (backfill created → last run ended) | target < 15 min | first run after | "
-            "runs succeeded / launched | median run | hours not covered after | "
-            "daemon tree peak RSS | load avg (start, end) |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|",
-            f"| {bf['wall_s'] / 60:.1f} min | {_verdict(bf['wall_s'] / 60, 15, ' min')} | "
-            f"{_seconds(bf['first_run_after_s'])} | {bf['runs_succeeded']} / "
-            f"{bf['runs_launched']} | {_seconds(bf['run_seconds_median'])} | "
-            f"{bf['hours_not_covered_after']} | {bf['daemon_tree_peak_rss_mb']:.0f} MB | "
-            f"{', '.join(f'{x:.1f}' for x in bf['load_average_1m'])} |",
-            "",
+            "| daemon | status | wall (backfill created → last run ended) | target < 15 min | "
+            "first run started after | runs succeeded / launched | median run | "
+            "hours not covered after | daemon tree peak RSS | load avg (start, end) |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
-    ui = _load(folder, "ui_backfill.json")
-    if ui:
+        for name, bf in bfs.items():
+            done = bf["status"].startswith("COMPLETED")
+            out.append(
+                f"| {name} | {bf['status']} | {bf['wall_s'] / 60:.1f} min | "
+                + (
+                    _verdict(bf["wall_s"] / 60, 15, " min")
+                    if done
+                    else f"**missed** (not done in {bf['budget_minutes']:g} min)"
+                )
+                + f" | {_seconds(bf['first_run_after_s'])} | {bf['runs_succeeded']} / "
+                f"{bf['runs_launched']} | {_seconds(bf['run_seconds_median'])} | "
+                f"{bf['hours_not_covered_after']} | {bf['daemon_tree_peak_rss_mb']:.0f} MB | "
+                f"{', '.join(f'{x:.1f}' for x in bf['load_average_1m'])} |"
+            )
+        out.append("")
+    uis = {k: _load(folder, f"ui_backfill{v}.json") for k, v in variants.items()}
+    uis = {k: v for k, v in uis.items() if v}
+    if uis:
+        ui = next(iter(uis.values()))
         out += [
-            "## 5. A backfill launched from the UI, 1,000 billers, PostgreSQL instance",
+            f"## 5. A backfill launched from the UI, {ui['billers']:,} billers, PostgreSQL instance",
             "",
             f"{ui['billers']:,} billers in the catalog; `dagster-webserver` and `dagster-daemon` "
             f"on loopback ({ui['instance']}); the webserver's GraphQL `launchPartitionBackfill` "
             f"for the 3 hourly assets × {ui['hour_partitions']} hour partitions ({ui['days']} "
             "days), as the asset page's dialog sends it. The backlog sensor's tick: a direct "
             "evaluation (`resolve_sensor_def('backlog_sensor')` + `build_sensor_context`, "
-            "1,000 billers, default 7-day look-back, same instance), median of 3.",
+            f"{ui['billers']:,} billers, default 7-day look-back, same instance), median of 3.",
             "",
-            "| measure | value | target |",
-            "|---|---:|---|",
-            f"| GraphQL launch call | {_seconds(ui['graphql_launch_s'])} | — |",
-            f"| launch → first run started | {_seconds(ui['first_run_after_s'])} | "
-            + (
-                _verdict(ui["first_run_after_s"], 60, " s")
-                if ui["first_run_after_s"] is not None
-                else "**no run started**"
-            )
-            + " |",
-            f"| daemon process tree peak RSS (daemon, code server, run workers) | "
-            f"{ui['daemon_tree_peak_rss_mb']:.0f} MB | "
-            f"{_verdict(ui['daemon_tree_peak_rss_mb'], 1024, ' MB')} |",
-            f"| webserver process tree peak RSS | {ui['webserver_tree_peak_rss_mb']:.0f} MB | — |",
-            f"| backlog sensor tick, empty ledger (backfill of every hour) | "
-            f"{_seconds(ui['sensor_tick_empty_ledger_s'])} | "
-            f"{_verdict(ui['sensor_tick_empty_ledger_s'], 2, ' s')} |",
-            f"| backlog sensor tick, ledger after the backfill | "
-            f"{_seconds(ui['sensor_tick_after_backfill_s'])} | "
-            f"{_verdict(ui['sensor_tick_after_backfill_s'], 2, ' s')} |",
-            "",
-            f"Backfill status when watching stopped: {ui['status']}; runs {ui['runs_succeeded']} "
-            f"succeeded of {ui['runs']}. Load average (start, end): "
-            f"{', '.join(f'{x:.1f}' for x in ui['load_average_1m'])}. Processes at the daemon "
-            "tree's peak (MB): "
-            + ", ".join(f"`{k}` {v}" for k, v in ui.get("daemon_tree_at_peak_mb", {}).items())
-            + ".",
-            "",
+            "| measure | " + " | ".join(uis) + " | target |",
+            "|---|" + "---:|" * len(uis) + "---|",
         ]
+
+        def row(label, key, target=None, unit=" s", scale=1.0):
+            values = [u.get(key) for u in uis.values()]
+            cells = " | ".join(
+                "—" if v is None else (f"{v:.1f} s" if unit == " s" else f"{v:.0f} MB")
+                for v in values
+            )
+            if target is None:
+                verdict = "—"
+            else:
+                verdict = "; ".join(
+                    "**no run started**" if v is None else _verdict(v * scale, target, unit)
+                    for v in values
+                )
+            out.append(f"| {label} | {cells} | {verdict} |")
+
+        row("GraphQL launch call", "graphql_launch_s")
+        row("launch → first run started", "first_run_after_s", 60)
+        row(
+            "daemon tree peak RSS (daemon, code server, runs)",
+            "daemon_tree_peak_rss_mb",
+            1024,
+            " MB",
+        )
+        row("webserver tree peak RSS", "webserver_tree_peak_rss_mb", None, " MB")
+        row("backlog sensor tick, empty ledger", "sensor_tick_empty_ledger_s", 2)
+        row("backlog sensor tick, after the backfill", "sensor_tick_after_backfill_s", 2)
+        out.append("")
+        for name, u in uis.items():
+            out.append(
+                f"- {name}: status when watching stopped {u['status']}; runs "
+                f"{u['runs_succeeded']} succeeded of {u['runs']}; load average (start, end) "
+                f"{', '.join(f'{x:.1f}' for x in u['load_average_1m'])}; processes at the daemon "
+                "tree's peak (MB): "
+                + ", ".join(f"`{k}` {v}" for k, v in u.get("daemon_tree_at_peak_mb", {}).items())
+                + "."
+            )
+        out.append("")
     mem = _load(folder, "memory.json")
     if mem:
         out += [

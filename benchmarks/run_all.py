@@ -57,15 +57,19 @@ def main(argv=None) -> int:
     if "refresh" in args.only:
         print("refresh cycle", flush=True)
         refresh.main(["--billers", "20", "200", "--repeat", str(args.repeat)])
+    # Each with Dagster's defaults, then with one planned event per asset and run in the daemon.
+    variants = ([], ["--planned-subset"])
     if "backfill" in args.only:
-        print("backfill (budget 15 minutes)", flush=True)
-        backfill.main(["--billers", "50", "--days", "90", "--budget-minutes", "15"])
+        for extra in variants:
+            print(f"backfill (budget 15 minutes) {' '.join(extra)}", flush=True)
+            backfill.main(["--billers", "50", "--days", "90", "--budget-minutes", "15", *extra])
     if "ui_backfill" in args.only:
-        print("backfill launched through GraphQL, 1,000 billers", flush=True)
-        ui_backfill.main(["--billers", "1000", "--days", "30"])
+        for extra in variants:
+            print(f"backfill launched through GraphQL, 1,000 billers {' '.join(extra)}", flush=True)
+            ui_backfill.main(["--billers", "1000", "--days", "30", "--watch-minutes", "2", *extra])
     if "memory" in args.only:
         print("memory", flush=True)
-        memory.main([])
+        memory.main(["--days", "7"])
     if "api" in args.only:
         print("API load (wrk)", flush=True)
         buf = io.StringIO()
