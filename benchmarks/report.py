@@ -41,7 +41,8 @@ def render(folder: Path, meta: dict) -> str:
         _load(folder, "throughput_sqlite_5b.json"),
         _load(folder, "throughput_sqlite_50b.json"),
     )
-    rows = [r for r in (five, fifty) if r]
+    rerun = _load(folder, "throughput_sqlite_5b_rerun.json")
+    rows = [r for r in (five, rerun, fifty) if r]
     if rows:
         out += [
             "## 1. Throughput: materialize vs the shards' own GROUP BY",
@@ -64,7 +65,9 @@ def render(folder: Path, meta: dict) -> str:
         ]
         for r in rows:
             out.append(
-                f"| {r['billers']} billers × {r['days']} days × {r['per_hour']:,}/h | "
+                f"| {r['billers']} billers × {r['days']} days × {r['per_hour']:,}/h"
+                + (f" ({r['label']})" if r.get("label") else "")
+                + " | "
                 f"{r['rows']:,} | {r['partitions']:,} | {_seconds(r['materialize_s'])} | "
                 f"{_seconds(r['sql_s'])} | {_ratio(r['ratio_a_b'])} | "
                 f"{_verdict(r['ratio_a_b'], 1.3)} | "
