@@ -236,6 +236,11 @@ def main(argv=None) -> dict:
                     web.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     web.kill()
+            # The webserver's code server (and what it started) is in its process group.
+            try:
+                os.killpg(web.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             web_log.close()
             client.close()
 
