@@ -35,6 +35,28 @@ def pg_instance_storage(dbs: list[str], max_concurrent_runs: int | None = None) 
     )
 
 
+def sample_tree(pid: int, cpu: dict[int, float], parts: dict | None = None) -> int:
+    """Resident bytes of the process ``pid`` and all its descendants now; records each one's
+    CPU seconds in ``cpu`` and, if given, its resident MB by command in ``parts``."""
+    rss = 0
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                cpu[p.pid] = max(cpu.get(p.pid, 0.0), t.user + t.system)
+                mine = p.memory_info().rss
+                rss += mine
+                if parts is not None:
+                    what = " ".join(a.rsplit("/", 1)[-1] for a in p.cmdline()[1:4])
+                    parts[f"{p.pid} {what}"] = round(mine / 2**20)
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return rss
+
+
 class Daemon:
     def __init__(self, home: Path, env: dict, instance_yaml: str = ""):
         self.home = home
@@ -47,6 +69,9 @@ class Daemon:
         self.env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
         self.proc: subprocess.Popen | None = None
         self.cpu: dict[int, float] = {}
+        self.peak_rss = 0
+        #: Resident MB of each process of the tree at the peak.
+        self.peak_parts: dict[str, int] = {}
 
     def start(self) -> None:
         log = open(self.home / "daemon.log", "w")
@@ -64,17 +89,16 @@ class Daemon:
         )
 
     def sample(self) -> None:
-        """Remember the CPU seconds of every process of the tree (runs come and go)."""
-        try:
-            root = psutil.Process(self.proc.pid)
-            for p in [root, *root.children(recursive=True)]:
-                try:
-                    t = p.cpu_times()
-                    self.cpu[p.pid] = max(self.cpu.get(p.pid, 0.0), t.user + t.system)
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            pass
+        """Remember the CPU seconds of every process of the tree (runs come and go) and the
+        largest resident memory of the whole tree seen so far."""
+        parts: dict[str, int] = {}
+        rss = sample_tree(self.proc.pid, self.cpu, parts)
+        if rss > self.peak_rss:
+            self.peak_rss, self.peak_parts = rss, parts
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return self.peak_rss / 2**20
 
     def wait(self, what: str, check, timeout: float):
         deadline = time.monotonic() + timeout

@@ -14,11 +14,11 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import backfill, memory, refresh, throughput
+from benchmarks import backfill, events, memory, refresh, throughput, ui_backfill
 from benchmarks.report import render
 
 OUT = Path("benchmarks/results")
-STEPS = ("throughput", "refresh", "backfill", "memory", "api")
+STEPS = ("throughput", "events", "refresh", "backfill", "ui_backfill", "memory", "api")
 
 
 def machine() -> str:
@@ -38,22 +38,38 @@ def machine() -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS))
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=1)
     args = p.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     if "throughput" in args.only:
-        for backend in ("sqlite", "postgresql"):
-            print(f"throughput ({backend})", flush=True)
-            throughput.main(["--backend", backend, "--repeat", str(args.repeat)])
+        # The same 5.04M calls (14 days, 5 SQLite shards) as 5 x 3,000 and 50 x 300 per hour.
+        for billers, per_hour in ((5, 3000), (50, 300)):
+            print(f"throughput ({billers} billers)", flush=True)
+            throughput.main(
+                [
+                    *("--billers", str(billers), "--per-hour", str(per_hour), "--shards", "5"),
+                    *("--repeat", str(args.repeat), "--pg-instance"),
+                ]
+            )
+    if "events" in args.only:
+        print("Dagster events per run (20 and 200 billers)", flush=True)
+        events.main(["--billers", "20", "200"])
     if "refresh" in args.only:
         print("refresh cycle", flush=True)
         refresh.main(["--billers", "20", "200", "--repeat", str(args.repeat)])
+    # Each with Dagster's defaults, then with one planned event per asset and run in the daemon.
+    variants = ([], ["--planned-subset"])
     if "backfill" in args.only:
-        print("backfill", flush=True)
-        backfill.main(["--billers", "50", "--days", "90", "--budget-minutes", "8"])
+        for extra in variants:
+            print(f"backfill (budget 15 minutes) {' '.join(extra)}", flush=True)
+            backfill.main(["--billers", "50", "--days", "90", "--budget-minutes", "15", *extra])
+    if "ui_backfill" in args.only:
+        for extra in variants:
+            print(f"backfill launched through GraphQL, 1,000 billers {' '.join(extra)}", flush=True)
+            ui_backfill.main(["--billers", "1000", "--days", "30", "--watch-minutes", "2", *extra])
     if "memory" in args.only:
         print("memory", flush=True)
-        memory.main([])
+        memory.main(["--days", "7"])
     if "api" in args.only:
         print("API load (wrk)", flush=True)
         buf = io.StringIO()

@@ -1,14 +1,18 @@
-"""Throughput: `metrics-pipeline materialize` against the database's own GROUP BY, and pandas.
+"""Throughput: `metrics-pipeline materialize` against the database's own GROUP BY.
 
-(a) the real command over the window (every hourly, daily and weekly partition, fresh warehouse,
-    an in-memory Dagster instance), (b) hand-written SQL per shard computing the same hourly
+(a) the real command over the window (every hourly, daily and weekly partition, fresh warehouse)
+    on the user's path: ``DAGSTER_HOME`` set to a new folder (Dagster's default SQLite instance,
+    as `make demo` runs it), with the Dagster events it wrote counted per run; (am) the same
+    command with no ``DAGSTER_HOME`` (an in-memory instance), for reference; (b) hand-written SQL
+    per shard computing the same hourly
     aggregates inside the database — counts, failures, timeouts, response-time sums, the sketch
     histogram and the exact percentiles (the limit), (b1) the pipeline's own shard statements run
     alone (what Dagster, folding and the warehouse writes add is a - b1), (b0) a plain
-    counts-only GROUP BY for scale, (c) pandas over the same rows. Every figure is the median of
-    --repeat runs.
+    counts-only GROUP BY for scale, (c) pandas over the same rows (``--pandas``). Every figure
+    is the median of --repeat runs; every run measures all of them one after the other.
 
     python -m benchmarks.throughput --backend sqlite --billers 5 --days 14 --per-hour 3000
+    python -m benchmarks.throughput --backend sqlite --billers 50 --shards 5 --per-hour 300
 """
 
 import argparse
@@ -28,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import create_engine, text
 
+from benchmarks.daemon import pg_instance_storage
 from benchmarks.data import create_catalog, create_shards, shard_of
 from metrics_pipeline.semantics import DEFAULT_RULES, SKETCH_GAMMA
 from metrics_pipeline.sql.source import ShardNames, hourly_facts_query, hourly_percentiles_query
@@ -184,7 +189,35 @@ def materialize(env: dict, start: datetime, end: datetime) -> float:
     return elapsed
 
 
-def setup(backend: str, billers: int, days: int, per_hour: int, folder: Path, dbs: list):
+def count_events(home: str) -> dict:
+    """Runs in the instance at ``home`` and the Dagster events each wrote (rows of its event
+    log storage), with the events by type summed over the runs."""
+    from dagster import DagsterInstance
+
+    instance = DagsterInstance.from_config(home)
+    try:
+        per_run, by_type = [], {}
+        for run in instance.get_runs():
+            records = instance.all_logs(run.run_id)
+            per_run.append(
+                {"job": run.job_name, "status": run.status.value, "events": len(records)}
+            )
+            for r in records:
+                t = r.dagster_event_type.value if r.dagster_event_type else "LOG"
+                by_type[t] = by_type.get(t, 0) + 1
+        return {
+            "runs": len(per_run),
+            "events": sum(r["events"] for r in per_run),
+            "per_run": per_run,
+            "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1])),
+        }
+    finally:
+        instance.dispose()
+
+
+def setup(
+    backend: str, billers: int, shards: int, days: int, per_hour: int, folder: Path, dbs: list
+):
     if backend == "sqlite":
         env = {
             "METRICS_CATALOG_URL": f"sqlite:///{folder}/catalog.db",
@@ -203,20 +236,20 @@ def setup(backend: str, billers: int, days: int, per_hour: int, folder: Path, db
             return f"{base}/{name}"
 
         env = {"METRICS_CATALOG_URL": new_db(f"{prefix}_catalog")}
-        for s in range(billers):
+        for s in range(shards):
             new_db(f"{prefix}_bench_{s:02d}")
         env["METRICS_SHARD_URL_TEMPLATE"] = f"{base}/{prefix}_{{shard}}"
         warehouse = lambda i: new_db(f"{prefix}_wh_{i}")  # noqa: E731
-    create_catalog(env["METRICS_CATALOG_URL"], billers, shards=billers)
+    create_catalog(env["METRICS_CATALOG_URL"], billers, shards=shards)
     t0 = time.perf_counter()
-    rows = create_shards(env["METRICS_SHARD_URL_TEMPLATE"], billers, billers, days, per_hour, END)
+    rows = create_shards(env["METRICS_SHARD_URL_TEMPLATE"], billers, shards, days, per_hour, END)
     print(f"  generated {rows} rows in {time.perf_counter() - t0:.0f}s", flush=True)
     # Shard URL -> its billers, from the same placement the generator used.
-    shards: dict[str, list[int]] = {}
+    placement: dict[str, list[int]] = {}
     for biller in range(1, billers + 1):
-        url = env["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", shard_of(biller, billers))
-        shards.setdefault(url, []).append(biller)
-    return env, warehouse, shards, rows
+        url = env["METRICS_SHARD_URL_TEMPLATE"].replace("{shard}", shard_of(biller, shards))
+        placement.setdefault(url, []).append(biller)
+    return env, warehouse, placement, rows
 
 
 def drop(dbs):
@@ -233,30 +266,41 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser()
     p.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument("--billers", type=int, default=5)
+    p.add_argument("--shards", type=int, default=5)
     p.add_argument("--days", type=int, default=14)
     p.add_argument("--per-hour", type=int, default=3000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--no-memory-instance", action="store_true", help="skip the (am) reference")
+    p.add_argument("--pandas", action="store_true", help="also time (c) pandas")
+    p.add_argument(
+        "--pg-instance",
+        action="store_true",
+        help="also time (ap): DAGSTER_HOME with PostgreSQL instance storage, as deployed",
+    )
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     start = END - timedelta(days=args.days)
+    shards_n = min(args.shards, args.billers)
     dbs: list[str] = []
+    runs: dict[str, list[float]] = {k: [] for k in ("a", "ap", "am", "b", "b1", "b0", "c")}
+    events, pg_events, loads = [], [], []
     with tempfile.TemporaryDirectory(prefix="mpbench_") as tmp:
         try:
             env, warehouse, shards, rows = setup(
-                args.backend, args.billers, args.days, args.per_hour, Path(tmp), dbs
+                args.backend, args.billers, shards_n, args.days, args.per_hour, Path(tmp), dbs
             )
             urls = list(shards)
             parallel = min(4, len(urls))
-            a, b, b1, b0, c = [], [], [], [], []
             for i in range(args.repeat):
+                loads.append(os.getloadavg()[0])
                 run_env = {
                     **os.environ,
                     **env,
-                    "METRICS_WAREHOUSE_URL": warehouse(i),
                     "METRICS_DATA_DIR": tmp,
                 }
                 run_env.pop("DAGSTER_HOME", None)
-                b.append(
+                # Baseline first, then the pipeline on the user's path, back to back.
+                runs["b"].append(
                     run_sql(
                         urls,
                         args.backend,
@@ -266,45 +310,102 @@ def main(argv=None) -> dict:
                         parallel,
                     )
                 )
-                b1.append(run_pipeline_sql(shards, start, END, parallel))
-                b0.append(
+                home = str(Path(tmp) / f"dagster_home_{i}")
+                runs["a"].append(
+                    materialize(
+                        {
+                            **run_env,
+                            "DAGSTER_HOME": home,
+                            "METRICS_WAREHOUSE_URL": warehouse(f"p{i}"),
+                        },
+                        start,
+                        END,
+                    )
+                )
+                events.append(count_events(home))
+                runs["b1"].append(run_pipeline_sql(shards, start, END, parallel))
+                runs["b0"].append(
                     run_sql(urls, args.backend, [counts_sql(args.backend)], start, END, parallel)
                 )
-                a.append(materialize(run_env, start, END))
-                c.append(run_pandas(urls, args.backend, start, END))
+                if args.pg_instance:
+                    pg_home = Path(tmp) / f"dagster_home_pg_{i}"
+                    pg_home.mkdir()
+                    (pg_home / "dagster.yaml").write_text(
+                        "telemetry:\n  enabled: false\n" + pg_instance_storage(dbs)
+                    )
+                    runs["ap"].append(
+                        materialize(
+                            {
+                                **run_env,
+                                "DAGSTER_HOME": str(pg_home),
+                                "METRICS_WAREHOUSE_URL": warehouse(f"g{i}"),
+                            },
+                            start,
+                            END,
+                        )
+                    )
+                    pg_events.append(count_events(str(pg_home)))
+                if not args.no_memory_instance:
+                    runs["am"].append(
+                        materialize(
+                            {**run_env, "METRICS_WAREHOUSE_URL": warehouse(f"m{i}")}, start, END
+                        )
+                    )
+                if args.pandas:
+                    runs["c"].append(run_pandas(urls, args.backend, start, END))
                 print(
-                    f"  run {i + 1}: materialize {a[-1]:.1f}s, SQL {b[-1]:.1f}s, "
-                    f"pipeline SQL {b1[-1]:.1f}s, "
-                    f"counts-only {b0[-1]:.1f}s, pandas {c[-1]:.1f}s",
+                    f"  run {i + 1} (load {loads[-1]:.1f}): materialize {runs['a'][-1]:.1f}s "
+                    f"(DAGSTER_HOME, {events[-1]['events']} events in {events[-1]['runs']} runs), "
+                    + (f"in-memory {runs['am'][-1]:.1f}s, " if runs["am"] else "")
+                    + (f"PG instance {runs['ap'][-1]:.1f}s, " if runs["ap"] else "")
+                    + f"SQL {runs['b'][-1]:.1f}s, pipeline SQL {runs['b1'][-1]:.1f}s, "
+                    f"counts-only {runs['b0'][-1]:.1f}s",
                     flush=True,
                 )
         finally:
             drop(dbs)
-    runs = {"a": a, "b": b, "b1": b1, "b0": b0, "c": c}
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    med = {k: statistics.median(v) if v else None for k, v in runs.items()}
+    # Each run's ratio to the baseline measured just before it, then the median of those.
+    pair = statistics.median(a / b for a, b in zip(runs["a"], runs["b"], strict=True))
     result = {
         "backend": args.backend,
         "billers": args.billers,
+        "shards": shards_n,
         "days": args.days,
         "per_hour": args.per_hour,
         "rows": rows,
         "repeat": args.repeat,
-        "partitions": args.billers * args.days * 24
-        + args.billers * args.days
-        + args.billers * math.ceil(args.days / 7),
+        "instance": "SQLite (DAGSTER_HOME set, Dagster's default local storage)",
+        "partitions": args.days * 24 + args.days + math.ceil(args.days / 7),
+        "load_average_1m": loads,
         "materialize_s": med["a"],
+        "materialize_memory_instance_s": med["am"],
+        "materialize_pg_instance_s": med["ap"],
         "sql_s": med["b"],
         "pipeline_sql_s": med["b1"],
         "counts_sql_s": med["b0"],
         "pandas_s": med["c"],
-        "runs": {"materialize": a, "sql": b, "pipeline_sql": b1, "counts_sql": b0, "pandas": c},
-        "ratio_a_b": med["a"] / med["b"],
+        "runs": {
+            "materialize": runs["a"],
+            "materialize_memory_instance": runs["am"],
+            "materialize_pg_instance": runs["ap"],
+            "sql": runs["b"],
+            "pipeline_sql": runs["b1"],
+            "counts_sql": runs["b0"],
+            "pandas": runs["c"],
+        },
+        "events": events[-1],
+        "events_pg_instance": pg_events[-1] if pg_events else None,
+        "ratio_a_b": pair,
+        "ratio_am_b": med["am"] / med["b"] if med["am"] else None,
+        "ratio_ap_b": med["ap"] / med["b"] if med["ap"] else None,
         "ratio_a_b1": med["a"] / med["b1"],
-        "rows_per_s": {k: rows / v for k, v in med.items()},
+        "rows_per_s": {k: rows / v for k, v in med.items() if v},
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"throughput_{args.backend}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+    name = f"throughput_{args.backend}_{args.billers}b.json"
+    (Path(args.out) / name).write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "events")}, indent=2))
     return result
 
 
