@@ -564,6 +564,10 @@ def run_set(billers, shards, days, per_hour, repeat, folder, counter, full, daem
     _SHARDS[env["METRICS_CATALOG_URL"]] = shards
     print(f"  materialize {s['materialize_s']}s (load {s['materialize_load'][0]})", flush=True)
     result = {"billers": billers, "shards": shards, **s}
+    if daemon == "only":
+        # A fresh instance that has seen no command cycles (the chain sensor would chain them).
+        result["daemon"] = daemon_cycles(env, shards, billers, 2, 300)
+        return result
     result["idle"] = idle(env, counter, repeat, f"{billers} billers")
     cmd = command_cycle(env)
     result["idle_command"] = cmd
@@ -604,6 +608,9 @@ def main(argv=None) -> dict:
     p.add_argument("--volumes", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--daemon", action="store_true", help="also cycles of the real daemon")
+    p.add_argument(
+        "--daemon-only", action="store_true", help="only the daemon's cycles, on a fresh instance"
+    )
     p.add_argument("--out", default="benchmarks/results/refresh_changes.json")
     args = p.parse_args(argv)
     if args.quick:
@@ -633,7 +640,7 @@ def main(argv=None) -> dict:
                 Path(tmp),
                 counter,
                 full,
-                args.daemon,
+                "only" if args.daemon_only else args.daemon,
             )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(jsonable(result), indent=2))
