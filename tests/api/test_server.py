@@ -25,7 +25,7 @@ def run_api(env: dict[str, str], host: str, port: int) -> subprocess.Popen:
     )
 
 
-def wait_healthy(port: int, process: subprocess.Popen, timeout_s: float = 30) -> httpx.Response:
+def wait_healthy(port: int, process: subprocess.Popen, timeout_s: float = 120) -> httpx.Response:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -73,7 +73,7 @@ def test_the_cli_serves_the_api_and_stops_on_sigint(sqlite_warehouse, tokens_fil
         assert response.status_code == 200 and len(response.json()["points"]) == 5
     finally:
         process.send_signal(signal.SIGINT)
-        output = process.communicate(timeout=30)[0]
+        output = process.communicate(timeout=90)[0]
     assert process.returncode == 0, output
 
 
