@@ -93,7 +93,8 @@ def environment_sql(col: str = "cloudEnvironment") -> str:
     low = f"lower({q(col)})"
     return (
         f"({_empty(q(col))} OR (NOT {_in(low, rules.NON_PROD_EXACT)} AND NOT "
-        f"{_contains_any(low, rules.NON_PROD_PARTS)}) OR (contains({low}, 'prod') AND NOT "
+        f"{_contains_any(low, rules.NON_PROD_PARTS)} AND NOT "
+        f"{_contains_any(low, rules.NON_PROD_PROD)}) OR (contains({low}, 'prod') AND NOT "
         f"{_contains_any(low, rules.NON_PROD_PROD)}))"
     )
 

@@ -69,12 +69,17 @@ def is_service_request(base_type: str | None) -> bool:
 
 
 def keep_environment(env: str | None) -> bool:
-    """The seed's expression as written: empty; or no non-prod name or part; or 'prod' without
-    'non-prod'/'nonprod' (so 'prod-test' is kept and 'nonprod-eu' is not)."""
+    """The seed's expression: empty; or no non-prod name or part; or 'prod' without
+    'non-prod'/'nonprod'. As the issue reads it ('prod-test' is kept and 'nonprod-eu' is not),
+    an environment naming itself non-prod is never kept by the second branch either."""
     if empty(env):
         return True
     low = env.lower()
-    if low not in NON_PROD_EXACT and not any(p in low for p in NON_PROD_PARTS):
+    if (
+        low not in NON_PROD_EXACT
+        and not any(p in low for p in NON_PROD_PARTS)
+        and not any(p in low for p in NON_PROD_PROD)
+    ):
         return True
     return "prod" in low and not any(p in low for p in NON_PROD_PROD)
 

@@ -90,7 +90,7 @@ def env_ok(env) -> bool:
         return True
     e = env.lower()
     first = e not in BAD_ENV
-    for part in BAD_ENV_PART:
+    for part in (*BAD_ENV_PART, "non-prod", "nonprod"):
         if part in e:
             first = False
     third = ("prod" in e) and ("non-prod" not in e) and ("nonprod" not in e)

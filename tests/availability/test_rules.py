@@ -58,10 +58,10 @@ def test_base_type(base_type, kept):
         ("d-test", False),
         ("prod-test", True),  # contains -test, but also prod without non-prod
         ("PROD-PERF", True),
-        ("non-prod-us", True),
-        # The seed's expression as written keeps it: not an exact non-prod name and none of the
-        # '-dev'... parts (the prose says otherwise; see the README).
-        ("nonprod-eu", True),
+        ("non-prod-us", False),
+        # The reading of the expression: an environment naming itself non-prod is
+        # dropped even without a '-dev'... part (see the README).
+        ("nonprod-eu", False),
         ("nonprod-eu-test", False),
         ("development", True),
         ("integration", True),
