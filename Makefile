@@ -8,9 +8,6 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # ./.dagster_home so `make dev` shows the runs `make demo` made.
 export METRICS_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-# One "planned" event per asset and run (not per partition) for the runs that `make dev`'s
-# webserver and daemon create, as deploy/ sets it (README, "The command line").
-export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 DEMO_DAYS ?= 14
 # demo-data writes the first demo day here, so `make demo` and `make dev` show partitions
 # from that day on (METRICS_PARTITIONS_START; unset, the partitions start on 2025-01-05).
@@ -42,7 +39,10 @@ demo: install
 
 dev: install
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	# One "planned" event per asset and run (not per partition) for the runs the webserver and
+	# daemon create, as deploy/ sets it (README, "The command line").
+	DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 \
+	  $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 services:
 	./scripts/services.sh

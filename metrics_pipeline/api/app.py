@@ -19,12 +19,12 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from metrics_pipeline.api.auth import load_tokens
 from metrics_pipeline.api.cache import MetadataCache
-from metrics_pipeline.api.deps import AppState
+from metrics_pipeline.api.deps import AppState, reject_unknown_query
 from metrics_pipeline.api.errors import install_error_handlers
 from metrics_pipeline.api.exports.service import ExportService
 from metrics_pipeline.api.exports.store import MemoryStore, RedisStore
@@ -96,6 +96,7 @@ def create_app(settings: ApiSettings, clock: Callable[[], float] = time.time) ->
         state.cache.close()
 
     app = FastAPI(
+        dependencies=[Depends(reject_unknown_query)],
         title="DataPump metrics API",
         version="1",
         description=(

@@ -64,3 +64,31 @@ async def principal(
 
 
 Caller = Annotated[Principal, Depends(principal)]
+
+
+def _query_names(route) -> frozenset[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    cached = getattr(route, "_metrics_query_names", None)
+    if cached is None:
+        names, pending = set(), [route.dependant]
+        while pending:
+            dependant = pending.pop()
+            names.update(p.alias for p in dependant.query_params)
+            pending.extend(dependant.dependencies)
+        cached = frozenset(names)
+        route._metrics_query_names = cached
+    return cached
+
+
+def reject_unknown_query(request: Request) -> None:
+    """An app-wide dependency: 400 for a query parameter the route does not take, so that a typo
+    (``timestampTypeId``) is an error instead of being ignored, as the spec says."""
+    route = request.scope.get("route")
+    if route is None or not getattr(route, "include_in_schema", False):
+        return
+    unknown = sorted(set(request.query_params) - _query_names(route))
+    if unknown:
+        known = ", ".join(sorted(_query_names(route))) or "none"
+        raise ApiError(
+            400, f"{unknown[0][:40]}: unknown query parameter (known: {known})", unknown[0][:40]
+        )
