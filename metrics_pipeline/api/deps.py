@@ -66,29 +66,35 @@ async def principal(
 Caller = Annotated[Principal, Depends(principal)]
 
 
-def _query_names(route) -> frozenset[str]:
-    """The query parameters a route declares, its dependencies' included."""
+def _query_names(route) -> tuple[frozenset[str], bool]:
+    """The query parameters a route declares (its dependencies' included), and whether it
+    authenticates its caller."""
     cached = getattr(route, "_metrics_query_names", None)
     if cached is None:
-        names, pending = set(), [route.dependant]
+        names, authenticated, pending = set(), False, [route.dependant]
         while pending:
             dependant = pending.pop()
             names.update(p.alias for p in dependant.query_params)
+            authenticated = authenticated or dependant.call is principal
             pending.extend(dependant.dependencies)
-        cached = frozenset(names)
+        cached = (frozenset(names), authenticated)
         route._metrics_query_names = cached
     return cached
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """An app-wide dependency: 400 for a query parameter the route does not take, so that a typo
-    (``timestampTypeId``) is an error instead of being ignored, as the spec says."""
+    (``timestampTypeId``) is an error instead of being ignored, as the spec says. A route that
+    authenticates answers 401 first, so an unknown caller learns nothing about parameters."""
     route = request.scope.get("route")
     if route is None or not getattr(route, "include_in_schema", False):
         return
-    unknown = sorted(set(request.query_params) - _query_names(route))
+    names, authenticated = _query_names(route)
+    unknown = sorted(set(request.query_params) - names)
+    if unknown and authenticated:
+        await principal(request, state_of(request), await bearer(request))
     if unknown:
-        known = ", ".join(sorted(_query_names(route))) or "none"
+        known = ", ".join(sorted(names)) or "none"
         raise ApiError(
             400, f"{unknown[0][:40]}: unknown query parameter (known: {known})", unknown[0][:40]
         )

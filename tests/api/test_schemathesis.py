@@ -47,6 +47,7 @@ def test_the_api_keeps_its_spec(api_schema, mode):
             max_examples=MAX_EXAMPLES,
             deadline=None,
             database=None,
+            derandomize=True,
             suppress_health_check=list(HealthCheck),
         )
         @given(case=operation.as_strategy(generation_mode=mode))
