@@ -260,9 +260,9 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
     assert {r.run_id for r in runs} <= {r[0] for r in logged}
     assert dict(logged)[failed.run_id] == 1
 
-    # A late row for an hour that closed long ago (outside the backlog's window): the next
-    # scheduled refresh finds it beyond the shard's cursor and recomputes that hour and its day.
-    late_hour = hour - timedelta(hours=5)
+    # A late row for an hour that closed hours ago (already written, by the backlog above): the
+    # next scheduled refresh finds it beyond the shard's cursor and recomputes that hour and day.
+    late_hour = older
     [(before,)] = sql(
         wh,
         'SELECT "RequestCount" FROM "DataPumpErrorAggregation" '
