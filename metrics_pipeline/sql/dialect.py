@@ -46,7 +46,9 @@ def _hour_floor_pg(element, compiler, **kw):
 
 @compiles(hour_floor, "sqlite")
 def _hour_floor_sqlite(element, compiler, **kw):
-    return f"strftime('%Y-%m-%d %H:00:00', {compiler.process(element.clauses, **kw)})"
+    # unixepoch() and datetime(): see "timestamps ... SQLite may store as text" below.
+    seconds = _sqlite_seconds(compiler.process(element.clauses, **kw))
+    return f"datetime({seconds} / 3600 * 3600, 'unixepoch')"
 
 
 @_per_dialect
@@ -169,16 +171,35 @@ def parse_bucket_counts(text: str | None) -> list[tuple[int, int]]:
 # SQL Server and PostgreSQL shards have typed DATETIME / NUMERIC columns. A SQLite shard written
 # by another program may hold CreatedDate as text in any ISO form ('2025-04-06 10:00:00',
 # '...T10:00:00.000', '...10:00:00Z', '...10:00:00+02:00') and junk in ResponseTime ('abc', '').
-# SQLite's strftime reads every ISO form and applies the offset, so it gives one comparable UTC
-# text; a wide range on the raw column keeps the (BillerId, CreatedDate) index in use.
+# SQLite's date functions read every ISO form and apply the offset; unixepoch() and julianday()
+# give comparable UTC numbers without building text (strftime() allocates per row behind SQLite's
+# global memory mutex, which serialises the threads reading shards in parallel). A wide range on
+# the raw column keeps the (BillerId, CreatedDate) index in use.
 
 #: Widest UTC offset a timestamp may carry (UTC-12 .. UTC+14).
 MAX_OFFSET = timedelta(hours=14)
-_SQLITE_UTC = "strftime('%Y-%m-%d %H:%M:%f', {})"
 
 
-def _sqlite_ms(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+def _sqlite_seconds(column: str) -> str:
+    """Whole UTC seconds since 1970 of a timestamp in any ISO text form (NULL if not one)."""
+    return f"unixepoch({column})"
+
+
+def _epoch(ts: datetime) -> int:
+    return (ts - datetime(1970, 1, 1)) // timedelta(seconds=1)
+
+
+def _sqlite_in_range(column: str, start: datetime, end: datetime) -> str:
+    """``start <= column < end`` in UTC to the millisecond, for a text timestamp of any form."""
+    if start.microsecond == 0 and end.microsecond == 0:
+        # Whole seconds, as every window bound is: one parse per row, integers compared.
+        return f"{_sqlite_seconds(column)} BETWEEN {_epoch(start)} AND {_epoch(end) - 1}"
+
+    # SQLite keeps instants to the millisecond; julianday() compares them exactly.
+    def bound(ts: datetime) -> str:
+        return f"julianday('{ts.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}')"
+
+    return f"julianday({column}) >= {bound(start)} AND julianday({column}) < {bound(end)}"
 
 
 class created_between(ColumnElement):  # noqa: N801
@@ -202,14 +223,12 @@ def _created_between(element, compiler, **kw):
 def _created_between_sqlite(element, compiler, **kw):
     c = compiler.process(element.column, **kw)
     # ' ' sorts before 'T': the lower bound in the space form and the upper in the T form take in
-    # both separators; the offset margin takes in local times of any zone.
+    # both separators; the offset margin takes in local times of any zone. This range on the raw
+    # column keeps the (BillerId, CreatedDate) index in use.
     lo = (element.start - MAX_OFFSET).strftime("%Y-%m-%d %H:%M:%S")
     hi = (element.end + MAX_OFFSET).strftime("%Y-%m-%dT%H:%M:%S")
-    utc = _SQLITE_UTC.format(c)
-    return (
-        f"({c} >= '{lo}' AND {c} < '{hi}' AND {utc} >= '{_sqlite_ms(element.start)}' "
-        f"AND {utc} < '{_sqlite_ms(element.end)}')"
-    )
+    exact = _sqlite_in_range(c, element.start, element.end)
+    return f"({c} >= '{lo}' AND {c} < '{hi}' AND {exact})"
 
 
 @_per_dialect
@@ -230,7 +249,7 @@ def _not_a_timestamp_typed(element, compiler, **kw):
 
 @compiles(not_a_timestamp, "sqlite")
 def _not_a_timestamp_sqlite(element, compiler, **kw):
-    return f"{_SQLITE_UTC.format(compiler.process(element.clauses, **kw))} IS NULL"
+    return f"{_sqlite_seconds(compiler.process(element.clauses, **kw))} IS NULL"
 
 
 @_per_dialect
@@ -251,4 +270,6 @@ def _as_number_typed(element, compiler, **kw):
 @compiles(as_number, "sqlite")
 def _as_number_sqlite(element, compiler, **kw):
     v = compiler.process(element.clauses, **kw)
-    return f"CASE WHEN typeof({v}) IN ('integer', 'real') THEN {v} END"
+    # Text (and blobs) sort after every number in SQLite, and 9e999 is its infinity: only an
+    # integer or a real is <= it. Cheaper per row than typeof(), which builds a string.
+    return f"CASE WHEN {v} <= 9e999 THEN {v} END"

@@ -42,7 +42,16 @@ def assert_tsql(statement) -> str:
         sql = statement
     else:
         sql = str(statement.compile(dialect=MSSQL, compile_kwargs={"render_postcompile": True}))
-    for banned in (" LIMIT ", "WITHIN GROUP", "date_trunc", "strftime", " GLOB ", "::"):
+    for banned in (
+        " LIMIT ",
+        "WITHIN GROUP",
+        "date_trunc",
+        "strftime",
+        "unixepoch",
+        "julianday",
+        " GLOB ",
+        "::",
+    ):
         assert banned.lower() not in sql.lower(), (banned, sql)
     parsed = sqlglot.parse(sql, read="tsql", error_level=sqlglot.ErrorLevel.RAISE)
     assert parsed and parsed[0] is not None
