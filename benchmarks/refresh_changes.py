@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -133,18 +132,10 @@ def environment(folder: Path, start_day: datetime) -> dict:
     }
 
 
-@contextmanager
 def environ(env: dict):
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    from metrics_pipeline.runs import environment
+
+    return environment(env)
 
 
 def cli(env: dict, *args, timeout=900) -> tuple[float, str]:

@@ -10,10 +10,8 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 from metrics_pipeline.semantics import DAILY, HOURLY, LEVELS, WEEKLY, Level, hour_start, rollup
@@ -156,92 +154,18 @@ class LevelResult:
     errors: list[str] = field(default_factory=list)
 
 
-@contextmanager
-def lean_dagster_events():
-    """One "planned" event per asset and run (not one per partition) and batched event writes,
-    unless the user set these Dagster variables: on a persistent instance they are most of
-    Dagster's cost per partition. Partition status is unchanged; a run that dies before it
-    materializes leaves its partitions "missing" rather than "failed" (the ledger still says
-    which billers are not written)."""
-    wanted = {
-        "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
-        "DAGSTER_EVENT_BATCH_SIZE": "500",
-    }
-    before = {k: os.environ.get(k) for k in wanted}
-    for k, v in wanted.items():
-        os.environ.setdefault(k, v)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-# The command reports failures itself, in one line each; Dagster's console logger would print
-# every step failure with its stack trace.
-QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-
-
-class InstanceError(ConfigurationError):
-    """The Dagster instance in DAGSTER_HOME cannot be created or opened."""
-
-
-def open_instance(environ):
-    """The Dagster instance in DAGSTER_HOME (so runs show in the UI), else a throw-away one."""
-    from dagster import DagsterInstance
-
-    from metrics_pipeline.dagster_internal import throwaway_instance
-    from metrics_pipeline.runs import fail_dead_runs
-
-    home = environ.get("DAGSTER_HOME")
-    if not home:
-        return throwaway_instance()
-    try:
-        instance = DagsterInstance.from_config(ensure_dagster_home(home))
-        # Reaches the run storage now (not in the middle of a run), and marks failed the runs a
-        # killed metrics-pipeline process left STARTED.
-        fail_dead_runs(instance)
-        return instance
-    except Exception as exc:  # OSError, YAML, config or storage errors: all one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InstanceError(
-            f"Dagster instance in DAGSTER_HOME={home} cannot be opened: {first} (check that it "
-            "is a folder you can write and that its dagster.yaml is valid and its storage "
-            "reachable)"
-        ) from exc
-
-
-def execute(defs, instance, level: Level, tags: dict):
-    """One run of a level's job, in this process, quiet, never raising for a failed step. The
-    run carries this process's host and PID, so a later process can tell if it died."""
-    from metrics_pipeline.runs import process_tags
-
-    job = defs.resolve_job_def(level.job_name)
-    return job.execute_in_process(
-        instance=instance, tags={**tags, **process_tags()}, run_config=QUIET, raise_on_error=False
-    )
-
-
 #: Failures of a whole run that are the environment's, not some billers': exit code 2.
 ENVIRONMENT_ERRORS = ("DatabaseUnreachable", "ConfigurationError")
 
 
 def _step_error(result) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error:
-            data = event.step_failure_data
-            message = data.error.message.strip().splitlines()[0]
-            message = message.removeprefix("dagster._core.definitions.events.Failure: ")
-            meta = data.user_failure_data.metadata if data.user_failure_data else {}
-            kind = meta["error"].value if "error" in meta else None
-            if kind in ENVIRONMENT_ERRORS:
-                # The warehouse or a setting failed the whole run: nothing to name per biller.
-                raise EnvironmentFailure(message)
-            return message
-    return "run failed"
+    from metrics_pipeline.runs import step_error
+
+    message, kind = step_error(result)
+    if kind in ENVIRONMENT_ERRORS:
+        # The warehouse or a setting failed the whole run: nothing to name per biller.
+        raise EnvironmentFailure(message)
+    return message
 
 
 def materialize_window(
@@ -260,6 +184,7 @@ def materialize_window(
     from metrics_pipeline.partitions import first_window, parse_partitions_start
     from metrics_pipeline.refresh import range_tags
     from metrics_pipeline.resources import build_resources
+    from metrics_pipeline.runs import execute, lean_dagster_events, open_instance
 
     environ = os.environ if environ is None else environ
     out, err = out or sys.stdout, err or sys.stderr
@@ -298,7 +223,7 @@ def materialize_window(
                 **extra,
                 "metrics/source": "cli",
             }
-            result = execute(defs, instance, run.level, tags)
+            result = execute(defs.resolve_job_def(run.level.job_name), instance, tags)
             res = results[run.level.name]
             res.runs += 1
             res.partitions += run.windows
@@ -311,16 +236,7 @@ def materialize_window(
     gaps = _not_written(resources["warehouse"], selected, HOURLY.starts(plan.first, plan.stop))
     elapsed = time.monotonic() - started
     print_summary(out, resources["warehouse"], selected, plan, results, gaps, elapsed)
-    errors = [e for r in results.values() for e in r.errors]
-    if gaps or errors:
-        for biller, (state, why, hours) in sorted(gaps.items()):
-            err.write(
-                f"metrics-pipeline: biller {biller}: {hours} hour(s) not written ({state}: {why})\n"
-            )
-        if not gaps:
-            err.write(f"metrics-pipeline: {errors[0]}\n")
-        return EXIT_FAILED
-    return EXIT_OK
+    return _exit_code(gaps, [e for r in results.values() for e in r.errors], err)
 
 
 def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> int:
@@ -337,6 +253,7 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
         refresh_request,
     )
     from metrics_pipeline.resources import build_resources
+    from metrics_pipeline.runs import execute, lean_dagster_events, open_instance
 
     environ = os.environ if environ is None else environ
     out, err = out or sys.stdout, err or sys.stderr
@@ -361,14 +278,22 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
         request = refresh_request(
             HOURLY, partitions_start, hours, refresh_id, {CHANGES_TAG: "true"}
         )
-        hourly = execute(defs, instance, HOURLY, {**request.tags, "metrics/source": "cli"})
+        hourly = execute(
+            defs.resolve_job_def(HOURLY.job_name),
+            instance,
+            {**request.tags, "metrics/source": "cli"},
+        )
         tags = instance.get_run_by_id(hourly.run_id).tags
         touched = decode_hours(tags.get(TOUCHED_TAG, ""))
         errors = [] if hourly.success else [_step_error(hourly)]
         extra = {TOUCHED_TAG: tags[TOUCHED_TAG]} if TOUCHED_TAG in tags else {}
         for level in (DAILY, WEEKLY):
             request = refresh_request(level, partitions_start, hours, refresh_id, extra)
-            result = execute(defs, instance, level, {**request.tags, "metrics/source": "cli"})
+            result = execute(
+                defs.resolve_job_def(level.job_name),
+                instance,
+                {**request.tags, "metrics/source": "cli"},
+            )
             if not result.success:
                 errors.append(_step_error(result))
     gaps = _not_written(resources["warehouse"], billers, sorted(set(hours) | set(touched)))
@@ -380,29 +305,38 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     )
     if touched:
         out.write(f"  recomputed: {tags[TOUCHED_TAG]}\n")
-    if gaps or errors:
-        for biller, (state, why, n) in sorted(gaps.items()):
-            err.write(
-                f"metrics-pipeline: biller {biller}: {n} hour(s) not written ({state}: {why})\n"
-            )
-        if not gaps:
-            err.write(f"metrics-pipeline: {errors[0]}\n")
-        return EXIT_FAILED
-    return EXIT_OK
+    return _exit_code(gaps, errors, err)
+
+
+def _exit_code(gaps, errors: list[str], err) -> int:
+    """1 with one line per biller not written (or the first run error), else 0."""
+    if not gaps and not errors:
+        return EXIT_OK
+    for biller, (state, why, hours) in sorted(gaps.items()):
+        err.write(
+            f"metrics-pipeline: biller {biller}: {hours} hour(s) not written ({state}: {why})\n"
+        )
+    if not gaps:
+        err.write(f"metrics-pipeline: {errors[0]}\n")
+    return EXIT_FAILED
 
 
 def _availability(what: str, environ, start=None, end=None) -> int:
-    """The availability family's materialize (minute -> daily -> published) or refresh."""
-    from metrics_pipeline.availability.pipeline import materialize_window as materialize
-    from metrics_pipeline.availability.pipeline import refresh_once
+    """The availability family's materialize (minute -> daily -> published) or refresh, as
+    Dagster runs, with the same summary and exit codes."""
+    from metrics_pipeline.availability.runs import materialize_availability, refresh_availability
 
     try:
-        report = (
-            materialize(start, end, environ) if what == "materialize" else refresh_once(environ)
-        )
+        if what == "materialize":
+            report = materialize_availability(start, end, environ)
+        else:
+            report = refresh_availability(environ)
     except ValueError as exc:
         raise UsageError(f"availability: {exc}") from None
     sys.stdout.write(report.summary() + "\n")
+    if not report.success:
+        sys.stderr.write(f"metrics-pipeline: availability: {report.errors[0]}\n")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -411,11 +345,10 @@ def _collected(what: str, environ, start=None, end=None) -> int:
     from metrics_pipeline.collected.runs import materialize_collected, refresh_collected
 
     try:
-        with lean_dagster_events():
-            if what == "materialize":
-                run = materialize_collected(start, end, environ=environ)
-            else:
-                run = refresh_collected(environ=environ)
+        if what == "materialize":
+            run = materialize_collected(start, end, environ=environ)
+        else:
+            run = refresh_collected(environ=environ)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not run.hours:
@@ -444,24 +377,6 @@ def _not_written(warehouse, billers: list[int], hours) -> dict[int, tuple[str, s
             _, _, n = out.get(int(entity), (state, why, 0))
             out[int(entity)] = (state, why, n + 1)
     return out
-
-
-def ensure_dagster_home(path: str) -> str:
-    """Create DAGSTER_HOME with a minimal dagster.yaml (local storage, no telemetry) if missing."""
-    home = Path(path)
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(
-            "# Created by metrics-pipeline: Dagster's default local storage in this folder.\n"
-            "telemetry:\n  enabled: false\n"
-            "# While a dagster-daemon runs (make dev), runs whose process died (kill -9, a lost\n"
-            "# pod) are marked failed instead of staying STARTED; the retry machinery then treats\n"
-            "# them like any failed run.\n"
-            "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n"
-            "  poll_interval_seconds: 30\n  max_resume_run_attempts: 0\n"
-        )
-    return str(home)
 
 
 def print_summary(out, warehouse, billers, plan: Plan, results, gaps, elapsed) -> None:

@@ -78,6 +78,18 @@ def windows_of(level: Level, start: date, keys) -> list[datetime]:
     return sorted(window_of(level, start, k)[0] for k in keys)
 
 
+def contiguous_runs(level: Level, windows) -> list[tuple[datetime, datetime]]:
+    """Sorted windows of ``level`` as (first, last) pairs of consecutive windows: what one
+    ranged run each covers."""
+    runs: list[list[datetime]] = []
+    for w in sorted(set(windows)):
+        if runs and runs[-1][1] + level.length == w:
+            runs[-1][1] = w
+        else:
+            runs.append([w, w])
+    return [(a, b) for a, b in runs]
+
+
 def _naive(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 

@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta
 
 from dagster import RunRequest
 
-from metrics_pipeline.partitions import partition_key, window_of
-from metrics_pipeline.semantics import Level, hour_start
+from metrics_pipeline.partitions import contiguous_runs, partition_key, window_of
+from metrics_pipeline.semantics import HOURLY, Level, hour_start
 from metrics_pipeline.settings import from_env
 
 RANGE_START = "dagster/asset_partition_range_start"
@@ -51,12 +51,7 @@ class ChangeSettings:
 
 def encode_hours(hours) -> str:
     """Hours as compact inclusive ranges: ``2025-03-01T05/2025-03-01T07,2025-03-09T10``."""
-    runs: list[list[datetime]] = []
-    for h in sorted(set(hours)):
-        if runs and h - runs[-1][1] == timedelta(hours=1):
-            runs[-1][1] = h
-        else:
-            runs.append([h, h])
+    runs = contiguous_runs(HOURLY, hours)
     return ",".join(
         f"{a:{HOUR_TEXT}}" if a == b else f"{a:{HOUR_TEXT}}/{b:{HOUR_TEXT}}" for a, b in runs
     )
@@ -84,13 +79,21 @@ def refresh_hours(tick: datetime, every_minutes: int) -> list[datetime]:
     return hours
 
 
-def range_tags(level: Level, start: date, first: datetime, last: datetime) -> dict[str, str]:
-    """Tags for one run over the partitions of ``level`` from ``first`` to ``last`` (inclusive)."""
+def partition_range_tags(
+    level: Level, start: date, first: datetime, last: datetime
+) -> dict[str, str]:
+    """Tags for one run over the partitions of ``level`` from ``first`` to ``last`` (inclusive),
+    for any family's job on the platform's partitions."""
     return {
         RANGE_START: partition_key(level, start, first),
         RANGE_END: partition_key(level, start, last),
-        LEVEL_TAG: level.name,
     }
+
+
+def range_tags(level: Level, start: date, first: datetime, last: datetime) -> dict[str, str]:
+    """A DataPump level's run over a range: the partition range, and the level that the refresh
+    chain follows."""
+    return {**partition_range_tags(level, start, first, last), LEVEL_TAG: level.name}
 
 
 def windows_from_tags(level: Level, start: date, tags: Mapping[str, str]) -> list[datetime]:

@@ -1,4 +1,5 @@
-"""Runs whose process died: marked failed instead of staying STARTED forever.
+"""Runs that metrics-pipeline executes in its own process (the CLI of every family): the instance
+they go to, how they are executed and reported, and runs whose process died.
 
 Dagster's run monitoring (on in the instances ``materialize`` creates and in deploy/) watches the
 runs the daemon launched. A run that ``metrics-pipeline`` executes in its own process carries its
@@ -8,6 +9,9 @@ command on the same host, and by ``dead_runs_sensor`` while a daemon runs.
 
 import os
 import socket
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
 
 from dagster import (
     DagsterInstance,
@@ -19,6 +23,8 @@ from dagster import (
     SkipReason,
     sensor,
 )
+
+from metrics_pipeline.resources.engines import ConfigurationError
 
 HOST_TAG = "metrics/host"
 PID_TAG = "metrics/pid"
@@ -72,3 +78,104 @@ def build_dead_runs_sensor(minimum_interval_seconds: int = 60) -> SensorDefiniti
         "died (kill -9, a lost machine) on this host; Dagster's run monitoring does the same "
         "for runs the daemon launched.",
     )(_dead_runs_sensor)
+
+
+# --- executing a job in this process ---------------------------------------------------------
+
+#: The commands report failures themselves, in one line each; Dagster's console logger would
+#: print every step failure with its stack trace.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+class InstanceError(ConfigurationError):
+    """The Dagster instance in DAGSTER_HOME cannot be created or opened."""
+
+
+def ensure_dagster_home(path: str) -> str:
+    """Create DAGSTER_HOME with a minimal dagster.yaml (local storage, no telemetry) if missing."""
+    home = Path(path)
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(
+            "# Created by metrics-pipeline: Dagster's default local storage in this folder.\n"
+            "telemetry:\n  enabled: false\n"
+            "# While a dagster-daemon runs (make dev), runs whose process died (kill -9, a lost\n"
+            "# pod) are marked failed instead of staying STARTED; the retry machinery then treats\n"
+            "# them like any failed run.\n"
+            "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n"
+            "  poll_interval_seconds: 30\n  max_resume_run_attempts: 0\n"
+        )
+    return str(home)
+
+
+def open_instance(environ: Mapping[str, str]) -> DagsterInstance:
+    """The Dagster instance in DAGSTER_HOME (so runs show in the UI), else a throw-away one."""
+    from metrics_pipeline.dagster_internal import throwaway_instance
+
+    home = environ.get("DAGSTER_HOME")
+    if not home:
+        return throwaway_instance()
+    try:
+        instance = DagsterInstance.from_config(ensure_dagster_home(home))
+        # Reaches the run storage now (not in the middle of a run), and marks failed the runs a
+        # killed metrics-pipeline process left STARTED.
+        fail_dead_runs(instance)
+        return instance
+    except Exception as exc:  # OSError, YAML, config or storage errors: all one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InstanceError(
+            f"Dagster instance in DAGSTER_HOME={home} cannot be opened: {first} (check that it "
+            "is a folder you can write and that its dagster.yaml is valid and its storage "
+            "reachable)"
+        ) from exc
+
+
+@contextmanager
+def lean_dagster_events():
+    """One "planned" event per asset and run (not one per partition) and batched event writes,
+    unless the user set these Dagster variables: on a persistent instance they are most of
+    Dagster's cost per partition. Partition status is unchanged; a run that dies before it
+    materializes leaves its partitions "missing" rather than "failed" (the ledger still says
+    which entities are not written)."""
+    wanted = {
+        "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
+        "DAGSTER_EVENT_BATCH_SIZE": "500",
+    }
+    with environment({k: os.environ.get(k, v) for k, v in wanted.items()}):
+        yield
+
+
+@contextmanager
+def environment(values: Mapping[str, str]):
+    """``os.environ`` with ``values`` set for the block, as it was afterwards."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def execute(job, instance: DagsterInstance, tags: Mapping[str, str]):
+    """One run of ``job`` in this process, quiet, never raising for a failed step. The run
+    carries this process's host and PID, so a later process can tell if it died."""
+    return job.execute_in_process(
+        instance=instance, tags={**tags, **process_tags()}, run_config=QUIET, raise_on_error=False
+    )
+
+
+def step_error(result) -> tuple[str, str | None]:
+    """The first failed step's message (one line) and the kind of error it names, if any."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            data = event.step_failure_data
+            message = data.error.message.strip().splitlines()[0]
+            message = message.removeprefix("dagster._core.definitions.events.Failure: ")
+            meta = data.user_failure_data.metadata if data.user_failure_data else {}
+            return message, meta["error"].value if "error" in meta else None
+    return "run failed", None

@@ -5,7 +5,7 @@ change-driven refresh sensor. Built by functions, never at import."""
 import os
 import warnings
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
@@ -26,26 +26,27 @@ from dagster import (
 )
 
 from metrics_pipeline.collected.store import CollectedStore, RefreshPlan
+from metrics_pipeline.partitions import parse_partitions_start, partitions_def
+from metrics_pipeline.refresh import partition_range_tags
 from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.semantics import HOURLY
 
 GROUP = "collected"
 JOB_NAME = "collected_hourly_job"
-HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 #: Run tags carrying the cursor a refresh run moves once its hours are written.
 CURSOR_CURRENT_TAG = "collected/cursor_current"
 CURSOR_SEEN_TAG = "collected/cursor_seen"
 
 
-def collected_partitions(environ: Mapping[str, str] | None = None) -> HourlyPartitionsDefinition:
-    """The platform's hourly partitions (metrics_pipeline.partitions), from
-    METRICS_PARTITIONS_START."""
-    from metrics_pipeline.partitions import parse_partitions_start, partitions_def
-    from metrics_pipeline.semantics import HOURLY
-
+def partitions_start(environ: Mapping[str, str] | None = None) -> date:
+    """The first day of the platform's partitions (METRICS_PARTITIONS_START)."""
     env = os.environ if environ is None else environ
-    return partitions_def(HOURLY, parse_partitions_start(env.get("METRICS_PARTITIONS_START")))
+    return parse_partitions_start(env.get("METRICS_PARTITIONS_START"))
+
+
+def collected_partitions(environ: Mapping[str, str] | None = None) -> HourlyPartitionsDefinition:
+    """The platform's hourly partitions (metrics_pipeline.partitions)."""
+    return partitions_def(HOURLY, partitions_start(environ))
 
 
 def hours_of(start: datetime, end: datetime) -> list[datetime]:
@@ -54,11 +55,10 @@ def hours_of(start: datetime, end: datetime) -> list[datetime]:
     return [start + timedelta(hours=i) for i in range(n)]
 
 
-def plan_tags(plan: RefreshPlan) -> dict[str, str]:
+def plan_tags(plan: RefreshPlan, start: date) -> dict[str, str]:
     """The run tags of a refresh: its partition range and the cursor it moves."""
     return {
-        RANGE_START: plan.hours[0].strftime(HOUR_KEY_FORMAT),
-        RANGE_END: plan.hours[-1].strftime(HOUR_KEY_FORMAT),
+        **partition_range_tags(HOURLY, start, plan.hours[0], plan.hours[-1]),
         CURSOR_CURRENT_TAG: "" if plan.current is None else str(plan.current),
         CURSOR_SEEN_TAG: str(plan.seen),
     }
@@ -121,7 +121,7 @@ def build_collected_job(asset_def):
     )
 
 
-def build_collected_sensor(minimum_interval_seconds: int = 300) -> SensorDefinition:
+def build_collected_sensor(start: date, minimum_interval_seconds: int = 300) -> SensorDefinition:
     """Every interval: the hours with raw rows stored since the cursor's previous position, as
     one run over their range (late points for a closed hour re-aggregate that hour)."""
 
@@ -134,7 +134,7 @@ def build_collected_sensor(minimum_interval_seconds: int = 300) -> SensorDefinit
         return RunRequest(
             run_key=f"collected-{plan.previous}-{plan.seen}",
             job_name=JOB_NAME,
-            tags={**plan_tags(plan), "metrics/refresh": "collected"},
+            tags={**plan_tags(plan, start), "metrics/refresh": "collected"},
         )
 
     return sensor(
@@ -157,5 +157,5 @@ def build_collected_definitions(environ: Mapping[str, str] | None = None) -> dic
     return {
         "assets": [asset_def],
         "jobs": [build_collected_job(asset_def)],
-        "sensors": [build_collected_sensor(interval)],
+        "sensors": [build_collected_sensor(partitions_start(env), interval)],
     }

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from metrics_pipeline.collected.assets import (
-    HOUR_KEY_FORMAT,
     JOB_NAME,
-    RANGE_END,
-    RANGE_START,
     build_collected_definitions,
+    partitions_start,
     plan_tags,
 )
 from metrics_pipeline.collected.rules import hour_start, utc_now
 from metrics_pipeline.collected.store import CollectedStore
+from metrics_pipeline.refresh import partition_range_tags
+from metrics_pipeline.semantics import HOURLY
 
 
 @dataclass(frozen=True)
@@ -40,25 +40,12 @@ def _job_and_resources(environ: Mapping[str, str]):
     return defs.resolve_job_def(JOB_NAME), warehouse
 
 
-def _instance(environ: Mapping[str, str], instance):
-    from dagster import DagsterInstance
+def _execute(job, tags: dict, environ: Mapping[str, str], instance) -> tuple[bool, str | None]:
+    from metrics_pipeline.runs import execute, lean_dagster_events, open_instance, step_error
 
-    if instance is not None:
-        return instance
-    return DagsterInstance.get() if environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-
-
-def _execute(job, tags: dict, instance) -> tuple[bool, str | None]:
-    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-    result = job.execute_in_process(
-        instance=instance, tags=tags, run_config=quiet, raise_on_error=False
-    )
-    if result.success:
-        return True, None
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error:
-            return False, event.step_failure_data.error.message.strip().splitlines()[0]
-    return False, "run failed"
+    with lean_dagster_events():
+        result = execute(job, instance or open_instance(environ), tags)
+    return (True, None) if result.success else (False, step_error(result)[0])
 
 
 def materialize_collected(
@@ -76,11 +63,10 @@ def materialize_collected(
     if first < earliest:
         raise ValueError(f"start {first.isoformat()} is before the first partition {earliest}")
     tags = {
-        RANGE_START: first.strftime(HOUR_KEY_FORMAT),
-        RANGE_END: last.strftime(HOUR_KEY_FORMAT),
+        **partition_range_tags(HOURLY, partitions_start(env), first, last),
         "metrics/source": "cli",
     }
-    ok, error = _execute(job, tags, _instance(env, instance))
+    ok, error = _execute(job, tags, env, instance)
     return CollectedRun(first, last, int((last - first) / timedelta(hours=1)) + 1, ok, error)
 
 
@@ -94,7 +80,11 @@ def refresh_collected(environ: Mapping[str, str] | None = None, instance=None) -
     plan = store.plan_refresh()
     if not plan.hours:
         return CollectedRun(None, None, 0, True)
-    tags = {**plan_tags(plan), "metrics/refresh": "collected", "metrics/source": "cli"}
-    ok, error = _execute(job, tags, _instance(env, instance))
+    tags = {
+        **plan_tags(plan, partitions_start(env)),
+        "metrics/refresh": "collected",
+        "metrics/source": "cli",
+    }
+    ok, error = _execute(job, tags, env, instance)
     first, last = plan.hours[0], plan.hours[-1]
     return CollectedRun(first, last, int((last - first) / timedelta(hours=1)) + 1, ok, error)

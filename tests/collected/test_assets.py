@@ -11,11 +11,12 @@ from dagster import (
     build_sensor_context,
 )
 
-from metrics_pipeline.collected.assets import RANGE_END, RANGE_START, collected_partitions
+from metrics_pipeline.collected.assets import collected_partitions
 from metrics_pipeline.collected.rules import hour_start, hour_stats, utc_now
 from metrics_pipeline.collected.runs import materialize_collected, refresh_collected
 from metrics_pipeline.collected.store import CollectedStore
 from metrics_pipeline.definitions import build_definitions
+from metrics_pipeline.refresh import RANGE_END, RANGE_START
 from metrics_pipeline.resources.engines import create_db_engine
 from metrics_pipeline.resources.warehouse import WarehouseResource
 

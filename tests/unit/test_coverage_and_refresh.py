@@ -44,3 +44,22 @@ def test_a_shard_is_read_in_spans_of_requested_hours_only():
 def test_refresh_hours_keep_the_closed_hour_for_one_interval():
     assert refresh_hours(H + timedelta(minutes=10), 30) == [H - timedelta(hours=1), H]
     assert refresh_hours(H + timedelta(minutes=45), 30) == [H]
+
+
+def test_contiguous_runs_cut_windows_where_one_is_missing():
+    from metrics_pipeline.partitions import contiguous_runs
+    from metrics_pipeline.semantics import DAILY, HOURLY
+
+    h = datetime(2025, 3, 1, 22)
+    hours = [h + timedelta(hours=i) for i in (3, 0, 1, 1, 5)]
+    assert contiguous_runs(HOURLY, hours) == [
+        (h, h + timedelta(hours=1)),
+        (h + timedelta(hours=3), h + timedelta(hours=3)),
+        (h + timedelta(hours=5), h + timedelta(hours=5)),
+    ]
+    days = [datetime(2025, 3, d) for d in (2, 1, 4)]
+    assert contiguous_runs(DAILY, days) == [
+        (datetime(2025, 3, 1), datetime(2025, 3, 2)),
+        (datetime(2025, 3, 4), datetime(2025, 3, 4)),
+    ]
+    assert contiguous_runs(HOURLY, []) == []
