@@ -19,9 +19,10 @@ from metrics_pipeline.assets.reporting import (
     COVERAGE_ASSET,
     COVERAGE_CHECK,
     CoverageSettings,
-    coverage_evaluation,
+    coverage_verdict,
 )
 from metrics_pipeline.backlog import Backlog, BacklogSettings, find_backlog
+from metrics_pipeline.checks import each_partition, run_partition_keys
 from metrics_pipeline.coverage import DATAPUMP, judge
 from metrics_pipeline.partitions import first_window, partitions_def, windows_of
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
@@ -83,20 +84,15 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
         warehouse: WarehouseResource,
     ):
         settings = CoverageSettings.from_env()
-        keys = list(context.partition_keys) if context.has_partition_key_range else []
-        keys = keys or [context.partition_key]
-        hours = windows_of(HOURLY, start, keys)
+        hours = windows_of(HOURLY, start, run_partition_keys(context))
         ledger = warehouse.read_ledger(DATAPUMP, HOURLY, hours[0], hours[-1] + HOURLY.length)
         expected = [str(b.biller_id) for b in catalog.enabled_billers()]
-        verdicts = [judge(h, expected, ledger.get(h, {})) for h in hours]
-        for key, verdict in zip(keys[:-1], verdicts[:-1], strict=True):
-            context.op_execution_context.log_event(coverage_evaluation(verdict, key, settings, {}))
-        last = coverage_evaluation(verdicts[-1], keys[-1], settings, {})
-        return AssetCheckResult(
-            passed=last.passed,
-            severity=last.severity,
-            description=last.description,
-            metadata=last.metadata,
+        yield from each_partition(
+            context,
+            partitions,
+            lambda _k, hour, _e: coverage_verdict(
+                judge(hour, expected, ledger.get(hour, {})), settings, {}
+            ),
         )
 
     @asset_check(

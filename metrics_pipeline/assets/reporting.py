@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from metrics_pipeline.aggregation import Outcome
+from metrics_pipeline.checks import Verdict
 from metrics_pipeline.coverage import (
     DATAPUMP,
     MISCONFIGURED,
@@ -59,15 +60,12 @@ def plain_failures():
         raise Failure(description=str(exc), metadata={"error": type(exc).__name__}) from exc
 
 
-def coverage_evaluation(
-    coverage: Coverage, key: str, settings: CoverageSettings, undated: dict[int, int]
-) -> AssetCheckEvaluation:
-    """The coverage check's result for one hour partition."""
+def coverage_verdict(
+    coverage: Coverage, settings: CoverageSettings, undated: dict[int, int]
+) -> Verdict:
+    """The coverage check's judgement of one hour partition."""
     gaps = {entity: f"{state}: {why}" for entity, (state, why) in sorted(coverage.gaps.items())}
-    return AssetCheckEvaluation(
-        asset_key=COVERAGE_ASSET,
-        check_name=COVERAGE_CHECK,
-        partition=key,
+    return Verdict(
         passed=coverage.complete,
         # A misconfigured shard is not retried: it needs a person, so it is an ERROR at once.
         severity=AssetCheckSeverity.ERROR
@@ -86,6 +84,15 @@ def coverage_evaluation(
             ),
             "alert_threshold": settings.alert_threshold,
         },
+    )
+
+
+def coverage_evaluation(
+    coverage: Coverage, key: str, settings: CoverageSettings, undated: dict[int, int]
+) -> AssetCheckEvaluation:
+    """The coverage check's result for one hour partition, as an event of the hourly step."""
+    return coverage_verdict(coverage, settings, undated).evaluation(
+        COVERAGE_ASSET, COVERAGE_CHECK, key
     )
 
 

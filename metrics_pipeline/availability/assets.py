@@ -11,11 +11,11 @@ from decimal import Decimal
 
 from dagster import (
     AssetCheckExecutionContext,
-    AssetCheckResult,
     AssetCheckSeverity,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
     AssetSpec,
     AutomationCondition,
     AutomationConditionSensorDefinition,
@@ -35,6 +35,8 @@ from dagster import (
     TableSchema,
     asset,
     asset_check,
+    define_asset_job,
+    in_process_executor,
     sensor,
 )
 from sqlalchemy import Table
@@ -43,6 +45,7 @@ from metrics_pipeline.availability import pipeline, sql
 from metrics_pipeline.availability.partitions import availability_partitions
 from metrics_pipeline.availability.resource import AvailabilityResource
 from metrics_pipeline.availability.settings import AvailabilitySettings
+from metrics_pipeline.checks import Verdict, each_partition
 from metrics_pipeline.sql.source import as_naive_utc
 
 GROUP = "availability"
@@ -52,6 +55,9 @@ REFERENCE = AssetKey("availability_reference")
 MINUTE = AssetKey("availability_minute")
 DAILY = AssetKey("availability_daily")
 PUBLISHED = AssetKey("availability_published")
+#: The family's jobs: minute rows of a range of hours; daily and published rows of a range of days.
+HOURLY_JOB = "availability_hourly_job"
+DAILY_JOB = "availability_daily_job"
 _TABLES = sql.build_tables()
 
 
@@ -231,6 +237,20 @@ def _build(environ: Mapping[str, str] | None, resolve: bool) -> dict:
         return _each_day(context, availability, pipeline.publish_day)
 
     checks = _build_checks(parts)
+    jobs = [
+        define_asset_job(
+            HOURLY_JOB,
+            selection=AssetSelection.assets(MINUTE),
+            executor_def=in_process_executor,
+            description="Minute rows (and the hour checks) for a range of hours.",
+        ),
+        define_asset_job(
+            DAILY_JOB,
+            selection=AssetSelection.assets(DAILY, PUBLISHED),
+            executor_def=in_process_executor,
+            description="Daily and published rows (and their checks) for a range of days.",
+        ),
+    ]
     return {
         "assets": [
             events,
@@ -240,6 +260,7 @@ def _build(environ: Mapping[str, str] | None, resolve: bool) -> dict:
             availability_published,
         ],
         "asset_checks": checks,
+        "jobs": jobs,
         "sensors": [
             # METRICS_SENSOR_INTERVAL_S overrides every sensor's interval (as for DataPump's).
             build_refresh_sensor(
@@ -278,12 +299,12 @@ def _build_checks(parts) -> list:
         "carry a ScenarioId missing from Scenario (they are kept out of what is published), or "
         "when the hour was never aggregated.",
     )
-    def minute_validation(
-        context: AssetCheckExecutionContext, availability: AvailabilityResource
-    ) -> AssetCheckResult:
+    def minute_validation(context: AssetCheckExecutionContext, availability: AvailabilityResource):
         store = availability.store()
+        yield from each_partition(context, parts.hourly, lambda _k, s, e: _validation(store, s, e))
+
+    def _validation(store, start: datetime, end: datetime) -> Verdict:
         t = store.tables
-        start, end = _start(context), _end(context)
         ledger = store.read(sql.rows_in_window(t.ingest, start, end))
         scen, partner = (store.read(s)[0] for s in sql.unknown_counts(t, sql.HOURLY, start, end))
         unknown = store.read(sql.distinct_unknown_scenarios(t, start, end))
@@ -313,7 +334,7 @@ def _build_checks(parts) -> list:
                 ),
             }
         passed = bool(ledger) and metadata["unknown_scenario_requests"] == 0
-        return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.WARN, metadata=metadata)
+        return Verdict(passed=passed, severity=AssetCheckSeverity.WARN, metadata=metadata)
 
     @asset_check(
         asset=MINUTE,
@@ -324,18 +345,23 @@ def _build_checks(parts) -> list:
         "sustainable, 'ticket' (WARN) for 6x over 6 h and 30 min; a scenario with fewer than "
         "METRICS_SLO_MIN_REQUESTS requests in the long window never fires.",
     )
-    def burn_rate(
-        context: AssetCheckExecutionContext, availability: AvailabilityResource
-    ) -> AssetCheckResult:
+    def burn_rate(context: AssetCheckExecutionContext, availability: AvailabilityResource):
         store = availability.store()
-        states = pipeline.slo_states(store, _end(context), availability.slo_min_requests)
+        yield from each_partition(
+            context,
+            parts.hourly,
+            lambda _k, _s, end: _burn_rate(store, end, availability.slo_min_requests),
+        )
+
+    def _burn_rate(store, end: datetime, min_requests: int) -> Verdict:
+        states = pipeline.slo_states(store, end, min_requests)
         firing = {
             sid: [a["name"] for a in s["alerts"] if a["firing"]]
             for sid, s in states.items()
             if any(a["firing"] for a in s["alerts"])
         }
         paging = any("page" in names for names in firing.values())
-        return AssetCheckResult(
+        return Verdict(
             passed=not firing,
             severity=AssetCheckSeverity.ERROR if paging else AssetCheckSeverity.WARN,
             metadata={
@@ -355,14 +381,16 @@ def _build_checks(parts) -> list:
     )
     def daily_equals_minutes(
         context: AssetCheckExecutionContext, availability: AvailabilityResource
-    ) -> AssetCheckResult:
+    ):
         store = availability.store()
+        yield from each_partition(context, parts.daily, lambda _k, s, e: _equals(store, s, e))
+
+    def _equals(store, start: datetime, end: datetime) -> Verdict:
         t = store.tables
-        start, end = _start(context), _end(context)
         minute = store.read(sql.sums_by(t.minute, [], start, end))[0]
         daily = store.read(sql.sums_by(t.daily, [], start, end))[0]
         same = all(_num(minute[c]) == _num(daily[c]) for c in sql.ADDITIVE)
-        return AssetCheckResult(
+        return Verdict(
             passed=same,
             severity=AssetCheckSeverity.ERROR,
             metadata={f"minute_{c}": float(_num(minute[c])) for c in sql.ADDITIVE}
@@ -378,10 +406,12 @@ def _build_checks(parts) -> list:
     )
     def published_known_only(
         context: AssetCheckExecutionContext, availability: AvailabilityResource
-    ) -> AssetCheckResult:
+    ):
         store = availability.store()
+        yield from each_partition(context, parts.daily, lambda _k, s, e: _known_only(store, s, e))
+
+    def _known_only(store, start: datetime, end: datetime) -> Verdict:
         t = store.tables
-        start, end = _start(context), _end(context)
         known = set(store.scenarios())
         rows = store.read(
             sql.rows_in_window(t.published, start, end, t.published.c.TimeStampTypeId == 2)
@@ -392,7 +422,7 @@ def _build_checks(parts) -> list:
             for r in store.read(sql.published_sums(t, sql.DAILY, start, end))
         }
         got = {r["ScenarioId"]: int(r["TotalRequests"]) for r in rows}
-        return AssetCheckResult(
+        return Verdict(
             passed=not strangers and got == expected,
             severity=AssetCheckSeverity.ERROR,
             metadata={
