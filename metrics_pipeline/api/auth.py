@@ -39,9 +39,13 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def load_tokens(path: str | Path) -> dict[str, Principal]:
-    """Principals by token digest from the tokens file; a malformed file is a ConfigurationError."""
-    where = f"METRICS_API_TOKENS_FILE {path}"
+def load_digest_file(
+    path: str | Path, setting: str, scope: str, item_ok, item_kind: str
+) -> dict[str, tuple[str, frozenset | None]]:
+    """{digest: (name, allowed)} from a JSON list of ``{"name", "sha256", <scope>}`` entries,
+    ``<scope>`` being "*" (None: everything) or a list of items that pass ``item_ok``. Any
+    malformed entry is a ConfigurationError naming ``setting``, the file and the entry."""
+    where = f"{setting} {path}"
     try:
         entries = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -50,30 +54,40 @@ def load_tokens(path: str | Path) -> dict[str, Principal]:
         raise ConfigurationError(f"{where}: not JSON: {exc}") from None
     if not isinstance(entries, list):
         raise ConfigurationError(f"{where}: expected a JSON list of tokens")
-    out: dict[str, Principal] = {}
+    out: dict[str, tuple[str, frozenset | None]] = {}
     for i, entry in enumerate(entries):
         what = f"{where}: entry {i}"
         if not isinstance(entry, dict):
             raise ConfigurationError(f"{what}: expected an object")
-        name = entry.get("name")
-        digest = entry.get("sha256")
-        billers = entry.get("billers")
+        name, digest, items = entry.get("name"), entry.get("sha256"), entry.get(scope)
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"{what}: 'name' must be a non-empty string")
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest.lower()):
             raise ConfigurationError(f"{what} ({name}): 'sha256' must be 64 hex digits")
-        if billers == "*":
+        if items == "*":
             allowed = None
-        elif isinstance(billers, list) and all(
-            isinstance(b, int) and not isinstance(b, bool) for b in billers
-        ):
-            allowed = frozenset(billers)
+        elif isinstance(items, list) and all(item_ok(x) for x in items):
+            allowed = frozenset(items)
         else:
-            raise ConfigurationError(f"{what} ({name}): 'billers' must be \"*\" or a list of ids")
+            raise ConfigurationError(
+                f"{what} ({name}): '{scope}' must be \"*\" or a list of {item_kind}"
+            )
         if digest.lower() in out:
             raise ConfigurationError(f"{what} ({name}): the same token digest appears twice")
-        out[digest.lower()] = Principal(name, allowed)
+        out[digest.lower()] = (name, allowed)
     return out
+
+
+def load_tokens(path: str | Path) -> dict[str, Principal]:
+    """Principals by token digest from the tokens file; a malformed file is a ConfigurationError."""
+    entries = load_digest_file(
+        path,
+        "METRICS_API_TOKENS_FILE",
+        "billers",
+        lambda b: isinstance(b, int) and not isinstance(b, bool),
+        "ids",
+    )
+    return {digest: Principal(name, allowed) for digest, (name, allowed) in entries.items()}
 
 
 def bearer_token(authorization: str | None) -> str | None:

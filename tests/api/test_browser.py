@@ -101,8 +101,18 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.goto(f"http://127.0.0.1:{port}/")
 
-        # Asked for a token once; it is kept in sessionStorage for the tab.
+        # Asked for a token; a wrong one is refused in words and asked for again.
         page.wait_for_selector("#token-form:not([hidden])", timeout=10_000)
+        page.fill("#token", "not-the-token")
+        page.click("#token-form button[type=submit]")
+        page.wait_for_function(
+            "() => (document.getElementById('error').textContent || '').includes('refused')",
+            timeout=10_000,
+        )
+        page.wait_for_selector("#token-form:not([hidden])", timeout=10_000)
+        assert page.evaluate("sessionStorage.getItem('metricsApiToken')") is None
+        problems.clear()  # the browser logs the refused request (401) as a console error
+        # The right one is kept in sessionStorage for the tab.
         page.fill("#token", TOKEN)
         page.click("#token-form button[type=submit]")
         page.wait_for_function(

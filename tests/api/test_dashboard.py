@@ -61,6 +61,10 @@ def test_the_chart_library_is_served_from_the_installed_plotly_package(client):
 def test_the_dashboard_script_and_styles_are_served(client):
     script = client.get("/static/dashboard.js")
     assert script.status_code == 200 and "setInterval" in script.text
-    assert "sessionStorage" in script.text and "localStorage" not in script.text
-    assert "innerHTML" not in script.text  # text only: API strings are never parsed as HTML
+    shared = client.get("/static/api_client.js")  # the token and fetch code of every page
+    assert shared.status_code == 200 and "sessionStorage" in shared.text
+    for name in ("dashboard", "availability", "exports", "api_client"):
+        text = client.get(f"/static/{name}.js").text
+        assert "localStorage" not in text  # the token lives in this tab only
+        assert "innerHTML" not in text  # text only: API strings are never parsed as HTML
     assert client.get("/static/dashboard.css").status_code == 200

@@ -91,3 +91,42 @@ def test_the_get_form_names_data():
     with pytest.raises(BadPoint) as err:
         check({"metrics": {"k": "x"}}, default_app="a", metrics_field="data")
     assert err.value.field == "data.k"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[", "not JSON"),
+        ('[{"sha256": "' + "a" * 64 + '", "apps": "*"}]', "'name'"),
+        ('[{"name": "k", "sha256": "short", "apps": "*"}]', "64 hex digits"),
+        ('[{"name": "k", "sha256": "' + "a" * 64 + '", "apps": [1]}]', "'apps'"),
+        (
+            '[{"name": "k", "sha256": "' + "a" * 64 + '", "apps": ["x"]},'
+            ' {"name": "l", "sha256": "' + "a" * 64 + '", "apps": "*"}]',
+            "twice",
+        ),
+    ],
+)
+def test_a_malformed_app_keys_file_is_a_configuration_error(tmp_path, content, message):
+    from metrics_pipeline.collected.auth import load_app_keys
+    from metrics_pipeline.resources.engines import ConfigurationError
+
+    path = tmp_path / "keys.json"
+    path.write_text(content)
+    with pytest.raises(ConfigurationError, match=f"METRICS_COLLECTOR_TOKENS_FILE.*{message}"):
+        load_app_keys(path)
+
+
+def test_app_keys_name_the_apps_a_key_may_send_for(tmp_path):
+    from metrics_pipeline.api.auth import token_digest
+    from metrics_pipeline.collected.auth import find_key, load_app_keys
+
+    path = tmp_path / "keys.json"
+    path.write_text(
+        f'[{{"name": "web", "sha256": "{token_digest("s1")}", "apps": ["web"]}},'
+        f' {{"name": "ops", "sha256": "{token_digest("s2").upper()}", "apps": "*"}}]'
+    )
+    keys = load_app_keys(path)
+    web, ops = find_key(keys, "s1"), find_key(keys, "s2")
+    assert web.may_send("web") and not web.may_send("batch")
+    assert ops.may_send("anything") and find_key(keys, "s3") is None

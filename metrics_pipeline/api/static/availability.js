@@ -8,56 +8,22 @@
     refreshSeconds: Number(root.dataset.refreshSeconds) || 60,
     authRequired: root.dataset.authRequired === "true",
   };
-  const TOKEN_KEY = "metricsApiToken";
   const el = (id) => document.getElementById(id);
 
   // State visible in the console (and to the browser test).
   const state = { refreshes: 0, loadedAt: Date.now(), lastError: null, scenario: null };
   window.availabilityView = state;
 
-  class AuthError extends Error {}
-
-  function token() {
-    return config.authRequired ? sessionStorage.getItem(TOKEN_KEY) : null;
-  }
-
-  async function api(path) {
-    const headers = { Accept: "application/json" };
-    const t = token();
-    if (t) headers.Authorization = "Bearer " + t;
-    let response;
-    try {
-      response = await fetch(path, { headers, cache: "no-store" });
-    } catch (e) {
-      throw new Error("the metrics API cannot be reached");
-    }
-    if (response.status === 401 && config.authRequired) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      throw new AuthError("the API token was refused; enter a valid token");
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (e) {
-      body = null;
-    }
-    if (!response.ok) {
-      const detail = body && body.detail ? body.detail : response.statusText;
-      throw new Error("HTTP " + response.status + ": " + detail);
-    }
-    return body;
-  }
+  const { api, askToken, needsToken, AuthError } = metricsApiClient({
+    authRequired: config.authRequired,
+    showError,
+    onToken: refresh,
+  });
 
   function showError(message) {
     state.lastError = message;
     el("error").textContent = "Could not load availability: " + message;
     el("error").hidden = false;
-  }
-
-  function askToken(message) {
-    if (message) showError(message);
-    el("token-form").hidden = false;
-    el("token").focus();
   }
 
   function percent(value, digits) {
@@ -126,7 +92,7 @@
   let busy = false;
   async function refresh() {
     if (busy) return;
-    if (config.authRequired && !token()) {
+    if (needsToken()) {
       askToken();
       return;
     }
@@ -153,7 +119,6 @@
       state.lastError = null;
       el("error").hidden = true;
       el("token-form").hidden = true;
-      el("forget-token").hidden = !config.authRequired;
       el("last-updated").textContent = new Date().toISOString().replace("T", " ").slice(0, 19) + " UTC";
     } catch (e) {
       if (e instanceof AuthError) askToken(e.message);
@@ -163,16 +128,6 @@
     }
   }
 
-  el("token-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    sessionStorage.setItem(TOKEN_KEY, el("token").value);
-    el("token").value = "";
-    refresh();
-  });
-  el("forget-token").addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
-    askToken();
-  });
   for (const id of ["scenario", "level", "period"]) el(id).addEventListener("change", refresh);
   el("refresh-now").addEventListener("click", refresh);
   window.addEventListener("load", () => {

@@ -10,7 +10,6 @@
     maxPoints: Number(root.dataset.maxPoints) || 1000,
     maxPages: 10,
   };
-  const TOKEN_KEY = "metricsApiToken";
   const LEVELS = [1, 2, 3];
   const el = (id) => document.getElementById(id);
 
@@ -25,38 +24,11 @@
   };
   window.metricsDashboard = dashboard;
 
-  class AuthError extends Error {}
-
-  function token() {
-    return config.authRequired ? sessionStorage.getItem(TOKEN_KEY) : null;
-  }
-
-  async function api(path) {
-    const headers = { Accept: "application/json" };
-    const t = token();
-    if (t) headers.Authorization = "Bearer " + t;
-    let response;
-    try {
-      response = await fetch(path, { headers, cache: "no-store" });
-    } catch (e) {
-      throw new Error("the metrics API cannot be reached");
-    }
-    if (response.status === 401 && config.authRequired) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      throw new AuthError("the API token was refused; enter a valid token");
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (e) {
-      body = null;
-    }
-    if (!response.ok) {
-      const detail = body && body.detail ? body.detail : response.statusText;
-      throw new Error("HTTP " + response.status + ": " + detail);
-    }
-    return body;
-  }
+  const { api, askToken, needsToken, AuthError } = metricsApiClient({
+    authRequired: config.authRequired,
+    showError,
+    onToken: start,
+  });
 
   function showError(message) {
     const box = el("error");
@@ -68,12 +40,6 @@
   function clearError() {
     el("error").hidden = true;
     dashboard.lastError = null;
-  }
-
-  function askForToken(message) {
-    if (message) showError(message);
-    el("token-form").hidden = false;
-    el("token").focus();
   }
 
   function fillSelect(select, items, label, keep) {
@@ -169,8 +135,8 @@
       showError("The chart library did not load (is the plotly package installed?).");
       return;
     }
-    if (config.authRequired && !token()) {
-      askForToken();
+    if (needsToken()) {
+      askToken();
       return;
     }
     const biller = el("biller").value;
@@ -197,7 +163,7 @@
       clearError();
     } catch (e) {
       if (e instanceof AuthError) {
-        askForToken(e.message);
+        askToken(e.message);
       } else {
         const since = dashboard.lastUpdated ? " (graphs show data as of the last update)" : "";
         showError("Could not load metrics: " + e.message + since);
@@ -210,35 +176,20 @@
   // Each tick reloads the choices too (keeping the selection), so new billers appear by
   // themselves and a dashboard opened while the API was down recovers.
   async function start() {
-    if (config.authRequired && !token()) {
-      askForToken();
+    if (needsToken()) {
+      askToken();
       return;
     }
     try {
       if (!(await loadChoices())) return;
     } catch (e) {
-      if (e instanceof AuthError) askForToken(e.message);
+      if (e instanceof AuthError) askToken(e.message);
       else showError("Could not load the dashboard: " + e.message);
       return;
     }
     await refresh();
   }
 
-  el("token-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const value = el("token").value.trim();
-    if (!value) return;
-    sessionStorage.setItem(TOKEN_KEY, value);
-    el("token").value = "";
-    el("token-form").hidden = true;
-    clearError();
-    start();
-  });
-  el("forget-token").hidden = !config.authRequired;
-  el("forget-token").addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
-    askForToken();
-  });
   for (const id of ["biller", "metric", "period"]) el(id).addEventListener("change", refresh);
   el("refresh-now").addEventListener("click", refresh);
 

@@ -8,7 +8,6 @@
     refreshSeconds: Number(root.dataset.refreshSeconds) || 60,
     authRequired: root.dataset.authRequired === "true",
   };
-  const TOKEN_KEY = "metricsApiToken";
   const QUEUES = ["active", "stale", "completed", "draining"];
   const CANCELABLE = new Set(["active", "stale", "completed"]);
   const el = (id) => document.getElementById(id);
@@ -17,49 +16,16 @@
   const state = { refreshes: 0, lastUpdated: null, lastError: null, canceled: [] };
   window.metricsExports = state;
 
-  class AuthError extends Error {}
-
-  function token() {
-    return config.authRequired ? sessionStorage.getItem(TOKEN_KEY) : null;
-  }
-
-  async function api(path, method) {
-    const headers = { Accept: "application/json" };
-    const t = token();
-    if (t) headers.Authorization = "Bearer " + t;
-    let response;
-    try {
-      response = await fetch(path, { method: method || "GET", headers, cache: "no-store" });
-    } catch (e) {
-      throw new Error("the metrics API cannot be reached");
-    }
-    if (response.status === 401 && config.authRequired) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      throw new AuthError("the API token was refused; enter a valid token");
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (e) {
-      body = null;
-    }
-    if (!response.ok) {
-      const detail = body && body.detail ? body.detail : response.statusText;
-      throw new Error("HTTP " + response.status + ": " + detail);
-    }
-    return body;
-  }
+  const { api, askToken, needsToken, AuthError } = metricsApiClient({
+    authRequired: config.authRequired,
+    showError,
+    onToken: refresh,
+  });
 
   function showError(message) {
     state.lastError = message;
     el("error").textContent = message;
     el("error").hidden = false;
-  }
-
-  function askToken(message) {
-    if (message) showError(message);
-    el("token-form").hidden = false;
-    el("token").focus();
   }
 
   function cell(text, className) {
@@ -106,7 +72,7 @@
   }
 
   async function refresh() {
-    if (config.authRequired && !token()) {
+    if (needsToken()) {
       askToken();
       return;
     }
@@ -135,20 +101,6 @@
   }
 
   el("refresh-now").addEventListener("click", refresh);
-  el("token-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const value = el("token").value.trim();
-    if (!value) return;
-    sessionStorage.setItem(TOKEN_KEY, value);
-    el("token").value = "";
-    el("token-form").hidden = true;
-    refresh();
-  });
-  el("forget-token").hidden = !config.authRequired;
-  el("forget-token").addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
-    askToken();
-  });
 
   refresh();
   setInterval(refresh, config.refreshSeconds * 1000);
