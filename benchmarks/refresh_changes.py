@@ -266,6 +266,7 @@ def timed_phases() -> None:
     functions it looks up at call time are wrapped with a stopwatch; behaviour is unchanged."""
     import metrics_pipeline.cli as cli_module
     import metrics_pipeline.definitions as definitions_module
+    import metrics_pipeline.runs as runs_module
 
     def timed(name, fn, key=None):
         def wrapper(*args, **kwargs):
@@ -277,12 +278,13 @@ def timed_phases() -> None:
 
         return wrapper
 
-    cli_module.open_instance = timed("open_instance", cli_module.open_instance)
+    # refresh_cycle imports these from metrics_pipeline.runs when it is called.
+    runs_module.open_instance = timed("open_instance", runs_module.open_instance)
     definitions_module.build_definitions = timed(
         "build_definitions", definitions_module.build_definitions
     )
-    cli_module.execute = timed(
-        "execute", cli_module.execute, key=lambda _d, _i, level, _t: f"run_{level.name}"
+    runs_module.execute = timed(
+        "execute", runs_module.execute, key=lambda _j, _i, tags: f"run_{tags['metrics/level']}"
     )
     cli_module._not_written = timed("ledger_report", cli_module._not_written)
 
