@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,2,4", help="millions of events for the RSS series")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="benchmarks/results/availability.json")
     args = parser.parse_args()
     if args.rss_child:
         rss_child(*args.rss_child)
@@ -239,6 +240,8 @@ def main() -> None:
         f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
     )
     results["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 
 

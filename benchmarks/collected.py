@@ -175,7 +175,9 @@ def hourly_stats(url: str, store: CollectedStore, points: int, tmp: Path) -> dic
     (tmp / "dagster_home").mkdir()
     from dagster import DagsterInstance
 
-    with DagsterInstance.local_temp(str(tmp / "dagster_home")) as instance:
+    with DagsterInstance.local_temp(
+        str(tmp / "dagster_home"), overrides={"telemetry": {"enabled": False}}
+    ) as instance:
         t0 = time.perf_counter()
         run = materialize_collected(start, end, env, instance)
         dagster_s = time.perf_counter() - t0

@@ -1,6 +1,7 @@
 """A real dagster-daemon (and nothing else) on a temporary instance, for the refresh and backfill
 benchmarks: start, watch the CPU of its whole process tree, stop."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -72,6 +73,8 @@ class Daemon:
         self.peak_rss = 0
         #: Resident MB of each process of the tree at the peak.
         self.peak_parts: dict[str, int] = {}
+        #: Largest resident memory of the dagster-daemon process itself (not its children).
+        self.own_peak_rss = 0
 
     def start(self) -> None:
         log = open(self.home / "daemon.log", "w")
@@ -93,6 +96,9 @@ class Daemon:
         largest resident memory of the whole tree seen so far."""
         parts: dict[str, int] = {}
         rss = sample_tree(self.proc.pid, self.cpu, parts)
+        with contextlib.suppress(psutil.Error):
+            own = psutil.Process(self.proc.pid).memory_info().rss
+            self.own_peak_rss = max(self.own_peak_rss, own)
         if rss > self.peak_rss:
             self.peak_rss, self.peak_parts = rss, parts
 

@@ -31,18 +31,18 @@ def render(folder: Path, meta: dict) -> str:
         f"- Date: {meta['date']}.",
         "- Command: `make bench` (`python -m benchmarks.run_all`; one part: "
         "`python -m benchmarks.run_all --only throughput`). Raw results: `benchmarks/results/`.",
-        f"- Every figure is the median of {meta['repeat']} run(s) unless it says otherwise; the "
-        "baseline of a ratio is measured in the same run, on the same data, just before.",
+        "- Every figure is the median of the runs its section states; the baseline of a ratio "
+        "is measured in the same run, on the same data, just before.",
         "- The machine is shared with other agents' builds and tests: the 1-minute load average "
-        "is given next to the figures (2 vCPUs; above 2 means the benchmark waited for CPU).",
+        "is given next to the figures (2 vCPUs; above 2 means the benchmark waited for CPU). "
+        "Sections measured at different times say so in the notes at the end.",
         "",
     ]
     five, fifty = (
         _load(folder, "throughput_sqlite_5b.json"),
         _load(folder, "throughput_sqlite_50b.json"),
     )
-    rerun = _load(folder, "throughput_sqlite_5b_rerun.json")
-    rows = [r for r in (five, rerun, fifty) if r]
+    rows = [r for r in (five, fifty) if r]
     if rows:
         out += [
             "## 1. Throughput: materialize vs the shards' own GROUP BY",
@@ -56,7 +56,8 @@ def render(folder: Path, meta: dict) -> str:
             "just before (a) in the same run, on the same data. (ap) the same command with a "
             "PostgreSQL instance in `DAGSTER_HOME` (as deployed), (am) with no `DAGSTER_HOME` "
             "(in-memory instance), for reference; (b1) the pipeline's own shard statements run "
-            "alone. SQLite shards, 5 shards.",
+            f"alone. SQLite shards, 5 shards. Median of {rows[0]['repeat']} runs (every run's "
+            "figures are in the JSON).",
             "",
             "| data | rows | partitions (per asset) | (a) materialize, SQLite instance | "
             "(b) shards' SQL | a/b | target a/b ≤ 1.3 | (ap) PG instance | ap/b | "
@@ -190,7 +191,7 @@ def render(folder: Path, meta: dict) -> str:
             "|---|" + "---:|" * len(uis) + "---|",
         ]
 
-        def row(label, key, target=None, unit=" s", scale=1.0):
+        def row(label, key, target=None, unit=" s", scale=1.0, missing="**no run started**"):
             values = [u.get(key) for u in uis.values()]
             cells = " | ".join(
                 "—" if v is None else (f"{v:.1f} s" if unit == " s" else f"{v:.0f} MB")
@@ -200,17 +201,23 @@ def render(folder: Path, meta: dict) -> str:
                 verdict = "—"
             else:
                 verdict = "; ".join(
-                    "**no run started**" if v is None else _verdict(v * scale, target, unit)
-                    for v in values
+                    missing if v is None else _verdict(v * scale, target, unit) for v in values
                 )
             out.append(f"| {label} | {cells} | {verdict} |")
 
         row("GraphQL launch call", "graphql_launch_s")
         row("launch → first run started", "first_run_after_s", 60)
         row(
-            "daemon tree peak RSS (daemon, code server, runs)",
-            "daemon_tree_peak_rss_mb",
+            "dagster-daemon process peak RSS",
+            "daemon_process_peak_rss_mb",
             1024,
+            " MB",
+            missing="not measured in that run",
+        )
+        row(
+            "daemon tree peak RSS (daemon, code servers, run workers)",
+            "daemon_tree_peak_rss_mb",
+            None,
             " MB",
         )
         row("webserver tree peak RSS", "webserver_tree_peak_rss_mb", None, " MB")

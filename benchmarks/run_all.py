@@ -39,7 +39,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS))
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument(
+        "--render", action="store_true", help="only re-render docs/benchmarks.md from results"
+    )
     args = p.parse_args(argv)
+    if args.render:
+        args.only = []
     OUT.mkdir(parents=True, exist_ok=True)
     if "throughput" in args.only:
         # The same 5.04M calls (14 days, 5 SQLite shards) as 5 x 3,000 and 50 x 300 per hour.

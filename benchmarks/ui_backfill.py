@@ -276,6 +276,7 @@ def main(argv=None) -> dict:
             "runs": len(records),
             "runs_succeeded": sum(r.dagster_run.status.value == "SUCCESS" for r in records),
             "daemon_tree_peak_rss_mb": peak_daemon,
+            "daemon_process_peak_rss_mb": daemon.own_peak_rss / 2**20,
             "daemon_tree_at_peak_mb": daemon.peak_parts,
             "webserver_tree_peak_rss_mb": web_peak / 2**20,
             "sensor_tick_empty_ledger_s": statistics.median(s for s, _ in empty),
