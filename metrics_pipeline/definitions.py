@@ -2,7 +2,7 @@
 
 import os
 
-from dagster import Definitions, definitions
+from dagster import Definitions, definitions, in_process_executor
 
 from metrics_pipeline.assets import build_datapump_assets
 from metrics_pipeline.assets.checks import build_checks
@@ -47,7 +47,13 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
         ],
         resources=build_resources(environ, resolve=resolve),
     )
-    return Definitions.merge(datapump, build_availability_definitions(environ, resolve))
+    # Every job, the implicit asset job of backfills and UI launches included, runs its steps in
+    # the run's own process: one process (one pod with dagster-k8s) per run, none per step.
+    return Definitions.merge(
+        datapump,
+        build_availability_definitions(environ, resolve),
+        Definitions(executor=in_process_executor),
+    )
 
 
 @definitions
