@@ -50,12 +50,16 @@ class AvailabilityRuns:
 def materialize_availability(
     start: datetime, end: datetime, environ: Mapping[str, str] | None = None, instance=None
 ) -> AvailabilityRuns:
-    """Minute -> daily -> published for every hour in [start, end) up to the running hour, and
-    the days those hours touch. Re-running it on the same files changes nothing."""
+    """Minute -> daily -> published for every hour of the whole days that [start, end) touches,
+    up to the running hour (a day's rows are the sums of all its hours, so every hour partition
+    of its days is materialized with it). Re-running it on the same files changes nothing."""
     env = os.environ if environ is None else environ
     start, end = as_naive_utc(start), as_naive_utc(end)
     running = HOURLY.floor(datetime.now(UTC).replace(tzinfo=None))
-    hours = [h for h in HOURLY.starts(start, end) if h <= running]
+    days = DAILY.starts(start, end)
+    hours = (
+        [h for h in HOURLY.starts(days[0], days[-1] + DAILY.length) if h <= running] if days else []
+    )
     if not hours:
         raise ValueError(f"empty window: {start.isoformat()} .. {end.isoformat()}")
     return run_hours(hours, env, instance)

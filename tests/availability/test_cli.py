@@ -62,15 +62,17 @@ def test_the_command_line_runs_the_family_through_dagster(env, store, tmp_path, 
     assert main(["materialize", "--family", "availability", *WINDOW], environ=environ) == 0
     out = capsys.readouterr().out
     events = sum(len(v) for v in written.values())
+    # The whole days the window touches: 2025-03-01 and 03-02, 48 hours.
+    day = datetime(HOUR.year, HOUR.month, HOUR.day)
     assert (
-        f"availability: 3 hour(s) {HOUR:%Y-%m-%d %H:%M} .. "
-        f"{HOUR + timedelta(hours=2):%Y-%m-%d %H:%M} UTC ({events} events read" in out
+        f"availability: 48 hour(s) {day:%Y-%m-%d %H:%M} .. "
+        f"{day + timedelta(hours=47):%Y-%m-%d %H:%M} UTC ({events} events read" in out
     )
     assert "2 day(s), 2 run(s)" in out  # one run over the hours, one over the days
     assert minutes(store) == expected_minutes(written)
 
     facts = _instance_facts(home)
-    hours = {f"{HOUR + timedelta(hours=i):%Y-%m-%d-%H:%M}" for i in range(3)}
+    hours = {f"{day + timedelta(hours=i):%Y-%m-%d-%H:%M}" for i in range(48)}
     days = {f"{HOUR:%Y-%m-%d}", f"{HOUR + timedelta(days=1):%Y-%m-%d}"}
     assert facts["partitions"] == {MINUTE: hours, DAILY: days, PUBLISHED: days}
     assert len(facts["runs"]) == 2
