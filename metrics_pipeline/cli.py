@@ -452,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--start", help="window start, ISO 8601 (UTC if no offset)")
     mat.add_argument("--end", help="window end (exclusive), ISO 8601")
     mat.add_argument(
-        "--last-days", type=int, help="instead of --start/--end: the last N days up to now"
+        "--last-days",
+        type=int,
+        help="instead of --start/--end: from midnight UTC N days ago up to now",
     )
     mat.add_argument("--billers", help="comma-separated BillerIds (default: all enabled)")
     mat.add_argument(
@@ -486,7 +488,8 @@ def materialize_bounds(args) -> tuple[datetime, datetime]:
             raise UsageError("--last-days must be at least 1")
         end = utc_now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         try:
-            return end - timedelta(days=args.last_days), end
+            # From midnight UTC: every family's window then starts on a partition of each level.
+            return DAILY.floor(end - timedelta(days=args.last_days)), end
         except OverflowError:
             raise UsageError(
                 f"--last-days {args.last_days} reaches before the first partition "

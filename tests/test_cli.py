@@ -150,3 +150,18 @@ def test_console_script_is_quiet_without_a_terminal(env, tmp_path):
     assert result.stderr == ""  # no progress, no warnings
     assert "hourly" in result.stdout and "Biller" in result.stdout
     assert len(result.stdout.splitlines()) < 25  # one screen
+
+
+def test_last_days_starts_at_midnight_utc_and_ends_after_the_running_hour():
+    from datetime import timedelta
+
+    from metrics_pipeline.cli import build_parser, materialize_bounds, utc_now
+
+    before = utc_now()
+    start, end = materialize_bounds(build_parser().parse_args(["materialize", "--last-days", "3"]))
+    after = utc_now()
+    assert (start.hour, start.minute, start.second, start.microsecond) == (0, 0, 0, 0)
+    assert start.date() in {(before - timedelta(days=3)).date(), (after - timedelta(days=3)).date()}
+    assert end.minute == 0 and before < end <= after.replace(
+        minute=0, second=0, microsecond=0
+    ) + timedelta(hours=1)
