@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, RunsFilter
 
-from benchmarks.daemon import Daemon, pg_instance_storage
+from benchmarks.daemon import Daemon, pg_instance_storage, runs_detail
 from benchmarks.data import create_catalog, create_shards
 from benchmarks.throughput import drop
 from metrics_pipeline.backlog import BacklogSettings, find_backlog
@@ -129,17 +129,7 @@ def main(argv=None) -> dict:
         )
         hours = int((left.end - left.start).total_seconds() // 3600)
         result = {
-            "runs_detail": [
-                {
-                    "status": r.dagster_run.status.value,
-                    "range": [
-                        r.dagster_run.tags.get("dagster/asset_partition_range_start"),
-                        r.dagster_run.tags.get("dagster/asset_partition_range_end"),
-                    ],
-                    "seconds": (r.end_time - r.start_time) if r.end_time and r.start_time else None,
-                }
-                for r in records
-            ],
+            "runs_detail": runs_detail(records),
             "planned_subset": args.planned_subset,
             "billers": args.billers,
             "days": args.days,

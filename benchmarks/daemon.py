@@ -144,3 +144,17 @@ class Daemon:
     @property
     def cpu_seconds(self) -> float:
         return sum(self.cpu.values())
+
+
+def runs_detail(records) -> list[dict]:
+    """Status, partition range and seconds of each run record (for the results JSON)."""
+    from metrics_pipeline.refresh import RANGE_END, RANGE_START
+
+    return [
+        {
+            "status": r.dagster_run.status.value,
+            "range": [r.dagster_run.tags.get(RANGE_START), r.dagster_run.tags.get(RANGE_END)],
+            "seconds": (r.end_time - r.start_time) if r.end_time and r.start_time else None,
+        }
+        for r in records
+    ]

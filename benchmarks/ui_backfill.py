@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 from dagster import DagsterInstance, RunsFilter, build_sensor_context
 
-from benchmarks.daemon import Daemon, pg_instance_storage, sample_tree
+from benchmarks.daemon import Daemon, pg_instance_storage, runs_detail, sample_tree
 from benchmarks.data import create_catalog, create_shards
 from benchmarks.throughput import drop
 from metrics_pipeline.assets.common import asset_key
@@ -253,17 +253,7 @@ def main(argv=None) -> dict:
         empty = [evaluate_backlog_sensor(empty_env, instance) for _ in range(3)]
         instance.dispose()
         result = {
-            "runs_detail": [
-                {
-                    "status": r.dagster_run.status.value,
-                    "range": [
-                        r.dagster_run.tags.get("dagster/asset_partition_range_start"),
-                        r.dagster_run.tags.get("dagster/asset_partition_range_end"),
-                    ],
-                    "seconds": (r.end_time - r.start_time) if r.end_time and r.start_time else None,
-                }
-                for r in records
-            ],
+            "runs_detail": runs_detail(records),
             "planned_subset": args.planned_subset,
             "billers": args.billers,
             "days": args.days,

@@ -8,7 +8,7 @@ partition of the run, then, for a range, the run's summary.
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from dagster import (
     AssetCheckEvaluation,
@@ -18,6 +18,8 @@ from dagster import (
     AssetKey,
     TimeWindowPartitionsDefinition,
 )
+
+from metrics_pipeline.sql.source import as_naive_utc
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def each_partition(
     verdicts = []
     for key in keys:
         window = partitions_def.time_window_for_partition_key(key)
-        start, end = (t.astimezone(UTC).replace(tzinfo=None) for t in (window.start, window.end))
+        start, end = as_naive_utc(window.start), as_naive_utc(window.end)
         verdict = judge(key, start, end)
         verdicts.append(verdict)
         if len(keys) > 1:

@@ -61,6 +61,16 @@ def first_window(level: Level, start: date) -> datetime:
     return level.floor(datetime.combine(start, datetime.min.time()))
 
 
+def require_partitioned(first: datetime, start: date) -> None:
+    """ValueError naming the setting when ``first`` (naive UTC) is before the first partition."""
+    earliest = first_window(HOURLY, start)
+    if first < earliest:
+        raise ValueError(
+            f"start {first:%Y-%m-%d %H:%M} is before the first partition {earliest:%Y-%m-%d} "
+            "(METRICS_PARTITIONS_START)"
+        )
+
+
 def partition_key(level: Level, start: date, window_start: datetime) -> str:
     """The partition key of the window of ``level`` that contains ``window_start`` (naive UTC)."""
     ts = window_start.replace(tzinfo=UTC).timestamp()

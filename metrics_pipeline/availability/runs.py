@@ -15,7 +15,11 @@ from metrics_pipeline.availability.assets import (
     build_availability_definitions,
 )
 from metrics_pipeline.availability.settings import AvailabilitySettings
-from metrics_pipeline.partitions import contiguous_runs, first_window, parse_partitions_start
+from metrics_pipeline.partitions import (
+    contiguous_runs,
+    parse_partitions_start,
+    require_partitioned,
+)
 from metrics_pipeline.refresh import partition_range_tags
 from metrics_pipeline.semantics import DAILY, HOURLY
 from metrics_pipeline.sql.source import as_naive_utc
@@ -82,12 +86,8 @@ def run_hours(hours: list[datetime], environ: Mapping[str, str], instance=None) 
     from metrics_pipeline.runs import execute, lean_dagster_events, open_instance, step_error
 
     partitions_start = parse_partitions_start(environ.get("METRICS_PARTITIONS_START"))
-    first = first_window(HOURLY, partitions_start)
-    if hours and min(hours) < first:
-        raise ValueError(
-            f"start {min(hours):%Y-%m-%d %H:%M} is before the first partition {first:%Y-%m-%d} "
-            "(METRICS_PARTITIONS_START)"
-        )
+    if hours:
+        require_partitioned(min(hours), partitions_start)
     defs = build_availability_definitions(environ, resolve=True)
     instance = instance or open_instance(environ)
     out = AvailabilityRuns(hours=sorted(hours), days=sorted({DAILY.floor(h) for h in hours}))

@@ -14,6 +14,7 @@ from metrics_pipeline.collected.assets import (
 )
 from metrics_pipeline.collected.rules import hour_start, utc_now
 from metrics_pipeline.collected.store import CollectedStore
+from metrics_pipeline.partitions import require_partitioned
 from metrics_pipeline.refresh import partition_range_tags
 from metrics_pipeline.semantics import HOURLY
 
@@ -58,10 +59,8 @@ def materialize_collected(
     last = min(hour_start(end - timedelta(microseconds=1)), hour_start(utc_now()))
     if last < first:
         raise ValueError(f"empty window: {start.isoformat()} .. {end.isoformat()}")
+    require_partitioned(first, partitions_start(env))
     job, _ = _job_and_resources(env)
-    earliest = job.partitions_def.get_first_partition_window().start.replace(tzinfo=None)
-    if first < earliest:
-        raise ValueError(f"start {first.isoformat()} is before the first partition {earliest}")
     tags = {
         **partition_range_tags(HOURLY, partitions_start(env), first, last),
         "metrics/source": "cli",

@@ -122,6 +122,26 @@ def cycle(tmp_path):
         log.close()
 
 
+def day_equals_its_hours(wh: str, biller: int, day: datetime) -> bool:
+    """The biller's daily row holds exactly the sum of its hourly rows of that day."""
+    [(hours_sum,)] = sql(
+        wh,
+        'SELECT SUM("RequestCount") FROM "DataPumpErrorAggregation" WHERE "BillerId" = :b '
+        'AND "TimeStampTypeId" = 1 AND "StartTime" >= :d AND "StartTime" < :e',
+        b=biller,
+        d=day,
+        e=day + timedelta(days=1),
+    )
+    [(daily,)] = sql(
+        wh,
+        'SELECT "RequestCount" FROM "DataPumpErrorAggregation" '
+        'WHERE "BillerId" = :b AND "TimeStampTypeId" = 2 AND "StartTime" = :d',
+        b=biller,
+        d=day,
+    )
+    return hours_sum is not None and daily == hours_sum
+
+
 def wait_for(what, check, timeout, cycle):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -196,28 +216,14 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
     wait_for("the busy hour to be written", lambda: state_of_busy_hour() == "written", 60, cycle)
     day = hour.replace(hour=0)
 
-    def busy_day_equals_its_hours():
-        # The backlog's backfill may write older hours of the day meanwhile (its sensor runs all
-        # along); the refresh's next daily run rolls them in: the day converges to its hours.
-        [(hourly_sum,)] = sql(
-            wh,
-            'SELECT SUM("RequestCount") FROM "DataPumpErrorAggregation" '
-            'WHERE "BillerId" = :b AND "TimeStampTypeId" = 1 AND "StartTime" >= :d '
-            'AND "StartTime" < :e',
-            b=BUSY,
-            d=day,
-            e=day + timedelta(days=1),
-        )
-        [(daily,)] = sql(
-            wh,
-            'SELECT "RequestCount" FROM "DataPumpErrorAggregation" '
-            'WHERE "BillerId" = :b AND "TimeStampTypeId" = 2 AND "StartTime" = :d',
-            b=BUSY,
-            d=day,
-        )
-        return hourly_sum is not None and daily == hourly_sum
-
-    wait_for("the busy biller's day to equal its hours", busy_day_equals_its_hours, 180, cycle)
+    # The backlog's backfill may write older hours of the day meanwhile (its sensor runs all
+    # along); the refresh's next daily run rolls them in: the day converges to its hours.
+    wait_for(
+        "the busy biller's day to equal its hours",
+        lambda: day_equals_its_hours(wh, BUSY, day),
+        180,
+        cycle,
+    )
 
     # Complete and correct: the busy biller's hour equals the raw rows' figures.
     raw = read_raw([cycle["shard"]])
@@ -294,20 +300,6 @@ def test_busy_shard_cycle_heals_itself_under_the_daemon(cycle):
     wait_for("the late row to be counted by a scheduled refresh", late_row_counted, 240, cycle)
     day = late_hour.replace(hour=0)
 
-    def day_rolled_up():
-        [(hours_sum,)] = sql(
-            wh,
-            'SELECT SUM("RequestCount") FROM "DataPumpErrorAggregation" WHERE "BillerId" = 101 '
-            'AND "TimeStampTypeId" = 1 AND "StartTime" >= :d AND "StartTime" < :e',
-            d=day,
-            e=day + timedelta(days=1),
-        )
-        [(daily,)] = sql(
-            wh,
-            'SELECT "RequestCount" FROM "DataPumpErrorAggregation" '
-            'WHERE "BillerId" = 101 AND "TimeStampTypeId" = 2 AND "StartTime" = :d',
-            d=day,
-        )
-        return daily == hours_sum
-
-    wait_for("the late row's day to be rolled up", day_rolled_up, 120, cycle)
+    wait_for(
+        "the late row's day to be rolled up", lambda: day_equals_its_hours(wh, 101, day), 120, cycle
+    )
