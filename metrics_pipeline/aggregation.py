@@ -52,6 +52,8 @@ class Outcome:
     shards_read: set[str] = field(default_factory=set)
     #: BillerId -> rows of its shard whose CreatedDate is NULL or not a timestamp (in no hour).
     undated: dict[int, int] = field(default_factory=dict)
+    #: For rollups: (biller, window) with no written hour below it, so no row.
+    uncovered: set[tuple[int, datetime]] = field(default_factory=set)
 
     @property
     def billers_processed(self) -> int:
@@ -59,13 +61,17 @@ class Outcome:
 
     def summary(self) -> str:
         """The job log's Summary: what succeeded, and every failed biller with its reason."""
-        if not self.failed:
+        faults = {b: why for b, why in self.failed.items() if b not in self.busy}
+        if not faults:
+            skipped = (
+                f"; skipped busy: {', '.join(map(str, sorted(self.busy)))}" if self.busy else ""
+            )
             return (
                 f"Job Succeeded: {self.billers_processed} biller(s), "
-                f"{len(self.request_counts)} partition(s)"
+                f"{len(self.request_counts)} partition(s){skipped}"
             )
         reasons = "; ".join(f"biller {b}: {why}" for b, why in sorted(self.failed.items()))
-        return f"Job Failed for {len(self.failed)} biller(s): {reasons}"
+        return f"Job Failed for {len(faults)} biller(s): {reasons}"
 
     def failure_tags(self) -> dict[str, str]:
         """Run tags that let sensors (and people filtering runs) tell why a run failed."""
@@ -87,9 +93,11 @@ class Outcome:
 
     def add_stats(self, stats: WriteStats) -> None:
         for table, counts in stats.by_table.items():
-            mine = self.written.setdefault(table, {"inserted": 0, "updated": 0, "unchanged": 0})
+            mine = self.written.setdefault(
+                table, {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+            )
             for k, v in counts.items():
-                mine[k] += v
+                mine[k] = mine.get(k, 0) + v
 
 
 def _span(starts: list[datetime], length: timedelta) -> tuple[datetime, datetime]:
@@ -164,6 +172,9 @@ def aggregate_hourly(
     write_lock = threading.Lock()
 
     def write(batch, cursor=None) -> None:
+        for partial in batch.values():
+            # An hour read from its shard (calls or none) is a written, whole hour.
+            partial.covered_hours = partial.expected_hours = 1
         ledger = [
             LedgerEntry(str(b), h, WRITTEN, source_rows=p.request_count)
             for (b, h), p in batch.items()
@@ -273,12 +284,18 @@ def roll_up(
     requested: Mapping[int, list[datetime]],
     target_level: Level,
     warehouse: WarehouseResource,
+    now: datetime,
+    first_hour: datetime,
     billers_per_batch: int = 20,
     windows_per_batch: int = 7,
 ) -> Outcome:
-    """Target rows (daily or weekly) as exact sums of the stored source-level rows.
+    """Target rows (daily or weekly) as exact sums of the stored source-level rows that cover
+    written hours, each with CoveredHours (the written hours summed) and ExpectedHours (the
+    window's hours up to and including the running hour at ``now``, from ``first_hour`` on).
 
-    Never reads the shards. Works in batches of billers and windows so memory stays bounded.
+    A window with no written hour has no row: an existing one is deleted, so an unread biller
+    never shows as a biller without calls. Never reads the shards. Works in batches of billers
+    and windows so memory stays bounded.
     """
     outcome = Outcome()
     source_level = target_level.previous
@@ -292,19 +309,25 @@ def roll_up(
             sources = warehouse.read_partials(source_level, group, lo, hi)
             grouped: dict[tuple[int, datetime], list[Partial]] = defaultdict(list)
             for (biller, start), partial in sources.items():
-                grouped[(biller, floor(start))].append(partial)
+                if partial.covered_hours > 0:
+                    grouped[(biller, floor(start))].append(partial)
             wanted = set(window_starts)
-            batch = {
-                (b, s): rollup(grouped.get((b, s), []))
-                for b in group
-                for s in requested[b]
-                if s in wanted
-            }
-            stats = warehouse.write_partials(target_level, batch)
+            keys = [(b, s) for b in group for s in requested[b] if s in wanted]
+            batch: dict[tuple[int, datetime], Partial] = {}
+            for key in keys:
+                if key in grouped:
+                    batch[key] = rollup(grouped[key])
+                    batch[key].expected_hours = target_level.expected_hours(
+                        key[1], now, first_hour
+                    )
+            empty = [key for key in keys if key not in batch]
+            stats = warehouse.write_partials(target_level, batch, deletes=empty)
             outcome.add_stats(stats)
             for key, partial in batch.items():
                 outcome.request_counts[key] = partial.request_count
-                outcome.sources_found[key] = len(grouped.get(key, []))
+                outcome.sources_found[key] = len(grouped[key])
+            for key in empty:
+                outcome.uncovered.add(key)
     return outcome
 
 
@@ -445,6 +468,8 @@ def reconcile(
             for hour in HOURLY.starts(start, end):
                 got = _facts(source.get((b, hour), Partial()))
                 have = stored.get((b, hour))
+                if have is not None and not have.covered_hours:
+                    continue  # its latest read failed: the retry sensor's, not stale
                 want = _facts(have) if have is not None else None
                 with lock:
                     result.cells_compared += 1

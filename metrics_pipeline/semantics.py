@@ -221,6 +221,10 @@ class Partial:
     sketch: Sketch = field(default_factory=Sketch)
     #: Exact percentiles when the partial was read from raw rows; None on rollups.
     exact_percentiles: Mapping[int, Decimal | None] | None = None
+    #: Written hours summed into the figures (1 for an hour read from its shard), and the hours
+    #: the window should have by now (:meth:`Level.expected_hours`): how much the figures know.
+    covered_hours: int = 0
+    expected_hours: int = 0
 
     def add(self, other: "Partial") -> None:
         self.request_count += other.request_count
@@ -230,6 +234,7 @@ class Partial:
         self.total_response_time += to_decimal(other.total_response_time)
         self.sketch.merge(other.sketch)
         self.exact_percentiles = None
+        self.covered_hours += other.covered_hours
 
     @property
     def avg_response_time(self) -> Decimal | None:
@@ -326,6 +331,14 @@ class Level:
     @property
     def group_name(self) -> str:
         return f"metrics_{self.name}"
+
+    def expected_hours(self, start: datetime, now: datetime, first: datetime) -> int:
+        """Hours the window starting at ``start`` should hold by ``now``: those up to and
+        including the running hour, from the first partition hour ``first`` on (24 for a closed
+        day, 168 for a closed week; an hour before the partitions begin is never expected)."""
+        lo = max(start, first)
+        hi = min(start + self.length, hour_start(now) + timedelta(hours=1))
+        return max(0, int((hi - lo) / timedelta(hours=1)))
 
     def window(self, ts: datetime) -> tuple[datetime, datetime]:
         """The [start, end) window of this level that contains ``ts``."""

@@ -18,6 +18,18 @@ class PointOut(BaseModel):
     t: str = Field(description="Start of the window, ISO 8601 UTC")
     value: float | None = Field(description="The metric's value; null when undefined")
     requestCount: int | None = Field(description="Calls in the window")
+    coveredHours: int | None = Field(
+        description="Hours of the window that were read and are summed into the point (1 for "
+        "an hourly point); null for a row written before coverage was recorded"
+    )
+    expectedHours: int | None = Field(
+        description="Hours the window should hold when it was written: up to and including the "
+        "running hour (24 for a closed day, 168 for a closed week)"
+    )
+    complete: bool = Field(
+        description="coveredHours equals expectedHours; false for a partial point (some hours "
+        "not read yet, e.g. a busy shard) or an unknown coverage"
+    )
 
 
 class MetricSeries(BaseModel):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Float, Select, Table, TextClause, and_, select, text, type_coerce
+from sqlalchemy import Float, Select, Table, TextClause, and_, or_, select, text, type_coerce
 
 from metrics_pipeline.semantics import METRIC_TYPES, MetricType
 from metrics_pipeline.sql.warehouse import (
@@ -63,9 +63,10 @@ def series_query(
     limit: int,
 ) -> Select:
     """One biller's rows of one level with StartTime in [start, end) and after ``after``, in time
-    order, at most ``limit`` rows. Served by the (BillerId, TimeStampTypeId, StartTime) key."""
+    order, at most ``limit`` rows, with how many hours each covers of how many expected. Served
+    by the (BillerId, TimeStampTypeId, StartTime) key."""
     table = wh.table(source.aggregate)
-    columns = [table.c.StartTime, table.c.RequestCount]
+    columns = [table.c.StartTime, table.c.CoveredHours, table.c.ExpectedHours, table.c.RequestCount]
     if source.value_column is not None and source.value_column != "RequestCount":
         # The columns hold 2 decimals; read as float (the JSON number) without a Decimal per row.
         value = table.c[source.value_column]
@@ -76,6 +77,8 @@ def series_query(
         table.c.TimeStampTypeId == level,
         table.c.StartTime >= start,
         table.c.StartTime < end,
+        # An hour whose latest read failed keeps its old figures but is a gap, not a point.
+        or_(table.c.CoveredHours.is_(None), table.c.CoveredHours > 0),
     ]
     if after is not None:
         conditions.append(table.c.StartTime > after)

@@ -18,8 +18,9 @@ from metrics_pipeline.resources.engines import DatabaseUnreachable, create_db_en
 from metrics_pipeline.sql.source import as_naive_utc
 from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
 
-#: One point: the window's StartTime (naive UTC), the value, and the window's RequestCount.
-Point = tuple[datetime, int | float | None, int | None]
+#: One point: the window's StartTime (naive UTC), the value, the window's RequestCount, and its
+#: CoveredHours and ExpectedHours.
+Point = tuple[datetime, int | float | None, int | None, int | None, int | None]
 
 
 def availability(request_count: int | None, failed: int | None) -> float | None:
@@ -77,14 +78,15 @@ class WarehouseReader:
         rows = rows[:limit]
         if rows and rows[0][0].tzinfo is not None:
             rows = [(as_naive_utc(r[0]), *r[1:]) for r in rows]
-        # Rows are (StartTime, RequestCount[, value or FailedRequests]); plain tuples are read
-        # by position, the cheapest way through a 1000-row page.
+        # Rows are (StartTime, CoveredHours, ExpectedHours, RequestCount[, value or
+        # FailedRequests]); plain tuples are read by position, the cheapest way through a
+        # 1000-row page.
         if source.value_column is None:
-            points = [(t, availability(n, failed), n) for t, n, failed in rows]
+            points = [(t, availability(n, failed), n, c, e) for t, c, e, n, failed in rows]
         elif source.value_column == "RequestCount":
-            points = [(t, n, n) for t, n in rows]
+            points = [(t, n, n, c, e) for t, c, e, n in rows]
         else:
-            points = [(t, value, n) for t, n, value in rows]
+            points = [(t, value, n, c, e) for t, c, e, n, value in rows]
         return points, more
 
     def biller_exists(self, biller_id: int) -> bool:

@@ -42,6 +42,9 @@ _SHARD_SOURCES = {
     "ErrorRate": ("StatusCode", "ResponseTime"),
     "TimeOutCount": ("StatusCode", "ResponseTime"),
     "TimeoutRate": ("StatusCode", "ResponseTime"),
+    # An hour is covered when its shard was read (not busy: BillerDataPump.Processing).
+    "CoveredHours": ("CreatedDate",),
+    "ExpectedHours": ("CreatedDate",),
 }
 
 

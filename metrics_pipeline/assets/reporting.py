@@ -142,9 +142,11 @@ def finish(
     """Write the job log row, report coverage (hourly), then the run's result.
 
     Every partition of the run is recorded as materialized: it holds the rows of every biller
-    that was written. When some billers failed, the coverage check of each hour names them, the
-    run is tagged with why (``metrics/failure``: shard busy / shard unreachable / error, and the
-    billers), and the step fails naming them; the ledger tells the retry sensor what to redo.
+    that was written. When some billers were not written, the coverage check of each hour names
+    them and the run is tagged with why (``metrics/failure``: shard busy / shard unreachable /
+    error, and the billers); the ledger tells the retry sensor what to redo. A busy shard is
+    routine: the run succeeds (its check WARNs). Any other failure (unreachable, misconfigured,
+    an error) is a fault: the step fails naming the billers.
     ``extra_windows`` are windows outside the run's partition range that it recomputed (a
     refresh's late rows): they get their own materialization events and coverage results.
     """
@@ -205,9 +207,19 @@ def finish(
         yield MaterializeResult(asset_key=spec.key)
     if outcome.failed:
         context.instance.add_run_tags(context.run_id, outcome.failure_tags())
-        lines = "; ".join(f"biller {b}: {why}" for b, why in sorted(outcome.failed.items()))
+    if outcome.busy:
+        # Routine (seed 000): skipped, logged, carried forward by the retry sensor; the hour's
+        # coverage check WARNs (ERROR above the alert threshold) and the run succeeds.
+        context.log.warning(
+            f"{len(outcome.busy)} biller(s) skipped, shard busy (Processing flag set): "
+            + ", ".join(f"{b} ({shard})" for b, shard in sorted(outcome.busy.items()))
+            + "; the retry sensor reads them again once the flag clears"
+        )
+    faults = {b: why for b, why in outcome.failed.items() if b not in outcome.busy}
+    if faults:
+        lines = "; ".join(f"biller {b}: {why}" for b, why in sorted(faults.items()))
         raise Failure(
-            description=f"{len(outcome.failed)} biller(s) not aggregated: {lines}",
+            description=f"{len(faults)} biller(s) not aggregated: {lines}",
             metadata={
                 "failed_billers": MetadataValue.json(sorted(outcome.failed)),
                 "reasons": MetadataValue.json({str(b): why for b, why in outcome.failed.items()}),

@@ -12,15 +12,18 @@ from metrics_pipeline.partitions import first_window, partitions_def, windows_of
 from metrics_pipeline.refresh import TOUCHED_TAG, decode_hours
 from metrics_pipeline.resources.databases import CatalogResource
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
-from metrics_pipeline.semantics import DAILY, WEEKLY, Level
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Level
 from metrics_pipeline.sql.render import render
 from metrics_pipeline.sql.warehouse import AGGREGATES, aggregate_rows_query, build_warehouse
 
 HOW = {
-    DAILY: "Sum of the day's 24 hourly rows (rates recomputed from the summed counts, "
-    "percentiles from the merged hourly sketches); today's row is updated through the day.",
-    WEEKLY: "Sum of the week's 7 daily rows, Sunday 00:00 to Sunday 00:00 UTC; the current "
-    "week's row is updated as the week goes on.",
+    DAILY: "Sum of the day's written hourly rows (rates recomputed from the summed counts, "
+    "percentiles from the merged hourly sketches), with CoveredHours of ExpectedHours (24 for a "
+    "closed day); a biller-day with no written hour has no row. Today's row is updated through "
+    "the day.",
+    WEEKLY: "Sum of the week's daily rows, Sunday 00:00 to Sunday 00:00 UTC, with CoveredHours "
+    "of ExpectedHours (168 for a closed week); a biller-week with no written hour has no row. "
+    "The current week's row is updated as the week goes on.",
 }
 
 
@@ -67,9 +70,23 @@ def build_rollup(level: Level, start: date) -> AssetsDefinition:
         with plain_failures():
             enabled = [b.biller_id for b in catalog.enabled_billers()]
             billers = run_billers(context.run.tags, enabled)
-            outcome = roll_up(requested_cells(billers, sorted(windows + late)), level, warehouse)
+            outcome = roll_up(
+                requested_cells(billers, sorted(windows + late)),
+                level,
+                warehouse,
+                now=started,
+                first_hour=first_window(HOURLY, start),
+            )
         sql = _rows_sql(level, billers or [0], windows[0], warehouse.engine().dialect)
-        context.log.info(f"{len(outcome.request_counts)} biller-{level.unit}s rolled up")
+        context.log.info(
+            f"{len(outcome.request_counts)} biller-{level.unit}s rolled up"
+            + (
+                f"; {len(outcome.uncovered)} biller-{level.unit}(s) with no written hour have "
+                "no row"
+                if outcome.uncovered
+                else ""
+            )
+        )
         yield from finish(
             context,
             warehouse,

@@ -11,10 +11,20 @@ from decimal import Decimal
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
-from sqlalchemy import Engine, Numeric, and_, bindparam, inspect, select, text, update
+from sqlalchemy import (
+    Engine,
+    Numeric,
+    and_,
+    bindparam,
+    delete,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarning
 
-from metrics_pipeline.coverage import DATAPUMP, LedgerEntry
+from metrics_pipeline.coverage import DATAPUMP, STALE, WRITTEN, LedgerEntry
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
@@ -23,6 +33,7 @@ from metrics_pipeline.resources.engines import (
     safe_url,
 )
 from metrics_pipeline.semantics import (
+    HOURLY,
     METRIC_TYPES,
     TIMESTAMP_TYPES,
     Level,
@@ -57,6 +68,7 @@ class WriteStats:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
     by_table: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -76,6 +88,15 @@ def _normalize(value, column_type):
     if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         return int(value)
     return value
+
+
+def _covered(value, level: Level) -> int:
+    """CoveredHours of a stored row. A row written before the column existed (NULL): an hourly
+    row was only ever written from a read (1); a rolled-up row is not known to cover anything
+    until the next run that touches it rewrites it."""
+    if value is None:
+        return 1 if level.previous is None else 0
+    return int(value)
 
 
 def _contiguous_runs(starts: list[datetime]) -> list[tuple[datetime, datetime]]:
@@ -175,6 +196,38 @@ def _upsert(
         )
         conn.execute(stmt, updates)
     return {"inserted": len(inserts), "updated": len(updates), "unchanged": unchanged}
+
+
+def _delete_keys(conn, table, level: Level, keys: list[PartialKey]) -> int:
+    """Delete the rows of these (BillerId, StartTime) keys of one level; the count deleted."""
+    if not keys:
+        return 0
+    stmt = delete(table).where(
+        and_(
+            table.c.TimeStampTypeId == level.id,
+            table.c.BillerId == bindparam("_biller"),
+            table.c.StartTime == bindparam("_start"),
+        )
+    )
+    result = conn.execute(stmt, [{"_biller": b, "_start": s} for b, s in keys])
+    return max(0, result.rowcount or 0)
+
+
+def _uncover(conn, table, keys: list[PartialKey]) -> None:
+    """Hourly rows whose latest read failed keep their figures, but cover no hour any more."""
+    stmt = (
+        update(table)
+        .where(
+            and_(
+                table.c.TimeStampTypeId == HOURLY.id,
+                table.c.BillerId == bindparam("_biller"),
+                table.c.StartTime == bindparam("_start"),
+                table.c.CoveredHours != 0,
+            )
+        )
+        .values(CoveredHours=0)
+    )
+    conn.execute(stmt, [{"_biller": b, "_start": s} for b, s in keys])
 
 
 class WarehouseResource(ConfigurableResource):
@@ -289,9 +342,11 @@ class WarehouseResource(ConfigurableResource):
         run_id: str | None = None,
         now: datetime | None = None,
         cursor: tuple[str, str, ShardCursor] | None = None,
+        deletes: Iterable[PartialKey] = (),
     ) -> WriteStats:
-        """Upsert the three tables' rows for these (biller, StartTime) keys, and their ledger
-        rows, in one transaction.
+        """Upsert the three tables' rows for these (biller, StartTime) keys, delete the rows of
+        the ``deletes`` keys (windows that no longer sum any written hour), and write their
+        ledger rows, in one transaction.
 
         Unchanged rows are left alone (same Id, CreatedDate and UpdatedDate), changed rows are
         updated in place, new rows inserted: a re-run that finds the same data changes nothing,
@@ -301,12 +356,16 @@ class WarehouseResource(ConfigurableResource):
         """
         self.ensure_schema()
         ledger = list(ledger)
+        deletes = sorted(set(deletes) - set(partials))
         wh = self.tables
 
         def work(conn, when) -> WriteStats:
             stats = WriteStats()
             for agg in AGGREGATES:
                 table = wh.table(agg)
+                gone = _delete_keys(conn, table, level, deletes)
+                stats.deleted += gone
+                stats.by_table.setdefault(agg.table, {})["deleted"] = gone
                 rows = {
                     key: {
                         "BillerId": key[0],
@@ -328,7 +387,7 @@ class WarehouseResource(ConfigurableResource):
                     ["EndTime", *(v.name for v in agg.values)],
                     created=True,
                 )
-                stats.by_table[agg.table] = counts
+                stats.by_table[agg.table].update(counts)
                 stats.inserted += counts["inserted"]
                 stats.updated += counts["updated"]
                 stats.unchanged += counts["unchanged"]
@@ -348,13 +407,28 @@ class WarehouseResource(ConfigurableResource):
         run_id: str | None = None,
         now: datetime | None = None,
     ) -> None:
-        """Ledger rows on their own (windows that were not written: busy, unreachable, ...)."""
+        """Ledger rows on their own (windows that were not written: busy, unreachable, ...).
+
+        A DataPump hour recorded in a state other than written or stale no longer covers its
+        hour: its stored rows (from an earlier read) get CoveredHours 0 in the same transaction,
+        so no rollup sums them and the API does not serve them until it is read again."""
         entries = list(entries)
-        if entries:
-            self._write(
-                lambda conn, when: self._upsert_ledger(conn, family, level, entries, run_id, when),
-                now,
-            )
+        if not entries:
+            return
+        self.ensure_schema()
+        uncovered = sorted(
+            (int(e.entity), e.start)
+            for e in entries
+            if e.state not in (WRITTEN, STALE) and e.entity.isdigit()
+        )
+
+        def work(conn, when) -> None:
+            self._upsert_ledger(conn, family, level, entries, run_id, when)
+            if family == DATAPUMP and level == HOURLY and uncovered:
+                for agg in AGGREGATES:
+                    _uncover(conn, self.tables.table(agg), uncovered)
+
+        self._write(work, now)
 
     # --- cursors -------------------------------------------------------------------------------
 
@@ -489,6 +563,8 @@ class WarehouseResource(ConfigurableResource):
                         response_time_count=int(r["ResponseTimeCount"] or 0),
                         total_response_time=round2(r["TotalResponseTime"] or 0),
                         sketch=Sketch.decode(r["ResponseTimeSketch"]),
+                        covered_hours=_covered(r["CoveredHours"], level),
+                        expected_hours=int(r["ExpectedHours"] or 0),
                     )
                 for agg, attr, column in (
                     (ERROR_RATE, "failed_count", "FailedRequests"),

@@ -66,6 +66,24 @@ def _decimal(name: str, precision: int, description: str, fn) -> ValueColumn:
 
 
 REQUEST_COUNT = _count("RequestCount", "Every call of the biller in the window", "request_count")
+#: How much a row knows, in every table and level: a row sums only hours that were read.
+COVERAGE = (
+    ValueColumn(
+        "CoveredHours",
+        Integer,
+        "Hours read from the shard and summed into the row (1 for an hourly row; 0 for an hour "
+        "whose latest read failed, which no rollup sums and the API does not serve)",
+        lambda p: p.covered_hours,
+    ),
+    ValueColumn(
+        "ExpectedHours",
+        Integer,
+        "Hours the window should hold when the row was written: up to and including the running "
+        "hour, from the first partition on (1 hourly, 24 a closed day, 168 a closed week); the "
+        "row is complete when CoveredHours equals it",
+        lambda p: p.expected_hours,
+    ),
+)
 
 RESPONSE_TIME = Aggregate(
     table="DataPumpResponseTimeAggregation",
@@ -105,6 +123,7 @@ RESPONSE_TIME = Aggregate(
             "Mergeable log-bucket histogram of valid ResponseTime ('bucket:count,...')",
             lambda p: p.sketch.encode(),
         ),
+        *COVERAGE,
     ),
 )
 
@@ -121,6 +140,7 @@ ERROR_RATE = Aggregate(
             "100 * FailedRequests / RequestCount, 2 decimals; NULL when no calls",
             lambda p: p.error_rate,
         ),
+        *COVERAGE,
     ),
 )
 
@@ -139,6 +159,7 @@ TIMEOUT_RATE = Aggregate(
             "100 * TimeOutCount / RequestCount, 2 decimals; NULL when no calls",
             lambda p: p.timeout_rate,
         ),
+        *COVERAGE,
     ),
 )
 

@@ -114,6 +114,7 @@ def test_rewrite_updates_in_place_and_unchanged_rows_are_left_alone(warehouse_ur
         "inserted": 0,
         "updated": 1,
         "unchanged": 0,
+        "deleted": 0,
     }
     assert changed.by_table["DataPumpResponseTimeAggregation"]["unchanged"] == 1
     engine = wh.engine()

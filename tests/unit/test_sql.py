@@ -18,6 +18,7 @@ from metrics_pipeline.aggregation import (
     roll_up,
 )
 from metrics_pipeline.backlog import BacklogSettings, find_backlog
+from metrics_pipeline.coverage import LedgerEntry
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
@@ -88,8 +89,13 @@ def captured(tmp_path):
             )
         late.dispose()
         aggregate_hourly({7: hours}, catalog, shards, warehouse)
-        roll_up({7: [WINDOW_START, WINDOW_START + timedelta(days=1)]}, DAILY, warehouse)
-        roll_up({7: [datetime(2025, 2, 23)]}, WEEKLY, warehouse)
+        now, first = hours[-1], datetime(2025, 1, 5)
+        roll_up({7: [WINDOW_START, WINDOW_START + timedelta(days=1)]}, DAILY, warehouse, now, first)
+        roll_up({7: [datetime(2025, 2, 23)]}, WEEKLY, warehouse, now, first)
+        # A busy hour over a written one (its rows stop covering it), and a day with no written
+        # hour (its row is deleted).
+        warehouse.record_ledger("datapump", HOURLY, [LedgerEntry("7", hours[5], "busy", "busy")])
+        roll_up({7: [WINDOW_START - timedelta(days=3)]}, DAILY, warehouse, now, first)
         # Change detection (first look, then by cursor), cursors, reconciliation, the ledger.
         cursors = first_cursors(catalog, shards, warehouse)
         aggregate_hourly({7: hours[:2]}, catalog, shards, warehouse, cursors=cursors)
@@ -113,7 +119,7 @@ def test_every_statement_sent_is_valid_tsql(captured):
             continue  # the SQLite dialect's own reflection; the ALTER is checked below
         kinds.add(type(statement).__name__)
         assert_tsql(statement)
-    assert {"Select", "Insert", "Update", "CreateTable", "CreateIndex"} <= kinds
+    assert {"Select", "Insert", "Update", "Delete", "CreateTable", "CreateIndex"} <= kinds
 
 
 def test_warehouse_ddl_and_upgrade_are_tsql():

@@ -21,6 +21,8 @@
     lastError: null,
     metricTypes: [],
     levelNames: {},
+    // Per level: points drawn, how many are partial, and the newest hour they hold.
+    coverage: {},
   };
   window.metricsDashboard = dashboard;
 
@@ -94,17 +96,58 @@
     return { body: null, points };
   }
 
+  const LEVEL_MS = { 1: 3600000, 2: 86400000, 3: 7 * 86400000 };
+  const HOUR_MS = 3600000;
+
+  // Windows with no row are gaps: a null between two points a window or more apart breaks the
+  // line, so a missing day is never drawn as if it were there.
+  function withGaps(level, points) {
+    const out = [];
+    for (const p of points) {
+      const prev = out.length ? out[out.length - 1] : null;
+      if (prev && Date.parse(p.t) - Date.parse(prev.t) > LEVEL_MS[level]) {
+        const t = new Date(Date.parse(prev.t) + LEVEL_MS[level]).toISOString().replace(".000Z", "Z");
+        out.push({ t, value: null, requestCount: null, gap: true });
+      }
+      out.push(p);
+    }
+    return out;
+  }
+
+  function coverageText(p) {
+    if (p.gap) return "no data";
+    if (p.coveredHours == null) return "coverage unknown";
+    return p.complete
+      ? p.coveredHours + " of " + p.expectedHours + " hours"
+      : "partial: " + p.coveredHours + " of " + p.expectedHours + " hours";
+  }
+
+  // The newest hour the graph's data holds: the last point's hour, or the last hour its window
+  // covers when the window is complete so far.
+  function newestHour(level, points) {
+    const last = points.length ? points[points.length - 1] : null;
+    if (!last) return null;
+    const start = Date.parse(last.t);
+    if (level === 1) return new Date(start);
+    const hours = last.complete ? last.expectedHours : last.coveredHours;
+    return hours ? new Date(start + (hours - 1) * HOUR_MS) : new Date(start);
+  }
+
   function draw(level, series, metric) {
     // Plotly has no time zones: strip the Z and label the axis UTC.
-    const x = series.points.map((p) => p.t.replace("Z", ""));
-    const y = series.points.map((p) => p.value);
-    const counts = series.points.map((p) => p.requestCount);
+    const points = withGaps(level, series.points);
+    const x = points.map((p) => p.t.replace("Z", ""));
+    const y = points.map((p) => p.value);
+    const info = points.map((p) => [p.requestCount, coverageText(p)]);
+    // Partial points (some hours not read yet) are hollow, whole ones filled.
+    const symbols = points.map((p) => (p.complete === false ? "circle-open" : "circle"));
     const trace = {
-      x, y, customdata: counts, type: "scatter", mode: "lines+markers",
-      marker: { size: level === 1 ? 3 : 6 }, line: { width: 2, color: "#2563eb" },
+      x, y, customdata: info, type: "scatter", mode: "lines+markers",
+      marker: { size: level === 1 ? 4 : 7, symbol: symbols, line: { width: 2, color: "#2563eb" } },
+      line: { width: 2, color: "#2563eb" },
       connectgaps: false, name: metric.name,
       hovertemplate: "%{x|%Y-%m-%d %H:%M} UTC<br>%{y} " + metric.unit +
-        "<br>%{customdata} requests<extra></extra>",
+        "<br>%{customdata[0]} requests<br>%{customdata[1]}<extra></extra>",
     };
     const layout = {
       margin: { l: 60, r: 20, t: 10, b: 40 },
@@ -115,7 +158,18 @@
       uirevision: metric.id + "-" + level,
     };
     const levelName = (dashboard.levelNames || {})[level] || "";
-    el("caption-" + level).textContent = levelName + " · " + metric.name + " (" + metric.unit + ")";
+    const partial = series.points.filter((p) => p.complete === false).length;
+    const newest = newestHour(level, series.points);
+    const asOf = newest
+      ? " · as of " + newest.toISOString().replace("T", " ").slice(0, 16) + " UTC"
+      : " · no data in this period";
+    el("caption-" + level).textContent = levelName + " · " + metric.name + " (" + metric.unit + ")" +
+      asOf + (partial ? " · " + partial + " partial (hollow)" : "");
+    dashboard.coverage[level] = {
+      points: series.points.length,
+      partial,
+      asOf: newest ? newest.toISOString() : null,
+    };
     Plotly.react(el("chart-" + level), [trace], layout, { displaylogo: false, responsive: true });
   }
 
