@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from dagster import AssetKey
 
 from metrics_pipeline.assets.common import asset_key
-from metrics_pipeline.coverage import DATAPUMP, MISCONFIGURED, WRITTEN
+from metrics_pipeline.coverage import DATAPUMP, MISCONFIGURED, RETRYABLE, WRITTEN
 from metrics_pipeline.partitions import partition_key
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY, LEVELS, hour_start
@@ -46,16 +46,26 @@ class Backlog:
     end: datetime
     #: Incomplete hours of the window: hour -> enabled billers not written in it.
     gaps: dict[datetime, int]
+    #: Biller-hours before the window that failed as busy or unreachable (the retry sensor
+    #: mends them however old), and the oldest of them.
+    older_biller_hours: int = 0
+    oldest: datetime | None = None
 
     @property
     def biller_hours(self) -> int:
         return sum(self.gaps.values())
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{len(self.gaps)} hour(s) not fully covered between {self.start:%Y-%m-%d %H:%M} and "
             f"{self.end:%Y-%m-%d %H:%M} UTC ({self.biller_hours} biller-hours missing or failed)"
         )
+        if self.older_biller_hours:
+            text += (
+                f"; {self.older_biller_hours} older biller-hour(s) busy or unreachable since "
+                f"{self.oldest:%Y-%m-%d %H:%M} UTC, waiting for the retry sensor"
+            )
+        return text
 
 
 def find_backlog(
@@ -80,7 +90,19 @@ def find_backlog(
             missing = len(billers) - covered.get(hour, 0)
             if missing > 0:
                 gaps[hour] = missing
-    return Backlog(start, end, gaps)
+    enabled = {str(b) for b in billers}
+    older = [
+        s
+        for e, s in warehouse.ledger_summary(DATAPUMP, HOURLY, RETRYABLE, before=start).items()
+        if e in enabled
+    ]
+    return Backlog(
+        start,
+        end,
+        gaps,
+        older_biller_hours=sum(s.windows for s in older),
+        oldest=min((s.oldest for s in older), default=None),
+    )
 
 
 def backfill_partitions(hours, start: date) -> list[tuple[AssetKey, str]]:

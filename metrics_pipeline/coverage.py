@@ -20,6 +20,10 @@ STALE = "stale"
 STATES = (WRITTEN, BUSY, UNREACHABLE, MISCONFIGURED, FAILED, STALE)
 #: States a sensor retries by itself (busy once the flag clears, unreachable with backoff).
 RETRYABLE = (BUSY, UNREACHABLE)
+#: States of a window whose latest computation did not write the entity: its stored rows (if
+#: any, from an earlier read) no longer cover the window. ``stale`` rows still hold their last
+#: figures and count as written until the next refresh recomputes them.
+NOT_WRITTEN = (BUSY, UNREACHABLE, MISCONFIGURED, FAILED)
 
 DATAPUMP = "datapump"
 

@@ -32,6 +32,9 @@ class ChangeSettings:
     initial_lookback_minutes: int = 15
     #: Ids below the cursor read again at every refresh (late commits of lower Ids).
     overlap_ids: int = 1000
+    #: Biller-hours left busy or unreachable (of any age, oldest first) that a refresh reads
+    #: again, so `metrics-pipeline refresh` without a daemon heals them too.
+    heal_hours_per_refresh: int = 2000
 
     @classmethod
     def from_env(cls, environ=None) -> "ChangeSettings":
@@ -40,6 +43,7 @@ class ChangeSettings:
             {
                 "initial_lookback_minutes": "METRICS_INITIAL_LOOKBACK_MINUTES",
                 "overlap_ids": "METRICS_CURSOR_OVERLAP_IDS",
+                "heal_hours_per_refresh": "METRICS_REFRESH_HEAL_HOURS",
             },
             environ,
         )

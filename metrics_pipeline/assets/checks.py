@@ -20,6 +20,7 @@ from metrics_pipeline.assets.reporting import (
     COVERAGE_CHECK,
     CoverageSettings,
     coverage_verdict,
+    oldest_not_written,
 )
 from metrics_pipeline.backlog import Backlog, BacklogSettings, find_backlog
 from metrics_pipeline.checks import each_partition, run_partition_keys
@@ -48,11 +49,13 @@ def backlog_verdict(backlog: Backlog, settings: BacklogSettings) -> dict:
     """passed / severity / metadata shared by the check and the backlog sensor's report."""
     over = len(backlog.gaps) > settings.alert_threshold
     return {
-        "passed": not over,
+        "passed": not over and not backlog.older_biller_hours,
         "severity": AssetCheckSeverity.ERROR if over else AssetCheckSeverity.WARN,
         "metadata": {
             "incomplete_hours": len(backlog.gaps),
             "missing_biller_hours": backlog.biller_hours,
+            "older_retryable_biller_hours": backlog.older_biller_hours,
+            "oldest_retryable_hour": backlog.oldest.isoformat() if backlog.oldest else "none",
             "threshold": settings.alert_threshold,
             "window_start": backlog.start.isoformat(),
             "window_end": backlog.end.isoformat(),
@@ -86,12 +89,14 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
         settings = CoverageSettings.from_env()
         hours = windows_of(HOURLY, start, run_partition_keys(context))
         ledger = warehouse.read_ledger(DATAPUMP, HOURLY, hours[0], hours[-1] + HOURLY.length)
-        expected = [str(b.biller_id) for b in catalog.enabled_billers()]
+        enabled = [b.biller_id for b in catalog.enabled_billers()]
+        expected = [str(b) for b in enabled]
+        oldest = oldest_not_written(warehouse, enabled)
         yield from each_partition(
             context,
             partitions,
             lambda _k, hour, _e: coverage_verdict(
-                judge(hour, expected, ledger.get(hour, {})), settings, {}
+                judge(hour, expected, ledger.get(hour, {})), settings, {}, oldest
             ),
         )
 
@@ -100,8 +105,9 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
         name=BACKLOG_CHECK,
         description="Fails (severity ERROR) when more hours than METRICS_BACKLOG_ALERT_THRESHOLD "
         "in the look-back window (METRICS_BACKLOG_LOOKBACK_HOURS, default 168) are not fully "
-        "covered. backlog_sensor evaluates it on every tick and launches the backfill that "
-        "mends them.",
+        "covered; fails with WARN while older biller-hours wait as busy or unreachable (the "
+        "retry sensor mends them however old). backlog_sensor evaluates it on every tick and "
+        "launches the backfill that mends the window's hours.",
     )
     def hourly_backlog(
         context: AssetCheckExecutionContext,

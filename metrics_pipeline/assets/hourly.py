@@ -16,7 +16,7 @@ from metrics_pipeline.assets.common import (
     run_billers,
 )
 from metrics_pipeline.assets.reporting import CoverageSettings, finish, plain_failures
-from metrics_pipeline.coverage import DATAPUMP, STALE, WRITTEN
+from metrics_pipeline.coverage import DATAPUMP, RETRYABLE, STALE, WRITTEN
 from metrics_pipeline.partitions import first_window, partitions_def, windows_of
 from metrics_pipeline.refresh import CHANGES_TAG, TOUCHED_TAG, ChangeSettings, encode_hours
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
@@ -161,6 +161,16 @@ def changed_cells(context, catalog, shards, warehouse, start: date, hours: list[
     for hour, rows in warehouse.read_ledger(DATAPUMP, HOURLY, states=(STALE,)).items():
         for entity in rows:
             changes.add(int(entity), hour)
+    # Hours left busy or unreachable, however old (the oldest first, bounded), so a refresh run
+    # without a daemon heals them too; not those of a shard that did not answer just now.
+    shard_of = {b.biller_id: b.shard for b in catalog.enabled_billers()}
+    waiting = warehouse.read_ledger(
+        DATAPUMP, HOURLY, states=RETRYABLE, limit=settings.heal_hours_per_refresh
+    )
+    for hour, rows in waiting.items():
+        for entity in rows:
+            if entity.isdigit() and shard_of.get(int(entity)) not in (None, *changes.unreachable):
+                changes.add(int(entity), hour)
     first, last = first_window(HOURLY, start), max(hours[-1], HOURLY.floor(now))
     changes.cells = {b: {h for h in hs if first <= h <= last} for b, hs in changes.cells.items()}
     context.log.info(

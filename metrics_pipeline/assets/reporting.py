@@ -24,6 +24,7 @@ from metrics_pipeline.checks import Verdict
 from metrics_pipeline.coverage import (
     DATAPUMP,
     MISCONFIGURED,
+    NOT_WRITTEN,
     Coverage,
     judge,
     severity_is_error,
@@ -60,11 +61,31 @@ def plain_failures():
         raise Failure(description=str(exc), metadata={"error": type(exc).__name__}) from exc
 
 
+def oldest_not_written(warehouse: WarehouseResource, enabled: Iterable[int]) -> datetime | None:
+    """The oldest hour, however old, whose latest computation left an enabled biller not
+    written (busy, unreachable, misconfigured or failed)."""
+    wanted = {str(b) for b in enabled}
+    summary = warehouse.ledger_summary(DATAPUMP, HOURLY, NOT_WRITTEN)
+    return min((s.oldest for e, s in summary.items() if e in wanted), default=None)
+
+
 def coverage_verdict(
-    coverage: Coverage, settings: CoverageSettings, undated: dict[int, int]
+    coverage: Coverage,
+    settings: CoverageSettings,
+    undated: dict[int, int],
+    oldest_missing: datetime | None = None,
+    now: datetime | None = None,
 ) -> Verdict:
-    """The coverage check's judgement of one hour partition."""
+    """The coverage check's judgement of one hour partition; ``oldest_missing`` (the oldest
+    hour of any biller not written) says how long the oldest gap has waited."""
     gaps = {entity: f"{state}: {why}" for entity, (state, why) in sorted(coverage.gaps.items())}
+    age = {}
+    if oldest_missing is not None:
+        hours = int(((now or utcnow()) - oldest_missing) / HOURLY.length)
+        age = {
+            "oldest_missing_hour": oldest_missing.isoformat(),
+            "oldest_missing_age_hours": max(0, hours),
+        }
     return Verdict(
         passed=coverage.complete,
         # A misconfigured shard is not retried: it needs a person, so it is an ERROR at once.
@@ -83,15 +104,20 @@ def coverage_verdict(
                 {str(b): n for b, n in sorted(undated.items()) if n}
             ),
             "alert_threshold": settings.alert_threshold,
+            **age,
         },
     )
 
 
 def coverage_evaluation(
-    coverage: Coverage, key: str, settings: CoverageSettings, undated: dict[int, int]
+    coverage: Coverage,
+    key: str,
+    settings: CoverageSettings,
+    undated: dict[int, int],
+    oldest_missing: datetime | None = None,
 ) -> AssetCheckEvaluation:
     """The coverage check's result for one hour partition, as an event of the hourly step."""
-    return coverage_verdict(coverage, settings, undated).evaluation(
+    return coverage_verdict(coverage, settings, undated, oldest_missing).evaluation(
         COVERAGE_ASSET, COVERAGE_CHECK, key
     )
 
@@ -177,11 +203,16 @@ def finish(
         reported = sorted({*windows, *extra_windows})
         ledger = warehouse.read_ledger_hours(DATAPUMP, level, reported)
         expected = [str(b) for b in enabled]
+        oldest = oldest_not_written(warehouse, enabled)
         for window in reported:
             coverage = judge(window, expected, ledger.get(window, {}))
             context.log_event(
                 coverage_evaluation(
-                    coverage, partition_key(level, start, window), settings, outcome.undated
+                    coverage,
+                    partition_key(level, start, window),
+                    settings,
+                    outcome.undated,
+                    oldest,
                 )
             )
     # What the run did and the statements it sent go on the run's last partition of each asset:

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarning
 
-from metrics_pipeline.coverage import DATAPUMP, STALE, WRITTEN, LedgerEntry
+from metrics_pipeline.coverage import DATAPUMP, NOT_WRITTEN, LedgerEntry
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
@@ -53,6 +53,7 @@ from metrics_pipeline.sql.warehouse import (
     build_warehouse,
     ledger_counts_query,
     ledger_query,
+    ledger_summary_query,
 )
 
 # SQLite stores NUMERIC as REAL; values are rounded to 2 decimals on the way in and out.
@@ -70,6 +71,15 @@ class WriteStats:
     unchanged: int = 0
     deleted: int = 0
     by_table: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LedgerSummary:
+    """One entity's ledger windows in some states: how many, the oldest, and which states."""
+
+    windows: int
+    oldest: datetime
+    states: tuple[str, ...]
 
 
 def utcnow() -> datetime:
@@ -419,7 +429,7 @@ class WarehouseResource(ConfigurableResource):
         uncovered = sorted(
             (int(e.entity), e.start)
             for e in entries
-            if e.state not in (WRITTEN, STALE) and e.entity.isdigit()
+            if e.state in NOT_WRITTEN and e.entity.isdigit()
         )
 
         def work(conn, when) -> None:
@@ -587,12 +597,25 @@ class WarehouseResource(ConfigurableResource):
         end: datetime | None = None,
         states: tuple[str, ...] | None = None,
         updated_after: datetime | None = None,
+        entities: Iterable[str] | None = None,
+        limit: int | None = None,
     ) -> dict[datetime, dict[str, LedgerEntry]]:
         """{window start: {entity: entry}} of the ledger rows with StartTime in [start, end)
-        (or in ``states``, recorded after ``updated_after``)."""
+        (or in ``states``, recorded after ``updated_after``), of ``entities`` if given; with
+        ``limit``, the oldest ``limit`` rows."""
         self.ensure_schema()
         out: dict[datetime, dict[str, LedgerEntry]] = defaultdict(dict)
-        query = ledger_query(self.tables.ledger, family, level, start, end, states, updated_after)
+        query = ledger_query(
+            self.tables.ledger,
+            family,
+            level,
+            start,
+            end,
+            states,
+            updated_after,
+            None if entities is None else sorted(set(entities)),
+            limit,
+        )
         try:
             with self.engine().connect() as conn:
                 for r in conn.execute(query):
@@ -603,6 +626,35 @@ class WarehouseResource(ConfigurableResource):
         except OperationalError as exc:
             raise self._unreachable(exc) from exc
         return dict(out)
+
+    def ledger_summary(
+        self,
+        family: str,
+        level: Level,
+        states: tuple[str, ...],
+        before: datetime | None = None,
+    ) -> dict[str, "LedgerSummary"]:
+        """{entity: its windows in ``states`` (before ``before``): count, oldest, states},
+        however old they are."""
+        self.ensure_schema()
+        out: dict[str, LedgerSummary] = {}
+        query = ledger_summary_query(self.tables.ledger, family, level, states, before)
+        try:
+            with self.engine().connect() as conn:
+                for r in conn.execute(query):
+                    oldest = as_naive_utc(r.oldest)
+                    have = out.get(r.EntityId)
+                    if have is None:
+                        out[r.EntityId] = LedgerSummary(int(r.n), oldest, (r.State,))
+                    else:
+                        out[r.EntityId] = LedgerSummary(
+                            have.windows + int(r.n),
+                            min(have.oldest, oldest),
+                            tuple(sorted({*have.states, r.State})),
+                        )
+        except OperationalError as exc:
+            raise self._unreachable(exc) from exc
+        return out
 
     def covered_counts(
         self,

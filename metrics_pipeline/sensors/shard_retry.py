@@ -2,9 +2,11 @@
 could not be reached, computing only those billers.
 
 Busy: once the biller's Processing flag reads false. Unreachable: with exponential backoff, once
-the shard answers. Cheap checks (one small SELECT per waiting biller), a bounded look-back, never
-while a retry of the same biller is in flight, and a cap per tick so that a restart after
-downtime does not start a storm. Misconfigured or failed billers are not retried by the sensor.
+the shard answers. However old the entry is: a biller whose flag stayed set for weeks is mended
+once it clears. Cheap checks (one grouped ledger read per tick, one small SELECT per waiting
+biller), never while a retry of the same biller is in flight, and caps per tick (runs, and hours
+per biller) so that a restart after downtime does not start a storm. Misconfigured or failed
+billers are not retried by the sensor.
 """
 
 import json
@@ -44,8 +46,10 @@ IN_FLIGHT = [
 
 @dataclass(frozen=True)
 class RetrySettings:
-    lookback_hours: int = 48
     max_requests_per_tick: int = 10
+    #: Hours of one biller retried per tick, oldest first: a biller busy for months is mended a
+    #: month at a time.
+    max_hours_per_tick: int = 31 * 24
     backoff_base_s: int = 60
     backoff_max_s: int = 3600
     max_attempts: int = 8
@@ -55,8 +59,8 @@ class RetrySettings:
         return from_env(
             cls,
             {
-                "lookback_hours": "METRICS_RETRY_LOOKBACK_HOURS",
                 "max_requests_per_tick": "METRICS_RETRY_MAX_PER_TICK",
+                "max_hours_per_tick": "METRICS_RETRY_MAX_HOURS",
                 "backoff_base_s": "METRICS_RETRY_BACKOFF_S",
             },
             environ,
@@ -108,23 +112,15 @@ def build_shard_retry_sensor(
         # Per biller: attempts so far and when the last retry was requested (for the backoff).
         state = json.loads(context.cursor) if context.cursor else {}
         now = datetime.now(UTC).replace(tzinfo=None)
-        # Biller-hours of any age that failed as busy or unreachable within the look-back.
-        ledger = warehouse.read_ledger(
-            DATAPUMP,
-            HOURLY,
-            states=RETRYABLE,
-            updated_after=now - timedelta(hours=settings.lookback_hours),
-        )
-        waiting_hours: dict[int, dict[datetime, str]] = {}
-        for hour, rows in ledger.items():
-            for entity, entry in rows.items():
-                if entry.state in RETRYABLE:
-                    waiting_hours.setdefault(int(entity), {})[hour] = entry.state
+        # Billers with hours of any age whose latest read failed as busy or unreachable: one
+        # grouped read (a row per biller), the hours themselves only for the billers retried.
+        summary = warehouse.ledger_summary(DATAPUMP, HOURLY, RETRYABLE)
+        waiting_billers = {int(e): s for e, s in summary.items() if e.isdigit()}
         # Billers whose retry succeeded are forgotten, so a later failure starts from attempt 1.
-        state = {b: s for b, s in state.items() if int(b) in waiting_hours}
-        if not waiting_hours:
+        state = {b: s for b, s in state.items() if int(b) in waiting_billers}
+        if not waiting_billers:
             return SensorResult(
-                skip_reason="no biller-hours failed as busy or unreachable in the look-back window",
+                skip_reason="no biller-hours failed as busy or unreachable",
                 cursor=json.dumps(state),
             )
         retries = context.instance.get_runs(
@@ -137,13 +133,13 @@ def build_shard_retry_sensor(
             return SkipReason(f"catalog unreachable, retrying later: {exc.reason}")
 
         requests, waiting = [], []
-        for biller, hours in sorted(waiting_hours.items()):
+        for biller, waiting_since in sorted(waiting_billers.items()):
             if biller in in_flight or biller not in shard_of:
                 continue
             attempts, last_at = state.get(str(biller), [0, 0.0])
             if attempts >= settings.max_attempts:
                 continue
-            reason = UNREACHABLE if UNREACHABLE in hours.values() else BUSY
+            reason = UNREACHABLE if UNREACHABLE in waiting_since.states else BUSY
             if (
                 reason == UNREACHABLE
                 and attempts
@@ -159,6 +155,13 @@ def build_shard_retry_sensor(
                 waiting.append(biller)
                 state[str(biller)] = [attempts + 1, now.timestamp()]
                 continue
+            hours = warehouse.read_ledger(
+                DATAPUMP,
+                HOURLY,
+                states=RETRYABLE,
+                entities=[str(biller)],
+                limit=settings.max_hours_per_tick,
+            )
             for first, last in contiguous_hours(list(hours)):
                 requests.append(retry_request(start, biller, first, last, attempts + 1, reason))
             state[str(biller)] = [attempts + 1, now.timestamp()]

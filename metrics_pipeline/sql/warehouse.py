@@ -317,9 +317,12 @@ def ledger_query(
     end: datetime | None = None,
     states: tuple[str, ...] | None = None,
     updated_after: datetime | None = None,
+    entities: list[str] | None = None,
+    limit: int | None = None,
 ) -> Select:
     """The ledger rows of a family and level with StartTime in [start, end), or in some states
-    and updated after a time."""
+    and updated after a time, optionally of some entities only; with ``limit``, the oldest
+    ``limit`` rows."""
     where = [ledger.c.Family == family, ledger.c.TimeStampTypeId == level.id]
     if start is not None:
         where += [ledger.c.StartTime >= start, ledger.c.StartTime < end]
@@ -327,7 +330,9 @@ def ledger_query(
         where.append(ledger.c.State.in_(list(states)))
     if updated_after is not None:
         where.append(ledger.c.UpdatedDate >= updated_after)
-    return select(
+    if entities is not None:
+        where.append(ledger.c.EntityId.in_(entities))
+    query = select(
         ledger.c.EntityId,
         ledger.c.StartTime,
         ledger.c.State,
@@ -335,6 +340,34 @@ def ledger_query(
         ledger.c.SourceRows,
         ledger.c.RunId,
     ).where(and_(*where))
+    if limit is not None:
+        query = query.order_by(ledger.c.StartTime, ledger.c.EntityId).limit(limit)
+    return query
+
+
+def ledger_summary_query(
+    ledger: Table, family: str, level: Level, states: tuple[str, ...], before: datetime | None
+) -> Select:
+    """Per entity and state: how many windows are in ``states`` (with StartTime before
+    ``before``, if given) and the oldest of them, however old: what the retry sensor and the
+    backlog check read first, one row per entity rather than one per window."""
+    where = [
+        ledger.c.Family == family,
+        ledger.c.TimeStampTypeId == level.id,
+        ledger.c.State.in_(list(states)),
+    ]
+    if before is not None:
+        where.append(ledger.c.StartTime < before)
+    return (
+        select(
+            ledger.c.EntityId,
+            ledger.c.State,
+            func.count().label("n"),
+            func.min(ledger.c.StartTime).label("oldest"),
+        )
+        .where(and_(*where))
+        .group_by(ledger.c.EntityId, ledger.c.State)
+    )
 
 
 def ledger_counts_query(

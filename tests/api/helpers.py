@@ -34,8 +34,14 @@ PORTAL_TOKEN = "portal-token-for-biller-11"
 ADMIN_TOKEN = "admin-token-all-billers"
 
 
+def covered(partial: Partial, hours: int, expected: int) -> Partial:
+    partial.covered_hours, partial.expected_hours = hours, expected
+    return partial
+
+
 def random_partial(rng: np.random.Generator, request_count: int | None = None) -> Partial:
-    """A Partial with consistent counts and arbitrary (but 2-decimal) figures."""
+    """A Partial with consistent counts and arbitrary (but 2-decimal) figures, covering its
+    hour."""
     n = int(rng.integers(0, 500)) if request_count is None else request_count
     failed = int(rng.integers(0, n + 1)) if n else 0
     timeouts = int(rng.integers(0, failed + 1)) if failed else 0
@@ -47,12 +53,14 @@ def random_partial(rng: np.random.Generator, request_count: int | None = None) -
     sketch = Sketch()
     if valid:
         sketch.add(int(rng.integers(100, 1000)), valid)
-    return Partial(n, failed, timeouts, valid, total, sketch, pct)
+    return covered(Partial(n, failed, timeouts, valid, total, sketch, pct), 1, 1)
 
 
 def fixed_partial(request_count: int, failed: int) -> Partial:
-    return Partial(
-        request_count, failed, 0, 0, Decimal(0), Sketch(), {50: None, 95: None, 99: None}
+    return covered(
+        Partial(request_count, failed, 0, 0, Decimal(0), Sketch(), {50: None, 95: None, 99: None}),
+        1,
+        1,
     )
 
 
@@ -70,13 +78,25 @@ def populate(url: str, seed: int = 3) -> WarehouseResource:
     hourly[(11, START + timedelta(hours=6))] = fixed_partial(32, 3)  # 90.625 %
     hourly[(11, START + timedelta(hours=7))] = fixed_partial(32, 1)  # 96.875 %
     hourly[(11, START + timedelta(hours=8))] = fixed_partial(3, 1)  # 66.666.. %
+    # An hour whose latest read failed (busy): its old figures stay, but it is not served.
+    hourly[(12, START + timedelta(hours=9))] = covered(random_partial(rng), 0, 1)
     resource.write_partials(HOURLY, hourly)
-    resource.write_partials(
-        DAILY,
-        {(b, START + timedelta(days=d)): random_partial(rng) for b in BILLERS for d in range(5)},
-    )
+    daily = {
+        (b, START + timedelta(days=d)): covered(random_partial(rng), 24, 24)
+        for b in BILLERS
+        for d in range(5)
+    }
+    covered(daily[(11, START + timedelta(days=1))], 20, 24)  # a partial day
+    resource.write_partials(DAILY, daily)
     weeks = (START - timedelta(days=6), START + timedelta(days=1))  # Sundays
-    resource.write_partials(WEEKLY, {(b, w): random_partial(rng) for b in BILLERS for w in weeks})
+    resource.write_partials(
+        WEEKLY,
+        {
+            (b, w): covered(random_partial(rng), 168 - 4 * (w == weeks[1]), 168)
+            for b in BILLERS
+            for w in weeks
+        },
+    )
     return resource
 
 
@@ -110,16 +130,17 @@ def expected_points(
     with engine.connect() as conn:
         rows = conn.execute(
             text(
-                f'SELECT "StartTime", "RequestCount", {column} AS v FROM "{table}" '
+                f'SELECT "StartTime", "RequestCount", {column} AS v, "CoveredHours", '
+                f'"ExpectedHours" FROM "{table}" '
                 'WHERE "BillerId" = :b AND "TimeStampTypeId" = :l'
             ),
             {"b": biller, "l": level},
         ).all()
     engine.dispose()
     out = []
-    for started, count, v in rows:
+    for started, count, v, covered_hours, expected_hours in rows:
         started = datetime.fromisoformat(started) if isinstance(started, str) else started
-        if not start <= started < end:
+        if not start <= started < end or covered_hours == 0:
             continue
         if metric == 4:
             value = int(v)
@@ -131,7 +152,16 @@ def expected_points(
             )
         else:
             value = _cents(v)
-        out.append({"t": started.isoformat() + "Z", "value": value, "requestCount": int(count)})
+        out.append(
+            {
+                "t": started.isoformat() + "Z",
+                "value": value,
+                "requestCount": int(count),
+                "coveredHours": covered_hours,
+                "expectedHours": expected_hours,
+                "complete": covered_hours is not None and covered_hours == expected_hours,
+            }
+        )
     return sorted(out, key=lambda p: p["t"])
 
 

@@ -41,6 +41,22 @@ def test_points_equal_the_warehouse_rows(client, warehouse, metric):
             assert got, "every level has rows"
 
 
+def test_points_say_how_much_they_know(client):
+    """A partial day is served as partial; an hour whose latest read failed is a gap."""
+    day = get_all(client, 11, 4, 2)
+    partial = {p["t"]: p for p in day}["2025-03-02T00:00:00Z"]
+    assert (partial["coveredHours"], partial["expectedHours"], partial["complete"]) == (
+        20,
+        24,
+        False,
+    )
+    assert all(p["complete"] for p in day if p["t"] != "2025-03-02T00:00:00Z")
+    hours = {p["t"] for p in get_all(client, 12, 4, 1)}
+    assert "2025-03-01T09:00:00Z" not in hours and "2025-03-01T08:00:00Z" in hours
+    [week] = [p for p in get_all(client, 12, 4, 3) if p["t"] == "2025-03-02T00:00:00Z"]
+    assert (week["coveredHours"], week["expectedHours"], week["complete"]) == (164, 168, False)
+
+
 def test_response_shape_and_metadata(client):
     response = client.get(
         "/api/metrics/11", params={"metricTypeId": 8, "timeStampTypeId": 1, **RANGE}
@@ -56,6 +72,9 @@ def test_response_shape_and_metadata(client):
         "t": "2025-03-01T05:00:00Z",
         "value": None,
         "requestCount": 0,
+        "coveredHours": 1,
+        "expectedHours": 1,
+        "complete": True,
     }
     # Half away from zero, not to even: 90.625 -> 90.63.
     assert str(by_time["2025-03-01T06:00:00Z"]["value"]) == "90.63"
@@ -72,11 +91,12 @@ def test_paging_walks_the_whole_series_without_gaps_or_repeats(client, warehouse
         "/api/metrics/12", params={"metricTypeId": 1, "timeStampTypeId": 1, "limit": 7, **RANGE}
     ).json()
     assert len(first["points"]) == 7 and first["continuationToken"]
+    # Biller 12's hour 09:00 is a gap (its latest read failed): one point fewer than hours.
     exact = client.get(
         "/api/metrics/12",
-        params={"metricTypeId": 1, "timeStampTypeId": 1, "limit": HOURS, **RANGE},
+        params={"metricTypeId": 1, "timeStampTypeId": 1, "limit": HOURS - 1, **RANGE},
     ).json()
-    assert len(exact["points"]) == HOURS and exact["continuationToken"] is None
+    assert len(exact["points"]) == HOURS - 1 and exact["continuationToken"] is None
 
 
 def test_paging_with_default_range_keeps_the_first_pages_range(client):

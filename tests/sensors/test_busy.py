@@ -160,18 +160,23 @@ def test_biller_busy_at_first_and_free_later_succeeds_in_the_same_run(env, insta
     assert log["RunId"] == result.run_id and log["Summary"].startswith("Job Succeeded")
 
 
-def test_biller_busy_all_run_fails_as_busy_then_the_sensor_retries_it(env, instance):
+def test_biller_busy_all_run_succeeds_skipping_it_then_the_sensor_retries_it(env, instance):
     set_processing(env, "alpha", 8, True)
     started = time.monotonic()
     result = run_hourly(env, instance, hours_range())
-    assert not result.success
+    # Busy is routine (seed 000): the run succeeds, the busy biller is skipped and carried.
+    assert result.success
+    assert instance.get_run_by_id(result.run_id).status.value == "SUCCESS"
+    assert not any(e.is_step_failure for e in result.all_events)
     assert time.monotonic() - started < 30  # the wait is bounded (2 retries x 0.5 s)
     assert hourly_billers(env) == {7: 2, 9: 2}  # the others went on
     run = instance.get_run_by_id(result.run_id)
     assert run.tags["metrics/failure"] == "shard busy"
     assert run.tags["metrics/busy_billers"] == "8"
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "shard busy" in failure.step_failure_data.user_failure_data.description
+    skipped = [
+        e.message for e in instance.all_logs(result.run_id) if "skipped, shard busy" in e.message
+    ]
+    assert len(skipped) == 1 and "8 (alpha)" in skipped[0]
     assert ledger_states(env, 8) == {"busy"} and ledger_states(env, 7) == {"written"}
     # Every hour's coverage check names the busy biller; the partitions hold the others' rows.
     checks = coverage_checks(result)
@@ -184,7 +189,8 @@ def test_biller_busy_all_run_fails_as_busy_then_the_sensor_retries_it(env, insta
     assert {m.partition for m in mats} == {c.partition for c in checks}
     [log] = job_log(env)
     assert (log["BillersProcessed"], log["BillersSkippedBusy"], log["BillersFailed"]) == (2, 1, 0)
-    assert log["ShardIdWithFailures"] == "alpha" and "shard busy" in log["Summary"]
+    assert log["ShardIdWithFailures"] == "alpha"
+    assert log["Summary"].startswith("Job Succeeded") and "skipped busy: 8" in log["Summary"]
 
     waiting = evaluate(env, instance, "shard_retry_sensor")
     assert (
