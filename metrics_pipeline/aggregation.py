@@ -317,9 +317,7 @@ def roll_up(
             for key in keys:
                 if key in grouped:
                     batch[key] = rollup(grouped[key])
-                    batch[key].expected_hours = target_level.expected_hours(
-                        key[1], now, first_hour
-                    )
+                    batch[key].expected_hours = target_level.expected_hours(key[1], now, first_hour)
             empty = [key for key in keys if key not in batch]
             stats = warehouse.write_partials(target_level, batch, deletes=empty)
             outcome.add_stats(stats)

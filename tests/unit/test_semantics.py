@@ -187,3 +187,31 @@ def test_levels_are_one_object_each_with_their_next_and_previous():
         datetime(2025, 4, 13),
     ]
     assert len(HOURLY.starts(datetime(2025, 4, 10, 0, 30), datetime(2025, 4, 10, 3))) == 3
+
+
+@pytest.mark.parametrize(
+    "level, start, now, first, hours",
+    [
+        # Closed windows: the whole day or week.
+        (DAILY, datetime(2025, 3, 2), datetime(2025, 3, 9, 12), datetime(2025, 1, 5), 24),
+        (WEEKLY, datetime(2025, 3, 2), datetime(2025, 3, 9, 12), datetime(2025, 1, 5), 168),
+        (HOURLY, datetime(2025, 3, 2, 5), datetime(2025, 3, 9), datetime(2025, 1, 5), 1),
+        # The running day: up to and including the running hour (10:15 -> 00..10 = 11 hours).
+        (DAILY, datetime(2025, 3, 9), datetime(2025, 3, 9, 10, 15), datetime(2025, 1, 5), 11),
+        (DAILY, datetime(2025, 3, 9), datetime(2025, 3, 9, 0, 0), datetime(2025, 1, 5), 1),
+        (WEEKLY, datetime(2025, 3, 9), datetime(2025, 3, 10, 1, 59), datetime(2025, 1, 5), 26),
+        # A week that begins before the partitions do (first partition on a Wednesday).
+        (WEEKLY, datetime(2025, 3, 2), datetime(2025, 4, 1), datetime(2025, 3, 5), 96),
+        # A window entirely in the future or before the partitions: nothing expected.
+        (DAILY, datetime(2025, 3, 10), datetime(2025, 3, 9, 10), datetime(2025, 1, 5), 0),
+        (DAILY, datetime(2025, 1, 1), datetime(2025, 3, 9), datetime(2025, 1, 5), 0),
+    ],
+)
+def test_expected_hours(level, start, now, first, hours):
+    assert level.expected_hours(start, now, first) == hours
+
+
+def test_rollup_sums_covered_hours():
+    parts = [Partial(request_count=3, covered_hours=1), Partial(request_count=0, covered_hours=1)]
+    total = rollup(parts)
+    assert (total.request_count, total.covered_hours) == (3, 2)
