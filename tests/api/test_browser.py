@@ -27,9 +27,11 @@ TOKEN = "browser-test-portal-token"
 REFRESH_S = 2
 
 
-def partial(requests: int, avg_ms: str) -> Partial:
+def partial(requests: int, avg_ms: str, covered: int = 1, expected: int = 1) -> Partial:
     total = Decimal(avg_ms) * requests
-    return Partial(requests, 1, 0, requests, total, Sketch(), {50: None, 95: None, 99: None})
+    p = Partial(requests, 1, 0, requests, total, Sketch(), {50: None, 95: None, 99: None})
+    p.covered_hours, p.expected_hours = covered, expected
+    return p
 
 
 @pytest.fixture
@@ -58,7 +60,9 @@ def chart(page, level: int) -> dict:
     return page.evaluate(
         """(id) => { const gd = document.getElementById(id);
                      const t = gd && gd.data && gd.data[0];
-                     return t ? {x: Array.from(t.x), y: Array.from(t.y)} : null; }""",
+                     return t ? {x: Array.from(t.x), y: Array.from(t.y),
+                                 symbols: Array.from(t.marker.symbol),
+                                 info: Array.from(t.customdata).map((c) => c[1])} : null; }""",
         f"chart-{level}",
     )
 
@@ -79,9 +83,27 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
     )
     # Daily and weekly rows over 20 days: more than the default 14-day period shows.
     days = [current_hour - timedelta(hours=h) for h in range(20 * 24, 0, -1)]
+    hours_of = {DAILY: 24, WEEKLY: 168}
     for level in (DAILY, WEEKLY):
         starts = sorted({level.window(h)[0] for h in days})
-        warehouse.write_partials(level, {(BILLER, s): partial(2400, "131.50") for s in starts})
+        warehouse.write_partials(
+            level,
+            {
+                (BILLER, s): partial(2400, "131.50", hours_of[level], hours_of[level])
+                for s in starts
+            },
+        )
+    # One day holds 20 of its 24 hours (a busy shard); another has no row at all (a gap).
+    day_starts = sorted({DAILY.window(h)[0] for h in days})
+    partial_day, missing_day = day_starts[-5], day_starts[-8]
+    warehouse.write_partials(DAILY, {(BILLER, partial_day): partial(2000, "131.50", 20, 24)})
+    with warehouse.engine().begin() as conn:
+        for table in warehouse.tables.aggregates.values():
+            conn.execute(
+                table.delete().where(
+                    (table.c.TimeStampTypeId == DAILY.id) & (table.c.StartTime == missing_day)
+                )
+            )
     # The period ends with the current hour; each graph starts with the window (day, week)
     # the period begins in.
     period_start = current_hour + timedelta(hours=1) - timedelta(days=14)
@@ -131,7 +153,18 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
         assert hourly["y"][0] == 120.25  # the warehouse's AvgResponseTime of the first hour
         assert hourly["x"][0] == hours[0].isoformat()  # 48 hours: all inside the period
         daily, weekly = chart(page, 2), chart(page, 3)
-        assert set(daily["y"]) == {131.5} and set(weekly["y"]) == {131.5}
+        assert set(daily["y"]) == {131.5, None} and set(weekly["y"]) == {131.5}
+        # The missing day is a break in the line, never a zero; the partial day is hollow and
+        # says how much it holds.
+        gap = daily["x"].index(missing_day.isoformat())
+        assert daily["y"][gap] is None and daily["info"][gap] == "no data"
+        at = daily["x"].index(partial_day.isoformat())
+        assert daily["symbols"][at] == "circle-open"
+        assert daily["info"][at] == "partial: 20 of 24 hours"
+        assert {sym for i, sym in enumerate(daily["symbols"]) if i not in (at, gap)} == {"circle"}
+        assert page.evaluate("window.metricsDashboard.coverage[2].partial") == 1
+        assert "1 partial (hollow)" in page.text_content("#caption-2")
+        assert "partial" not in page.text_content("#caption-3")
         assert daily["x"][0] == DAILY.window(period_start)[0].isoformat()
         assert weekly["x"][0] == WEEKLY.window(period_start)[0].isoformat()
         assert daily["x"][-1] == DAILY.window(current_hour)[0].isoformat()
@@ -160,7 +193,10 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
             arg=first_update,
             timeout=(REFRESH_S * 2 + 5) * 1000,
         )
-        assert page.text_content("#caption-1") == "Hourly · AvgResponseTime (ms)"
+        # Each graph says how fresh it is: the newest hour its data holds.
+        assert page.text_content("#caption-1") == (
+            f"Hourly · AvgResponseTime (ms) · as of {current_hour:%Y-%m-%d %H:%M} UTC"
+        )
         ARTIFACTS.mkdir(exist_ok=True)
         page.wait_for_timeout(500)  # let the transition finish before the picture
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

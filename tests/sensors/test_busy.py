@@ -357,3 +357,51 @@ def test_cli_busy_biller_is_named_exits_nonzero_and_completes_when_free(env, cap
     for key in compared:
         assert daily[key]["RequestCount"] == expected[key]["RequestCount"]
         assert daily[key]["ErrorRate"] == expected[key]["ErrorRate"]
+
+
+def test_a_busy_hour_of_any_age_is_retried_and_counted_by_the_backlog(env, instance, monkeypatch):
+    """No horizon: an hour left busy ten days ago (far beyond the backlog's and the old retry
+    look-backs) is retried once the flag clears, and the backlog check counts it meanwhile."""
+    monkeypatch.setenv("METRICS_BACKLOG_LOOKBACK_HOURS", "24")
+    now = datetime.utcnow()
+    old = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=10)
+    set_processing(env, "alpha", 8, True)
+    assert run_hourly(env, instance, range_tags(HOURLY, START, old, old + HOURLY.length)).success
+    wh = WarehouseResource(url=env["METRICS_WAREHOUSE_URL"])
+    # The entry was recorded ten days ago and never touched since.
+    entries = wh.read_ledger(DATAPUMP, HOURLY, old, old + 2 * HOURLY.length)
+    wh.record_ledger(
+        DATAPUMP,
+        HOURLY,
+        [entries[h]["8"] for h in (old, old + HOURLY.length)],
+        now=old + timedelta(hours=2),
+    )
+    [check] = evaluate(env, instance, "backlog_sensor").asset_events
+    assert not check.passed and check.severity.value == "WARN"
+    assert check.metadata["older_retryable_biller_hours"].value == 2
+    assert check.metadata["oldest_retryable_hour"].value == old.isoformat()
+
+    waiting = evaluate(env, instance, "shard_retry_sensor")
+    assert not waiting.run_requests and "[8]" in waiting.skip_reason.skip_message
+    set_processing(env, "alpha", 8, False)
+    result = evaluate(env, instance, "shard_retry_sensor", cursor=waiting.cursor)
+    [request] = result.run_requests
+    assert request.tags[RANGE_START] == f"{old:%Y-%m-%d-%H:%M}"
+    assert request.tags[RANGE_END] == f"{old + HOURLY.length:%Y-%m-%d-%H:%M}"
+    assert request.tags["metrics/billers"] == "8"
+    assert run_hourly(env, instance, request.tags).success
+    states = wh.read_ledger(DATAPUMP, HOURLY, old, old + 2 * HOURLY.length)
+    assert {states[h]["8"].state for h in states} == {"written"}
+    assert not evaluate(env, instance, "shard_retry_sensor", cursor=result.cursor).run_requests
+
+
+def test_retry_sensor_bounds_the_hours_it_requests_per_tick(env, instance, monkeypatch):
+    monkeypatch.setenv("METRICS_RETRY_MAX_HOURS", "3")
+    first = datetime(2025, 3, 1)
+    wh = WarehouseResource(url=env["METRICS_WAREHOUSE_URL"])
+    hours = [first + timedelta(hours=h) for h in (0, 1, 2, 5, 6)]
+    wh.record_ledger(DATAPUMP, HOURLY, [LedgerEntry("8", h, "busy", "busy") for h in hours])
+    [request] = evaluate(env, instance, "shard_retry_sensor").run_requests
+    # The oldest three hours, one contiguous run; the rest on a later tick.
+    assert request.tags[RANGE_START] == f"{hours[0]:%Y-%m-%d-%H:%M}"
+    assert request.tags[RANGE_END] == f"{hours[2]:%Y-%m-%d-%H:%M}"

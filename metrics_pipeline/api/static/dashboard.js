@@ -130,7 +130,8 @@
     const start = Date.parse(last.t);
     if (level === 1) return new Date(start);
     const hours = last.complete ? last.expectedHours : last.coveredHours;
-    return hours ? new Date(start + (hours - 1) * HOUR_MS) : new Date(start);
+    const newest = hours ? start + (hours - 1) * HOUR_MS : start;
+    return new Date(Math.min(newest, Math.floor(Date.now() / HOUR_MS) * HOUR_MS));
   }
 
   function draw(level, series, metric) {
