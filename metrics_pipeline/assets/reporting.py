@@ -128,8 +128,15 @@ def biller_table(outcome: Outcome, enabled: Iterable[int]) -> MetadataValue:
     for (b, _), n in outcome.request_counts.items():
         requests[b] = requests.get(b, 0) + n
     records = []
+    uncovered = {b for b, _ in outcome.uncovered}
     for b in sorted(set(enabled) | set(requests) | set(outcome.failed)):
-        state = outcome.failed.get(b) or ("written" if b in requests else "not requested")
+        state = outcome.failed.get(b) or (
+            "written"
+            if b in requests
+            else "no written hour: no row"
+            if b in uncovered
+            else "not requested"
+        )
         records.append(
             TableRecord(
                 {

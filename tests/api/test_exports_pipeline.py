@@ -109,3 +109,9 @@ def test_an_export_of_a_materialized_warehouse_is_exact_while_the_pipeline_write
     changed = [r for r in rows if r["BillerId"] == 7 and r["TimeStampTypeId"] == 1]
     assert any(float(r["AvgResponseTime"] or 0) > 1000 for r in changed)
     assert status["accumulate"] == len(snapshot) and status["queue"] == "completed"
+    # Every exported row says how much it knows: whole hours, days and weeks here.
+    hours_of = {1: 1, 2: 24, 3: 168}
+    assert all(
+        (r["CoveredHours"], r["ExpectedHours"]) == (hours_of[r["TimeStampTypeId"]],) * 2
+        for r in rows
+    )
