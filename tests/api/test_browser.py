@@ -211,3 +211,104 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
     finally:
         server.stop()
         warehouse._engines.dispose()
+
+
+def axis_fits(page, level: int) -> bool:
+    """Every drawn point lies inside the chart's y axis (and the x axis holds the x values)."""
+    return page.evaluate(
+        """(id) => { const gd = document.getElementById(id);
+                     const ys = gd.data[0].y.filter((v) => v !== null);
+                     const [lo, hi] = gd._fullLayout.yaxis.range;
+                     const xs = gd.data[0].x.map((x) => Date.parse(x + 'Z'));
+                     const [xa, xb] = gd._fullLayout.xaxis.range.map((x) => Date.parse(x + 'Z'));
+                     return ys.every((v) => v >= lo && v <= hi)
+                         && xs.every((x) => x >= xa && x <= xb); }""",
+        f"chart-{level}",
+    )
+
+
+def test_axes_fit_every_biller_and_filter_changes_during_a_refresh_apply(browser, tmp_path):
+    now = datetime.now(UTC).replace(tzinfo=None)
+    current_hour = now.replace(minute=0, second=0, microsecond=0)
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    warehouse = WarehouseResource(url=url)
+    hours = [current_hour - timedelta(hours=h) for h in range(30, 0, -1)]
+    small, large, single = 31, 32, 33
+    warehouse.write_partials(
+        HOURLY,
+        {
+            **{(small, h): partial(100, f"{100 + i}.00") for i, h in enumerate(hours)},
+            **{(large, h): partial(100, f"{5000 + 10 * i}.00") for i, h in enumerate(hours)},
+        },
+    )
+    for biller, avg in ((small, "120.00"), (large, "5120.00")):
+        warehouse.write_partials(
+            DAILY, {(biller, DAILY.floor(h)): partial(2400, avg, 24, 24) for h in hours}
+        )
+    # A biller whose weekly graph has one point.
+    week = WEEKLY.floor(current_hour)
+    warehouse.write_partials(WEEKLY, {(single, week): partial(9000, "77.00", 40, 168)})
+    settings = ApiSettings(warehouse_url=url, refresh_seconds=3600)  # ticks only on demand
+    port = free_port()
+    server = ThreadedServer(create_app(settings), port)
+    server.start()
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("() => window.metricsDashboard.refreshes >= 1", timeout=15_000)
+        assert page.input_value("#biller") == str(small)
+        assert axis_fits(page, 1) and axis_fits(page, 2)
+
+        # Switch to a biller fifty times larger: the axes follow the data.
+        done = page.evaluate("window.metricsDashboard.refreshes")
+        page.select_option("#biller", str(large))
+        page.wait_for_function(
+            "(n) => window.metricsDashboard.refreshes > n", arg=done, timeout=15_000
+        )
+        assert max(v for v in chart(page, 1)["y"] if v is not None) >= 5000
+        assert axis_fits(page, 1) and axis_fits(page, 2)
+
+        # A filter change while a refresh is in flight is applied when it ends.
+        page.route(
+            "**/api/metrics/**",
+            lambda route: (page.wait_for_timeout(800), route.continue_()),
+        )
+        done = page.evaluate("window.metricsDashboard.refreshes")
+        page.click("#refresh-now")
+        page.wait_for_timeout(200)  # the refresh is waiting for its answers now
+        page.select_option("#period", "1")
+        page.wait_for_function(
+            "(n) => window.metricsDashboard.refreshes > n", arg=done, timeout=20_000
+        )
+        page.unroute("**/api/metrics/**")
+        span = page.evaluate(
+            """() => { const r = document.getElementById('chart-1')._fullLayout.xaxis.range;
+                       return (Date.parse(r[1] + 'Z') - Date.parse(r[0] + 'Z')) / 3600000; }"""
+        )
+        assert span == 24, span  # "Last 24 hours", not the 14 days in flight before
+        # The rows' last 23 hours fall inside it (the running hour has no row).
+        assert len(chart(page, 1)["x"]) == 23 and axis_fits(page, 1)
+
+        # One weekly point: ticks are dates, not fractions of a second.
+        done = page.evaluate("window.metricsDashboard.refreshes")
+        page.select_option("#period", "14")
+        page.wait_for_function(
+            "(n) => window.metricsDashboard.refreshes > n", arg=done, timeout=15_000
+        )
+        done = page.evaluate("window.metricsDashboard.refreshes")
+        page.select_option("#biller", str(single))
+        page.wait_for_function(
+            "(n) => window.metricsDashboard.refreshes > n", arg=done, timeout=15_000
+        )
+        assert len(chart(page, 3)["x"]) == 1 and axis_fits(page, 3)
+        ticks = page.eval_on_selector_all(
+            "#chart-3 .xtick text", "ts => ts.map(t => t.textContent)"
+        )
+        assert ticks and not any(":" in t for t in ticks), ticks
+        assert "partial (hollow)" in page.text_content("#caption-3")
+        assert problems == [], problems
+    finally:
+        server.stop()
+        warehouse._engines.dispose()

@@ -150,14 +150,24 @@
       hovertemplate: "%{x|%Y-%m-%d %H:%M} UTC<br>%{y} " + metric.unit +
         "<br>%{customdata[0]} requests<br>%{customdata[1]}<extra></extra>",
     };
+    // The axes fit the data drawn, after every change and every refresh: x spans the period
+    // asked for (sensible ticks even for one point), y the values. A zoom the user made is kept
+    // only while the data set (biller, metric, period) stays the same.
+    const dataSet = [series.biller, metric.id, level, series.period].join("|");
+    const zoomed = zooms[level] === dataSet;
     const layout = {
       margin: { l: 60, r: 20, t: 10, b: 40 },
       xaxis: { type: "date", automargin: true },
       yaxis: { title: { text: metric.unit }, rangemode: "tozero" },
       showlegend: false,
-      transition: { duration: 300 },
-      uirevision: metric.id + "-" + level,
+      uirevision: dataSet,
     };
+    if (!zoomed) {
+      layout.xaxis.range = [series.from.replace("Z", ""), series.to.replace("Z", "")];
+      layout.xaxis.autorange = false;
+      layout.yaxis.autorange = true;
+    }
+    if (level >= 2) layout.xaxis.tickformat = "%b %d";
     const levelName = (dashboard.levelNames || {})[level] || "";
     const partial = series.points.filter((p) => p.complete === false).length;
     const newest = newestHour(level, series.points);
@@ -171,7 +181,19 @@
       partial,
       asOf: newest ? newest.toISOString() : null,
     };
-    Plotly.react(el("chart-" + level), [trace], layout, { displaylogo: false, responsive: true });
+    const chart = el("chart-" + level);
+    Plotly.react(chart, [trace], layout, { displaylogo: false, responsive: true });
+    if (!chart.dataset.zoomWatch) {
+      chart.dataset.zoomWatch = "yes";
+      // A user's zoom or pan (not the reset of "autoscale") belongs to the data set drawn now.
+      chart.on("plotly_relayout", (event) => {
+        const reset = event["xaxis.autorange"] || event["yaxis.autorange"];
+        const moved = Object.keys(event).some((k) => k.endsWith(".range[0]") || k.endsWith(".range"));
+        if (reset) zooms[level] = null;
+        else if (moved) zooms[level] = chart.dataset.dataSet;
+      });
+    }
+    chart.dataset.dataSet = dataSet;
   }
 
   // The start of the level's window that contains `time` (UTC days; weeks start on Sunday), so
@@ -183,9 +205,15 @@
     return t;
   }
 
+  const zooms = {};
   let busy = false;
+  let again = false;
   async function refresh() {
-    if (busy) return;
+    // A change made while a refresh is in flight is applied as soon as it ends.
+    if (busy) {
+      again = true;
+      return;
+    }
     if (typeof Plotly === "undefined") {
       showError("The chart library did not load (is the plotly package installed?).");
       return;
@@ -199,18 +227,22 @@
     if (!biller || !metricId) return;
     const metric = dashboard.metricTypes.find((m) => String(m.id) === metricId);
     busy = true;
+    again = false;
     try {
       // Hour-aligned range: the same for every viewer within the hour (so the server can reuse
       // its answer) and still ending after the current hour's window starts.
       const hour = 3600000;
       const to = new Date((Math.floor(Date.now() / hour) + 1) * hour);
       const from = new Date(to.getTime() - Number(el("period").value) * 86400000);
+      const period = el("period").value;
+      const ranges = LEVELS.map((level) => [windowStart(level, from).toISOString(), to.toISOString()]);
       const all = await Promise.all(
-        LEVELS.map((level) =>
-          fetchSeries(biller, metricId, level, windowStart(level, from).toISOString(), to.toISOString())
-        )
+        LEVELS.map((level, i) => fetchSeries(biller, metricId, level, ranges[i][0], ranges[i][1]))
       );
-      LEVELS.forEach((level, i) => draw(level, all[i], metric));
+      if (again) return; // the filters changed meanwhile: draw the newer choice instead
+      LEVELS.forEach((level, i) =>
+        draw(level, { ...all[i], biller, period, from: ranges[i][0], to: ranges[i][1] }, metric)
+      );
       dashboard.refreshes += 1;
       dashboard.lastUpdated = new Date().toISOString();
       el("last-updated").textContent = dashboard.lastUpdated.replace("T", " ").slice(0, 19) + " UTC";
@@ -225,6 +257,7 @@
       }
     } finally {
       busy = false;
+      if (again) refresh();
     }
   }
 
