@@ -28,10 +28,16 @@ def parse_time(text: str, parameter: str) -> datetime:
             value = value.astimezone(UTC).replace(tzinfo=None)
     except OverflowError:
         value = None
+    return within_range(value, parameter, text.strip())
+
+
+def within_range(value: datetime | None, parameter: str, text: str) -> datetime:
+    """``value`` when it lies in [MIN_TIME, MAX_TIME]; else (or None) a 400 naming the parameter
+    and quoting ``text``, what the client sent."""
     if value is None or not MIN_TIME <= value <= MAX_TIME:
         raise ApiError(
             400,
-            f"{parameter}: {text.strip()[:40]!r} is out of range (from {MIN_TIME.date()} to "
+            f"{parameter}: {text[:40]!r} is out of range (from {MIN_TIME.date()} to "
             f"{MAX_TIME.date()}, UTC)",
             parameter,
         )

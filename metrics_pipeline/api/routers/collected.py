@@ -18,6 +18,7 @@ from sqlalchemy import inspect
 from metrics_pipeline.api.deps import Caller, State
 from metrics_pipeline.api.errors import ERRORS, ApiError, ErrorBody
 from metrics_pipeline.api.responses import json_response
+from metrics_pipeline.api.times import within_range
 from metrics_pipeline.collected.rules import KEY_PATTERN, STAT_TYPES
 from metrics_pipeline.collected.store import CollectedStore
 
@@ -60,7 +61,8 @@ def parse_hour_start(day: str, hour: str) -> datetime:
         raise ApiError(400, f"date: expected YYYY-MM-DD, got {day[:20]!r}", "date") from None
     if not _HOUR.fullmatch(hour) or not 0 <= int(hour) <= 23:
         raise ApiError(400, f"hour: expected 0-23 (UTC), got {hour[:20]!r}", "hour")
-    return datetime.combine(when, time(int(hour)))
+    # The API's time range: the hour's end, and SQL Server's DATETIME, stay representable.
+    return within_range(datetime.combine(when, time(int(hour))), "date", f"{day} {int(hour)}h")
 
 
 @router.get(
