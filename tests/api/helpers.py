@@ -32,6 +32,8 @@ LOOPBACK_CLIENT = ("127.0.0.1", 50000)
 
 PORTAL_TOKEN = "portal-token-for-biller-11"
 ADMIN_TOKEN = "admin-token-all-billers"
+#: A second all-billers token: another caller with the same rights as ADMIN_TOKEN.
+OPS_TOKEN = "ops-token-all-billers"
 
 
 def random_partial(rng: np.random.Generator, request_count: int | None = None) -> Partial:

@@ -157,7 +157,8 @@ TaskId = Annotated[str, PathParam(max_length=64, description="The task_id of an 
 
 @router.get("/api/v2/exports-status", response_model=ExportQueues, responses=ERRORS)
 async def exports_status(who: Caller, state: State) -> Response:
-    """The caller's export tasks (every task for an all-billers token) in their four queues."""
+    """The export tasks the caller started (an all-billers token's too: only its own), in their
+    four queues."""
     return json_response(await run_in_threadpool(state.exports.status, who))
 
 
