@@ -453,8 +453,15 @@ class ExportService:
             self.store.release(task_id, owner)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the fetch-ahead threads (the app's shutdown). A later page starts new ones: an
+        app may be started again (schemathesis runs its lifespan around every call)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._running.clear()  # loops that were canceled before they ran
+            self._again.clear()
 
     # --- activity monitoring -------------------------------------------------------------
 
