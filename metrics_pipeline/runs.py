@@ -23,6 +23,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from filelock import FileLock, Timeout
 
 from metrics_pipeline.resources.engines import ConfigurationError
 
@@ -45,12 +46,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: Runs a process of this host may leave behind when it dies: created but not yet started (killed
+#: between creating the run and its first step) or started.
+_UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTED]
+
+
 def fail_dead_runs(instance: DagsterInstance) -> list[str]:
-    """Report failed the STARTED runs of this host whose process no longer exists."""
+    """Report failed the NOT_STARTED and STARTED runs of this host whose process no longer
+    exists."""
     host = socket.gethostname()
     dead = []
     runs = instance.get_runs(
-        filters=RunsFilter(statuses=[DagsterRunStatus.STARTED], tags={HOST_TAG: host}), limit=200
+        filters=RunsFilter(statuses=_UNFINISHED, tags={HOST_TAG: host}), limit=200
     )
     for run in runs:
         pid = run.tags.get(PID_TAG, "")
@@ -91,8 +98,39 @@ class InstanceError(ConfigurationError):
     """The Dagster instance in DAGSTER_HOME cannot be created or opened."""
 
 
+#: In DAGSTER_HOME: held by a process while it creates, migrates or opens the instance there.
+INSTANCE_LOCK = ".metrics-pipeline.lock"
+#: How long a command waits for another one to finish creating or migrating the instance.
+INSTANCE_LOCK_TIMEOUT_S = 300
+
+
+@contextmanager
+def instance_lock(home: Path):
+    """Serialize, across processes, the creation and migration of the instance in ``home``.
+
+    Dagster creates and stamps its SQLite storages (runs, event log index, schedules) when an
+    instance is first opened, with no lock of its own: two processes opening a new folder at once
+    both create the tables, and one fails (``table runs already exists``) or leaves two alembic
+    heads that break every later command.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(home / INSTANCE_LOCK, timeout=INSTANCE_LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise InstanceError(
+            f"Dagster instance in DAGSTER_HOME={home} is still being created or migrated by "
+            f"another process after {INSTANCE_LOCK_TIMEOUT_S} s (lock {lock.lock_file})"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def ensure_dagster_home(path: str) -> str:
-    """Create DAGSTER_HOME with a minimal dagster.yaml (local storage, no telemetry) if missing."""
+    """Create DAGSTER_HOME with a minimal dagster.yaml (local storage, no telemetry) if missing.
+    Call it under ``instance_lock``: the file is written once, by one process."""
     home = Path(path)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
@@ -117,11 +155,14 @@ def open_instance(environ: Mapping[str, str]) -> DagsterInstance:
     if not home:
         return throwaway_instance()
     try:
-        instance = DagsterInstance.from_config(ensure_dagster_home(home))
-        # Reaches the run storage now (not in the middle of a run), and marks failed the runs a
-        # killed metrics-pipeline process left STARTED.
-        fail_dead_runs(instance)
+        with instance_lock(Path(home)):
+            instance = DagsterInstance.from_config(ensure_dagster_home(home))
+            # Reaches the run storage now (not in the middle of a run), and marks failed the runs
+            # a killed metrics-pipeline process left NOT_STARTED or STARTED.
+            fail_dead_runs(instance)
         return instance
+    except InstanceError:
+        raise
     except Exception as exc:  # OSError, YAML, config or storage errors: all one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InstanceError(

@@ -28,7 +28,7 @@ from metrics_pipeline.api.deps import AppState, reject_unknown_query
 from metrics_pipeline.api.errors import install_error_handlers
 from metrics_pipeline.api.exports.service import ExportService
 from metrics_pipeline.api.exports.store import MemoryStore, RedisStore
-from metrics_pipeline.api.middleware import SecurityHeaders
+from metrics_pipeline.api.middleware import DrainedBodies, SecurityHeaders
 from metrics_pipeline.api.reader import WarehouseReader
 from metrics_pipeline.api.routers import (
     availability,
@@ -45,6 +45,12 @@ from metrics_pipeline.api.vendor import ChartLibrary
 from metrics_pipeline.resources.engines import safe_url
 
 STATIC_DIR = Path(__file__).parent / "static"
+#: The API reads no request body; a larger one than this is refused (413).
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _body_too_large(limit: int) -> dict:
+    return {"detail": f"body: more than {limit} bytes (the API reads no body)", "parameter": "body"}
 
 
 def build_state(settings: ApiSettings, clock: Callable[[], float] = time.time) -> AppState:
@@ -110,7 +116,8 @@ def create_app(settings: ApiSettings, clock: Callable[[], float] = time.time) ->
     )
     app.state.metrics = state
     install_error_handlers(app)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(DrainedBodies, max_bytes=MAX_BODY_BYTES, error=_body_too_large)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, the 413 above included
 
     app.include_router(health.router)
     app.include_router(metrics.router)

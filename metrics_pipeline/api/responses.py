@@ -7,8 +7,9 @@ from fastapi.responses import Response
 
 
 def json_response(body: Any, headers: dict[str, str] | None = None) -> Response:
+    """``body`` as JSON; a NaN or infinity in it is an error, never the invalid ``NaN`` token."""
     return Response(
-        json.dumps(body, separators=(",", ":")),
+        json.dumps(body, separators=(",", ":"), allow_nan=False),
         media_type="application/json",
         headers={"Cache-Control": "no-store", **(headers or {})},
     )

@@ -24,11 +24,13 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from metrics_pipeline.api.auth import bearer_token
+from metrics_pipeline.api.middleware import DrainedBodies
 from metrics_pipeline.api.settings import is_loopback
 from metrics_pipeline.collected.auth import AppKey, find_key, load_app_keys
 from metrics_pipeline.collected.bus import (
@@ -185,6 +187,8 @@ def _parse_json(text: str | bytes, field: str):
         return json.loads(text)
     except ValueError:
         raise BadPoint(field, "not JSON") from None
+    except RecursionError:  # the parser's depth cap; a valid body is 3 levels deep
+        raise BadPoint(field, "JSON nested too deeply") from None
 
 
 def create_collector_app(settings: CollectedSettings) -> Starlette:
@@ -253,6 +257,8 @@ def create_collector_app(settings: CollectedSettings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
         ],
         lifespan=lifespan,
+        # A 413 (or any answer) reaches a client still sending its body.
+        middleware=[Middleware(DrainedBodies)],
     )
     app.state.collector = collector
     return app

@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 APP_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+#: The largest magnitude of a value: an hour's sum (its average, the median of two values) of up
+#: to 10^58 such values stays finite in a double. Beyond it, the collector refuses the value.
+MAX_MAGNITUDE = 1e250
 #: The stat types of the query route, in the order the docs list them.
 STAT_TYPES = ("average", "min", "max", "median", "count")
 
@@ -49,11 +52,15 @@ def parse_utc(text: str) -> datetime:
 
 
 def finite_number(value: object) -> float | None:
-    """The value as float when it is a finite JSON number (not a bool, not a string), else None."""
+    """The value as float when it is a JSON number (not a bool, not a string) of magnitude at most
+    MAX_MAGNITUDE (so not NaN or infinite), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any double
+        return None
+    return number if abs(number) <= MAX_MAGNITUDE else None
 
 
 def validate_item(
@@ -85,7 +92,10 @@ def validate_item(
             raise BadPoint(field, f"key {key[:40]!r} must match [A-Za-z0-9_.-]{{1,100}}")
         number = finite_number(value)
         if number is None:
-            raise BadPoint(f"{field}.{key}", f"not a finite number: {str(value)[:40]!r}")
+            raise BadPoint(
+                f"{field}.{key}",
+                f"not a number from -{MAX_MAGNITUDE:g} to {MAX_MAGNITUDE:g}: {str(value)[:40]!r}",
+            )
         values[key] = number
     time = now
     if raw.get("time") is not None:

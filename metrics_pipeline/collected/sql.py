@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.dml import Update
 
+from metrics_pipeline.collected.rules import MAX_MAGNITUDE
 from metrics_pipeline.sql.dialect import hour_floor
 
 #: The name of the raw table's change cursor in ``CollectedMetricCursor``.
@@ -140,9 +141,11 @@ def hour_stats_select(
 
     The median is the average of the rows whose rank r (1-based, by value) satisfies
     n <= 2r <= n + 2: the middle row for an odd count n, the two middle rows for an even one.
+    Values beyond +-MAX_MAGNITUDE (which the collector refuses; stored before that rule, or by
+    another writer) are left out, so no statistic overflows to an infinity.
     """
     raw = t.raw.c
-    where = _in_hour(t, start, end)
+    where = and_(_in_hour(t, start, end), raw.Value.between(-MAX_MAGNITUDE, MAX_MAGNITUDE))
     if key is not None:
         where = and_(where, raw.MetricKey == key)
     ranked = (

@@ -1,6 +1,7 @@
 """The family's warehouse operations over an Engine: schema, idempotent raw inserts, hourly
 statistics writes and the change cursor. Statements come from :mod:`.sql`."""
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -106,8 +107,10 @@ class CollectedStore:
             row = conn.execute(statement).mappings().first()
         if row is None:
             return EMPTY
+        # A row written before values were bounded may hold an infinity: unknown, not a number.
+        stats = [row[c] for c in ("Average", "Minimum", "Maximum", "Median")]
         return HourStats(
-            row["SampleCount"], row["Average"], row["Minimum"], row["Maximum"], row["Median"]
+            row["SampleCount"], *(v if v is None or math.isfinite(v) else None for v in stats)
         )
 
     def key_known(self, key: str) -> bool:

@@ -17,6 +17,7 @@ from metrics_pipeline.api.auth import token_digest
 from .helpers import (
     ADMIN_TOKEN,
     LOOPBACK_CLIENT,
+    OPS_TOKEN,
     PG_ADMIN_URL,
     PORTAL_TOKEN,
     Warehouse,
@@ -79,6 +80,7 @@ def tokens_file(tmp_path_factory) -> Path:
             [
                 {"name": "portal-11", "sha256": token_digest(PORTAL_TOKEN), "billers": [11]},
                 {"name": "admin", "sha256": token_digest(ADMIN_TOKEN), "billers": "*"},
+                {"name": "ops", "sha256": token_digest(OPS_TOKEN), "billers": "*"},
             ]
         )
     )

@@ -32,6 +32,8 @@ LOOPBACK_CLIENT = ("127.0.0.1", 50000)
 
 PORTAL_TOKEN = "portal-token-for-biller-11"
 ADMIN_TOKEN = "admin-token-all-billers"
+#: A second all-billers token: another caller with the same rights as ADMIN_TOKEN.
+OPS_TOKEN = "ops-token-all-billers"
 
 
 def covered(partial: Partial, hours: int, expected: int) -> Partial:
@@ -206,3 +208,52 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+
+
+def oversized_requests(url: str, size: int = 20 << 20) -> dict[str, tuple[int, str]]:
+    """Send ``url`` a body of ``size`` bytes the ways clients do; each one's status and body
+    (status 0 and the error when the connection broke before an answer was read).
+
+    urllib says ``Connection: close`` (the server closes after answering, so an answer sent
+    before the body was read is lost in a reset); httpx keeps the connection, once with a
+    Content-Length and once chunked (no length); curl waits for ``100 Continue``."""
+    import subprocess
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    import httpx
+
+    body = b"x" * size
+    answers: dict[str, tuple[int, str]] = {}
+    try:
+        request = urllib.request.Request(url, data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as r:
+            answers["urllib"] = (r.status, r.read().decode())
+    except urllib.error.HTTPError as exc:
+        answers["urllib"] = (exc.code, exc.read().decode())
+    except OSError as exc:
+        answers["urllib"] = (0, repr(exc))
+
+    def chunks():
+        for i in range(0, size, 1 << 16):
+            yield body[i : i + (1 << 16)]
+
+    for name, content in (("httpx", body), ("httpx chunked", chunks())):
+        try:
+            r = httpx.post(url, content=content, timeout=60)
+            answers[name] = (r.status_code, r.text)
+        except httpx.HTTPError as exc:
+            answers[name] = (0, repr(exc))
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(body)
+        f.flush()
+        curl = subprocess.run(
+            ["curl", "-sS", "-w", "\n%{http_code}", "--data-binary", f"@{f.name}", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    text, _, code = curl.stdout.rpartition("\n")
+    answers["curl"] = (int(code) if code.isdigit() else 0, text or curl.stderr)
+    return answers

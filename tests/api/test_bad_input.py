@@ -81,3 +81,36 @@ def test_hostile_input_leaves_the_warehouse_intact(client, warehouse):
         n = conn.execute(text('SELECT COUNT(*) FROM "DataPumpErrorAggregation"')).scalar()
     engine.dispose()
     assert n > 0
+
+
+def test_the_specs_time_patterns_are_what_the_api_reads():
+    """The OpenAPI patterns of dates and times (which schemathesis generates from) accept every
+    real day of 1754-9998 and no other, and each time they accept parses within the range."""
+    import re
+    from datetime import date, timedelta
+
+    from metrics_pipeline.api.times import DATE_PATTERN, TIME_PATTERN, parse_time
+
+    day_pattern, time_pattern = re.compile(DATE_PATTERN), re.compile(TIME_PATTERN)
+    day = date(1754, 1, 1)
+    while day <= date(9998, 12, 31):
+        assert day_pattern.match(day.isoformat()), day
+        day += timedelta(days=1)
+    for year in (1754, 1800, 1900, 2000, 2024, 2025, 2100, 2400, 9996, 9998):
+        for month in range(1, 14):
+            for d in range(0, 33):
+                text = f"{year:04d}-{month:02d}-{d:02d}"
+                try:
+                    real = date.fromisoformat(text) is not None
+                except ValueError:
+                    real = False
+                assert bool(day_pattern.match(text)) == real, text
+    for text in (
+        "2025-03-01T10:00Z",
+        "2025-03-01 10:00:59.123456+05:30",
+        "1754-01-01T00:00+23:59",
+        "9998-12-31T23:59:59.999999-23:59",
+    ):
+        assert time_pattern.match(text) and parse_time(text, "t")
+    for text in ("2025-03-01T24:00", "2025-03-01Z", "1753-06-01", "9999-01-01", "2025-3-1"):
+        assert not time_pattern.match(text), text

@@ -24,9 +24,18 @@ from .exports_support import (
     table_keys,
     wait_for,
 )
-from .helpers import ADMIN_TOKEN, LOOPBACK_CLIENT, PORTAL_TOKEN, START, fixed_partial, populate
+from .helpers import (
+    ADMIN_TOKEN,
+    LOOPBACK_CLIENT,
+    OPS_TOKEN,
+    PORTAL_TOKEN,
+    START,
+    fixed_partial,
+    populate,
+)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 PORTAL = {"Authorization": f"Bearer {PORTAL_TOKEN}"}
 RANGE = (datetime(2025, 3, 1), datetime(2025, 3, 10))
 
@@ -242,21 +251,42 @@ def test_caps_answer_429_with_a_code(sqlite_warehouse):
         assert "cache is full" in r.json()["detail"]
 
 
-def test_a_caller_sees_only_its_own_tasks(sqlite_warehouse, tokens_file):
+def test_a_task_is_its_callers_only_all_billers_tokens_included(sqlite_warehouse, tokens_file):
+    """Only the caller that started an export sees, reads or cancels it; for every other caller,
+    another all-billers token included, it is 404 and goes on."""
     with open_client(sqlite_warehouse.url, tokens_file=str(tokens_file)) as c:
-        mine = c.get(EXPORT, params=WINDOW, headers=PORTAL).headers["export-task-id"]
-        admins = c.get(EXPORT, params=WINDOW, headers=ADMIN).headers["export-task-id"]
+        portals = c.get(EXPORT, params={**WINDOW, "pageSize": 5}, headers=PORTAL)
+        admins = c.get(EXPORT, params={**WINDOW, "pageSize": 5}, headers=ADMIN)
+        tasks = {PORTAL_TOKEN: portals.headers["export-task-id"]}
+        tasks[ADMIN_TOKEN] = admins.headers["export-task-id"]
 
         def ids(headers):
             queues = c.get("/api/v2/exports-status", headers=headers).json()
             assert set(queues) == {"active", "completed", "draining", "stale"}
             return {t["task_id"] for q in queues.values() for t in q}
 
-        assert ids(PORTAL) == {mine}
-        assert ids(ADMIN) == {mine, admins}  # an all-billers token sees every task
-        assert c.get(f"/api/v2/exports-status/{admins}", headers=PORTAL).status_code == 404
-        assert c.delete(f"/api/v2/exports-status/{admins}", headers=PORTAL).status_code == 404
-        assert c.get(f"/api/v2/exports-status/{mine}", headers=ADMIN).status_code == 200
+        assert ids(PORTAL) == {tasks[PORTAL_TOKEN]}
+        assert ids(ADMIN) == {tasks[ADMIN_TOKEN]}
+        assert ids(OPS) == set()
+        for owner, task_id in tasks.items():
+            for other in {PORTAL_TOKEN, ADMIN_TOKEN, OPS_TOKEN} - {owner}:
+                headers = {"Authorization": f"Bearer {other}"}
+                for method in (c.get, c.delete):
+                    r = method(f"/api/v2/exports-status/{task_id}", headers=headers)
+                    assert r.status_code == 404, (owner, other, method, r.text)
+                    assert r.json()["parameter"] == "task_id"
+        # Nobody else's DELETE canceled anything: both exports go on, for their owners only.
+        for owner, first in ((PORTAL_TOKEN, portals), (ADMIN_TOKEN, admins)):
+            headers = {"Authorization": f"Bearer {owner}"}
+            status = c.get(f"/api/v2/exports-status/{tasks[owner]}", headers=headers).json()
+            assert status["status"] != "CANCELED" and status["message"] is None
+            token = {"continuationToken": first.headers["continuation-token"]}
+            params = {**WINDOW, "pageSize": 5, **token}
+            assert c.get(EXPORT, params=params, headers=headers).status_code == 200
+            assert c.get(EXPORT, params=params, headers=OPS).status_code == 404
+        # The owner cancels its own task.
+        r = c.delete(f"/api/v2/exports-status/{tasks[ADMIN_TOKEN]}", headers=ADMIN)
+        assert r.status_code == 200 and r.json()["status"] == "CANCELED"
 
 
 def test_status_fields_follow_the_seed(sqlite_warehouse):

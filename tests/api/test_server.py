@@ -1,5 +1,6 @@
 """`metrics-pipeline api` as a process: it serves, stops cleanly, and refuses unsafe settings."""
 
+import json
 import os
 import signal
 import subprocess
@@ -108,3 +109,33 @@ def test_open_mode_refuses_clients_forwarded_by_a_local_proxy(sqlite_warehouse):
         assert "loopback" in forwarded.json()["detail"]
     finally:
         server.stop()
+
+
+def test_a_body_over_the_cap_is_413_on_every_route_for_every_client(sqlite_warehouse):
+    """The API reads no body: one over 64 KiB is 413 wherever it is sent, and every answer,
+    a 405 for a small body too, reaches clients that close after it (once a connection reset)."""
+    import urllib.error
+    import urllib.request
+
+    from .helpers import oversized_requests
+
+    port = free_port()
+    process = run_api(env_for(sqlite_warehouse), "127.0.0.1", port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(port, process)
+        for path in ("/api/health", "/api/v2/exports-status", "/rt/average/2025-03-01/1", "/x"):
+            answers = oversized_requests(base + path)
+            statuses = {name: status for name, (status, _) in answers.items()}
+            assert statuses == dict.fromkeys(statuses, 413) and len(statuses) == 4, answers
+            for _, text in answers.values():
+                body = json.loads(text)
+                assert body["parameter"] == "body" and body["detail"].startswith("body: ")
+        # Under the cap: the route's own answer (405: no POST here), read by a closing client.
+        request = urllib.request.Request(base + "/api/health", data=b"x" * 60_000, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 405
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=90)

@@ -9,14 +9,17 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from metrics_pipeline.api.auth import token_digest
 from metrics_pipeline.collected.collector import create_collector_app
 from metrics_pipeline.collected.consumer import consume
+from tests.api.helpers import oversized_requests
 
 from .conftest import sqlite_store
+from .processes import CollectorProcess, family_env
 
 pytestmark = pytest.mark.nats
 
@@ -91,6 +94,17 @@ def test_get_post_and_batches_are_stored_and_written_once(bus_settings, tmp_path
         (lambda c: c.get("/collect", params={"app": "a"}), 400, "data"),
         (lambda c: c.get("/collect", params={"app": "a", "data": "{"}), 400, "data"),
         (lambda c: c.get("/collect", params={"app": "a", "data": '{"k": "NaN"}'}), 400, "data.k"),
+        # Nested deeper than the parser goes (once a RecursionError, 500).
+        (lambda c: c.post("/collect", content=b"[" * 5000), 400, "body"),
+        (lambda c: c.post("/collect", content=b'{"a":' * 5000), 400, "body"),
+        (lambda c: c.get("/collect", params={"app": "a", "data": "[" * 5000}), 400, "data"),
+        # Finite values whose hourly statistics would overflow (once stored, then inf).
+        (
+            lambda c: c.post("/collect", json={"app": "a", "metrics": {"k": -1e308}}),
+            400,
+            "metrics.k",
+        ),
+        (lambda c: c.get("/collect", params={"app": "a", "data": '{"k": 1e308}'}), 400, "data.k"),
     ],
 )
 def test_bad_input_is_400_naming_the_field(bus_settings, send, status, field):
@@ -110,6 +124,24 @@ def test_oversized_body_and_batch_are_413(bus_settings):
         many = [{"app": "a", "metrics": {"k": i}} for i in range(11)]
         r = c.post("/collect", json=many)
         assert r.status_code == 413 and "more than 10 data points" in r.json()["detail"]
+
+
+def test_a_body_over_the_cap_is_413_for_every_client(bus_settings, tmp_path):
+    """A real collector process and real clients: the 413 reaches each of them, even those that
+    close the connection after the answer (once a connection reset)."""
+    env = family_env(bus_settings, f"sqlite:///{tmp_path / 'w.db'}")
+    collector = CollectorProcess(env, tmp_path / "collector.log").wait_ready(60)
+    try:
+        answers = oversized_requests(f"{collector.url}/collect")
+        assert {name: status for name, (status, _) in answers.items()} == dict.fromkeys(
+            ("urllib", "httpx", "httpx chunked", "curl"), 413
+        ), answers
+        for _, text in answers.values():
+            assert json.loads(text) == {"detail": "body: more than 1048576 bytes"}
+        one = {"app": "web", "metrics": {"rt": 1.5}}
+        assert httpx.post(f"{collector.url}/collect", json=one).status_code == 202
+    finally:
+        collector.stop()
 
 
 def test_api_keys(bus_settings, tmp_path):

@@ -1,6 +1,7 @@
 """The query route ``GET /<key>/<stat_type>/<date>/<hour>`` inside the metrics API."""
 
 import json
+import math
 import random
 from datetime import datetime, timedelta
 
@@ -61,9 +62,53 @@ def test_every_answer_equals_an_independent_computation(filled):
                     "value": pytest.approx(want.stat(stat), rel=1e-12),
                     "count": len(vs),
                 }
-        # An hour without data: 200, null, 0.
-        empty = get(c, "rt", "median", H - timedelta(hours=1)).json()
-        assert (empty["value"], empty["count"]) == (None, 0)
+        # An hour without data: 200, null, 0; also at the ends of the API's time range.
+        for start in (H - timedelta(hours=1), datetime(1753, 1, 1), datetime(9999, 12, 31)):
+            empty = get(c, "rt", "median", start).json()
+            assert (empty["value"], empty["count"]) == (None, 0)
+
+
+def strict_json(text: str):
+    """JSON as RFC 8259 has it: ``NaN``, ``Infinity`` and ``-Infinity`` are refused."""
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_extreme_values_keep_statistics_and_answers_finite(store):
+    """The largest values the collector accepts, and rows beyond them that an older collector
+    (or another writer) stored: no statistic is infinite, no answer is invalid JSON."""
+    points = [
+        ("m/1", "low", -1e250, H),
+        ("m/2", "low", -1e250, H + timedelta(minutes=1)),
+        ("m/3", "low", -1e308, H + timedelta(minutes=2)),  # stored before values were bounded
+        ("m/4", "low", -1e308, H + timedelta(minutes=3)),
+        ("m/5", "high", 1e250, H),
+        ("m/6", "high", 1e308, H + timedelta(minutes=1)),
+    ]
+    store.insert_points(rows(points))
+    store.write_hours([H])
+    with store.engine.connect() as conn:
+        written = {r.MetricKey: r for r in conn.execute(store.t.hourly.select())}
+    assert written["low"].SampleCount == 2 and written["high"].SampleCount == 1
+    for row in written.values():
+        for value in (row.Average, row.Minimum, row.Maximum, row.Median):
+            assert math.isfinite(value), row
+    assert (written["low"].Median, written["high"].Average) == (-1e250, 1e250)
+    with TestClient(create_app(ApiSettings(warehouse_url=store.url)), client=LOOPBACK) as c:
+        for key, start in (("low", H), ("high", H), ("low", H + timedelta(hours=5))):
+            for stat in ("average", "min", "max", "median", "count"):
+                r = get(c, key, stat, start)
+                assert r.status_code == 200, r.text
+                value = strict_json(r.text)["value"]
+                assert value is None or math.isfinite(value)
+        # The running hour is computed from the raw rows by the same statement.
+        now = hour_start(utc_now())
+        store.insert_points(rows([("m/7", "low", -1e308, now), ("m/8", "low", -1e250, now)]))
+        body = strict_json(get(c, "low", "median", now).text)
+        assert (body["value"], body["count"]) == (-1e250, 1)
 
 
 def test_errors_name_the_bad_part(filled):
@@ -77,6 +122,11 @@ def test_errors_name_the_bad_part(filled):
             ("/rt/average/2025-03-01/24", 400, "hour"),
             ("/rt/average/2025-03-01/x", 400, "hour"),
             ("/bad key!/average/2025-03-01/10", 400, "key"),
+            # Dates Python reads but whose hour the API cannot represent (once 500 OverflowError).
+            ("/rt/average/9999-12-31/23", 400, "date"),
+            ("/rt/average/9999-12-31/1", 400, "date"),
+            ("/rt/average/1752-12-31/23", 400, "date"),
+            ("/rt/average/0001-01-01/0", 400, "date"),
         ]:
             r = c.get(path)
             assert r.status_code == status, (path, r.text)

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from metrics_pipeline.collected.rules import (
+    MAX_MAGNITUDE,
     BadPoint,
     hour_stats,
     median,
@@ -68,6 +69,10 @@ def test_offsets_become_utc():
         ({"app": "a", "metrics": {"k": True}}, "metrics.k"),
         ({"app": "a", "metrics": {"k": None}}, "metrics.k"),
         ({"app": "a", "metrics": {"k": 1e309}}, "metrics.k"),
+        # Finite, but their hourly sum, average or median would overflow a double.
+        ({"app": "a", "metrics": {"k": 1e308}}, "metrics.k"),
+        ({"app": "a", "metrics": {"k": -1e308}}, "metrics.k"),
+        ({"app": "a", "metrics": {"k": 10**400}}, "metrics.k"),
         ({"app": "a", "metrics": {"k": 1}, "time": "yesterday"}, "time"),
         ({"app": "a", "metrics": {"k": 1}, "time": "2025-02-20T00:00:00Z"}, "time"),
         ({"app": "a", "metrics": {"k": 1}, "time": "2025-03-01T13:00:00Z"}, "time"),
@@ -83,8 +88,15 @@ def test_a_bad_field_is_named(raw, field):
 
 
 def test_nan_is_not_a_number():
-    with pytest.raises(BadPoint, match="metrics.k: not a finite number"):
+    with pytest.raises(BadPoint, match="metrics.k: not a number from -1e\\+250 to 1e\\+250"):
         check({"app": "a", "metrics": {"k": float("nan")}})
+
+
+def test_the_largest_values_keep_every_statistic_finite():
+    item = check({"app": "a", "metrics": {"lo": -MAX_MAGNITUDE, "hi": MAX_MAGNITUDE, "t": 5e-324}})
+    assert item.metrics == {"lo": -1e250, "hi": 1e250, "t": 5e-324}
+    stats = hour_stats([-MAX_MAGNITUDE, -MAX_MAGNITUDE])
+    assert (stats.average, stats.median) == (-1e250, -1e250)
 
 
 def test_the_get_form_names_data():

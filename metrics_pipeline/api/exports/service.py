@@ -453,13 +453,23 @@ class ExportService:
             self.store.release(task_id, owner)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the fetch-ahead threads (the app's shutdown). A later page starts new ones: an
+        app may be started again (schemathesis runs its lifespan around every call)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._running.clear()  # loops that were canceled before they ran
+            self._again.clear()
 
     # --- activity monitoring -------------------------------------------------------------
 
-    def _visible(self, who: Principal, record: dict[str, Any]) -> bool:
-        return who.billers is None or record["caller"] == caller_id(who)
+    @staticmethod
+    def _mine(who: Principal, record: dict[str, Any]) -> bool:
+        """Whether ``who`` started the task: only that caller sees, reads or cancels it, whatever
+        billers it may read (another caller's task is 404, as its tokens are)."""
+        return record["caller"] == caller_id(who)
 
     def describe(self, task_id: str, record: dict[str, Any], events: bool = False) -> dict:
         now = self.clock()
@@ -489,7 +499,7 @@ class ExportService:
         return out
 
     def status(self, who: Principal) -> dict[str, list[dict]]:
-        """The caller's tasks (every task for an all-billers token) by queue."""
+        """The tasks the caller started, by queue."""
         queues: dict[str, list[dict]] = {q: [] for q in QUEUES}
         for task_id in self.store.task_ids():
             record = self.store.get(task_id)
@@ -499,7 +509,7 @@ class ExportService:
             if queue == GONE:
                 self.store.delete(task_id)
                 continue
-            if self._visible(who, record):
+            if self._mine(who, record):
                 queues[queue].append(self.describe(task_id, record))
         for items in queues.values():
             items.sort(key=lambda item: item["activity_tracker"]["initiated_time"])
@@ -507,7 +517,7 @@ class ExportService:
 
     def _own(self, who: Principal, task_id: str) -> dict[str, Any]:
         record = self.store.get(task_id)
-        if record is None or not self._visible(who, record) or self._queue(record) == GONE:
+        if record is None or not self._mine(who, record) or self._queue(record) == GONE:
             raise ApiError(404, f"task_id: no export task {task_id} of this caller", "task_id")
         return record
 

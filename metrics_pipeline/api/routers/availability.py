@@ -21,7 +21,7 @@ from metrics_pipeline.api.deps import Caller, State
 from metrics_pipeline.api.errors import ERRORS, INVALID, ApiError, ErrorBody
 from metrics_pipeline.api.responses import json_response
 from metrics_pipeline.api.routers.dashboard import page
-from metrics_pipeline.api.times import earliest, parse_time, utc_now
+from metrics_pipeline.api.times import RANGE_NOTE, TIME_PATTERN, earliest, parse_time, utc_now
 from metrics_pipeline.availability import reads
 from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.availability.sql import DAILY, HOURLY, build_tables
@@ -41,10 +41,20 @@ Level = Annotated[
 ]
 From = Annotated[
     str | None,
-    Query(alias="from", max_length=64, description="Range start (inclusive), ISO 8601, UTC"),
+    Query(
+        alias="from",
+        max_length=64,
+        description=f"Range start (inclusive), ISO 8601, UTC when no offset; {RANGE_NOTE}",
+        json_schema_extra={"pattern": TIME_PATTERN},
+    ),
 ]
 To = Annotated[
-    str | None, Query(max_length=64, description="Range end (exclusive), ISO 8601. Default: now")
+    str | None,
+    Query(
+        max_length=64,
+        description=f"Range end (exclusive), ISO 8601; {RANGE_NOTE}. Default: now",
+        json_schema_extra={"pattern": TIME_PATTERN},
+    ),
 ]
 
 
@@ -88,8 +98,9 @@ def _range(level: int, from_: str | None, to: str | None):
             f"timeStampTypeId: unknown level {level} (known: 1 hourly, 2 daily)",
             "timeStampTypeId",
         )
-    end = parse_time(to, "to") if to else utc_now() + timedelta(hours=1)
-    start = parse_time(from_, "from") if from_ else earliest(end, DEFAULT_SPAN[level])
+    # An empty value is a bad one (400), as on every route, not an absent one.
+    end = parse_time(to, "to") if to is not None else utc_now() + timedelta(hours=1)
+    start = parse_time(from_, "from") if from_ is not None else earliest(end, DEFAULT_SPAN[level])
     if start >= end:
         raise ApiError(400, "from: must be before to", "from")
     step = timedelta(hours=1) if level == HOURLY else timedelta(days=1)
@@ -186,14 +197,19 @@ async def slo_state(
     state: State,
     request: Request,
     at: Annotated[
-        str | None, Query(max_length=64, description="Evaluation time, ISO 8601. Default: now")
+        str | None,
+        Query(
+            max_length=64,
+            description=f"Evaluation time, ISO 8601; {RANGE_NOTE}. Default: now",
+            json_schema_extra={"pattern": TIME_PATTERN},
+        ),
     ] = None,
     days: Annotated[int, Query(ge=1, le=90, description="Days of budget history")] = 30,
 ):
     """Per scenario: target, 30-day availability and error budget remaining, the burn-rate
     alerts (page: 14.4x over 1 h and 5 min; ticket: 6x over 6 h and 30 min; gated below
     METRICS_SLO_MIN_REQUESTS requests), and the budget remaining at the end of each day."""
-    when = parse_time(at, "at") if at else utc_now()
+    when = parse_time(at, "at") if at is not None else utc_now()
     min_requests = AvailabilitySettings.from_env().slo_min_requests
     store = _store(request, state)
     if store is None:

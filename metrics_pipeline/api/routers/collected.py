@@ -9,8 +9,10 @@ Same authentication as the metrics API (any valid token may read collected metri
 
 import re
 from datetime import date, datetime, time
+from typing import Annotated
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import inspect
@@ -18,6 +20,7 @@ from sqlalchemy import inspect
 from metrics_pipeline.api.deps import Caller, State
 from metrics_pipeline.api.errors import ERRORS, ApiError, ErrorBody
 from metrics_pipeline.api.responses import json_response
+from metrics_pipeline.api.times import DATE_PATTERN, RANGE_NOTE, within_range
 from metrics_pipeline.collected.rules import KEY_PATTERN, STAT_TYPES
 from metrics_pipeline.collected.store import CollectedStore
 
@@ -27,6 +30,9 @@ router = APIRouter(tags=["collected metrics"])
 RESERVED = ("api", "static", "openapi.json")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HOUR = re.compile(r"\d{1,2}")
+#: The spec's patterns of the path segments (what the checks below accept).
+_KEY = f"^{KEY_PATTERN.pattern}$"
+_HOUR_PATTERN = r"^([01]?\d|2[0-3])$"
 
 
 class CollectedStat(BaseModel):
@@ -60,7 +66,8 @@ def parse_hour_start(day: str, hour: str) -> datetime:
         raise ApiError(400, f"date: expected YYYY-MM-DD, got {day[:20]!r}", "date") from None
     if not _HOUR.fullmatch(hour) or not 0 <= int(hour) <= 23:
         raise ApiError(400, f"hour: expected 0-23 (UTC), got {hour[:20]!r}", "hour")
-    return datetime.combine(when, time(int(hour)))
+    # The API's time range: the hour's end, and SQL Server's DATETIME, stay representable.
+    return within_range(datetime.combine(when, time(int(hour))), "date", f"{day} {int(hour)}h")
 
 
 @router.get(
@@ -69,7 +76,25 @@ def parse_hour_start(day: str, hour: str) -> datetime:
     responses={**ERRORS, 404: {"model": ErrorBody, "description": "The key was never collected"}},
 )
 def collected_stat(
-    key: str, stat_type: str, day: str, hour: str, who: Caller, state: State, request: Request
+    key: Annotated[
+        str, PathParam(description="A collected key", json_schema_extra={"pattern": _KEY})
+    ],
+    stat_type: Annotated[
+        str, PathParam(description="The statistic", json_schema_extra={"enum": list(STAT_TYPES)})
+    ],
+    day: Annotated[
+        str,
+        PathParam(
+            description=f"YYYY-MM-DD (UTC), {RANGE_NOTE}",
+            json_schema_extra={"pattern": DATE_PATTERN},
+        ),
+    ],
+    hour: Annotated[
+        str, PathParam(description="0-23 (UTC)", json_schema_extra={"pattern": _HOUR_PATTERN})
+    ],
+    who: Caller,
+    state: State,
+    request: Request,
 ) -> Response:
     """One statistic (average, min, max, median or count) of a collected key for one UTC hour."""
     if key in RESERVED:

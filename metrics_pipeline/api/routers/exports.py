@@ -20,7 +20,7 @@ from metrics_pipeline.api.exports.service import ExportQuery, Page
 from metrics_pipeline.api.models import ExportPage, ExportQueues, ExportTask
 from metrics_pipeline.api.queries import MAX_IN_LIST
 from metrics_pipeline.api.responses import json_response
-from metrics_pipeline.api.times import parse_time
+from metrics_pipeline.api.times import RANGE_NOTE, TIME_PATTERN, parse_time
 
 router = APIRouter(tags=["exports"])
 
@@ -106,14 +106,30 @@ async def export(
         ),
     ],
     fromDate: Annotated[
-        str, Query(max_length=64, description="Rows from this time (inclusive), ISO 8601")
+        str,
+        Query(
+            max_length=64,
+            description=f"Rows from this time (inclusive), ISO 8601; {RANGE_NOTE}",
+            json_schema_extra={"pattern": TIME_PATTERN},
+        ),
     ],
     toDate: Annotated[
-        str, Query(max_length=64, description="Rows before this time (exclusive), ISO 8601")
+        str,
+        Query(
+            max_length=64,
+            description=f"Rows before this time (exclusive), ISO 8601; {RANGE_NOTE}",
+            json_schema_extra={"pattern": TIME_PATTERN},
+        ),
     ],
     billers: Annotated[
         str | None,
-        Query(max_length=6000, description="Comma-separated BillerIds (default: all readable)"),
+        Query(
+            max_length=6000,
+            description="Comma-separated BillerIds (default: all readable)",
+            json_schema_extra={
+                "pattern": rf"^[1-9]\d{{0,8}}(,[1-9]\d{{0,8}}){{0,{MAX_IN_LIST - 1}}}$"
+            },
+        ),
     ] = None,
     pageSize: Annotated[
         int,
@@ -157,7 +173,8 @@ TaskId = Annotated[str, PathParam(max_length=64, description="The task_id of an 
 
 @router.get("/api/v2/exports-status", response_model=ExportQueues, responses=ERRORS)
 async def exports_status(who: Caller, state: State) -> Response:
-    """The caller's export tasks (every task for an all-billers token) in their four queues."""
+    """The export tasks the caller started (an all-billers token's too: only its own), in their
+    four queues."""
     return json_response(await run_in_threadpool(state.exports.status, who))
 
 
