@@ -14,7 +14,14 @@ from metrics_pipeline.api.models import MetricSeries
 from metrics_pipeline.api.paging import BadToken, Cursor
 from metrics_pipeline.api.responses import points_json, series_response
 from metrics_pipeline.api.settings import MAX_POINTS
-from metrics_pipeline.api.times import earliest, parse_time, utc_iso, utc_now
+from metrics_pipeline.api.times import (
+    RANGE_NOTE,
+    TIME_PATTERN,
+    earliest,
+    parse_time,
+    utc_iso,
+    utc_now,
+)
 from metrics_pipeline.semantics import DAILY, HOURLY, METRIC_TYPES, TIMESTAMP_TYPES, WEEKLY
 
 METRICS_BY_ID = {m.id: m for m in METRIC_TYPES}
@@ -75,12 +82,18 @@ async def metrics(
             alias="from",
             max_length=64,
             description="Range start (inclusive), ISO 8601; UTC when no offset. "
-            "Default: `to` minus 2 days (hourly), 31 days (daily), 26 weeks (weekly)",
+            "Default: `to` minus 2 days (hourly), 31 days (daily), 26 weeks (weekly); "
+            + RANGE_NOTE,
+            json_schema_extra={"pattern": TIME_PATTERN},
         ),
     ] = None,
     to: Annotated[
         str | None,
-        Query(max_length=64, description="Range end (exclusive), ISO 8601. Default: now"),
+        Query(
+            max_length=64,
+            description=f"Range end (exclusive), ISO 8601. Default: now; {RANGE_NOTE}",
+            json_schema_extra={"pattern": TIME_PATTERN},
+        ),
     ] = None,
     limit: Annotated[
         int, Query(ge=1, le=MAX_POINTS, description=f"Points per page (at most {MAX_POINTS})")
