@@ -149,3 +149,44 @@ def test_column_lineage_runs_from_raw_shard_columns_to_every_level():
     weekly = graph.get(AssetKey("error_rate_weekly")).metadata["dagster/column_lineage"]
     [dep] = weekly.deps_by_column["FailedRequests"]
     assert dep.asset_key == AssetKey("error_rate_daily") and dep.column_name == "FailedRequests"
+    # A rate rolled up is recomputed from the summed counts, not averaged.
+    assert {d.column_name for d in weekly.deps_by_column["ErrorRate"]} == {
+        "FailedRequests",
+        "RequestCount",
+    }
+
+
+def test_every_aggregate_column_is_described_with_its_sources():
+    """Open-source Dagster does not draw column lineage: each column's description says it."""
+    graph = build_definitions({}).resolve_asset_graph()
+    levels = {lv.name for lv in (HOURLY, DAILY, WEEKLY)}
+    aggregates = [
+        k
+        for k in graph.get_all_asset_keys()
+        if k.path[-1].split("_")[-1] in levels
+        and k.path[-1].split("_")[0] in ("response", "error", "timeout")
+    ]
+    assert len(aggregates) == 9
+    for key in aggregates:
+        columns = graph.get(key).metadata["dagster/column_schema"].columns
+        for column in columns:
+            assert column.description and " ← " in column.description, (key, column.name)
+    hourly = graph.get(AssetKey("error_rate_hourly")).metadata["dagster/column_schema"]
+    rate = next(c for c in hourly.columns if c.name == "ErrorRate")
+    assert rate.description.endswith("← DataPumpDetail.ResponseTime, StatusCode")
+    daily = graph.get(AssetKey("timeout_rate_daily")).metadata["dagster/column_schema"]
+    rate = next(c for c in daily.columns if c.name == "TimeoutRate")
+    assert rate.description.endswith("← timeout_rate_hourly.RequestCount, TimeOutCount")
+
+
+def test_docs_lineage_is_written_from_the_definitions():
+    from pathlib import Path
+
+    from metrics_pipeline.assets.lineage_doc import render
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "lineage.md"
+    assert page.read_text() == render(), (
+        "docs/lineage.md is out of date: python -m metrics_pipeline.assets.lineage_doc > "
+        "docs/lineage.md"
+    )
+    assert "| `ErrorRate` | `shards/DataPumpDetail.ResponseTime`" in render()

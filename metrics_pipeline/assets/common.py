@@ -48,6 +48,19 @@ _SHARD_SOURCES = {
 }
 
 
+#: Rolled-up columns that are not sums of the same column below: rates and averages are
+#: recomputed from the summed counts, percentiles from the merged sketches.
+_ROLLUP_SOURCES = {
+    "ErrorRate": ("FailedRequests", "RequestCount"),
+    "TimeoutRate": ("TimeOutCount", "RequestCount"),
+    "AvgResponseTime": ("TotalResponseTime", "ResponseTimeCount"),
+    "P50ResponseTime": ("ResponseTimeSketch",),
+    "P95ResponseTime": ("ResponseTimeSketch",),
+    "P99ResponseTime": ("ResponseTimeSketch",),
+    "ExpectedHours": ("StartTime",),
+}
+
+
 def asset_key(aggregate: Aggregate, level: Level) -> AssetKey:
     return AssetKey(f"{aggregate.asset_stem}_{level.name}")
 
@@ -63,8 +76,47 @@ def column_lineage(aggregate: Aggregate, level: Level) -> TableColumnLineage:
         }
     else:
         below = asset_key(aggregate, level.previous)
-        deps = {c: [TableColumnDep(below, c)] for c in columns}
+        deps = {
+            c: [TableColumnDep(below, s) for s in _ROLLUP_SOURCES.get(c, (c,))] for c in columns
+        }
     return TableColumnLineage(deps_by_column=deps)
+
+
+#: What the key and bookkeeping columns are (the value columns describe themselves).
+_COLUMN_MEANINGS = {
+    "BillerId": "The biller",
+    "TimeStampTypeId": "The level: 1 hourly, 2 daily, 3 weekly (TimeStampType)",
+    "StartTime": "Start of the window, UTC",
+    "EndTime": "End of the window (exclusive), UTC",
+    "CreatedDate": "When the pipeline first wrote the row",
+    "UpdatedDate": "When the pipeline last changed the row",
+}
+
+
+def _source_text(deps: list[TableColumnDep]) -> str:
+    """``DataPumpDetail.StatusCode, ResponseTime`` or ``error_rate_hourly.ErrorRate``."""
+    by_asset: dict[str, list[str]] = {}
+    for dep in deps:
+        by_asset.setdefault(dep.asset_key.path[-1], []).append(dep.column_name)
+    return "; ".join(f"{asset}.{', '.join(cols)}" for asset, cols in by_asset.items())
+
+
+def column_descriptions(aggregate: Aggregate, level: Level, table: Table) -> dict[str, str]:
+    """Every column's description, ending with the columns it is computed from (``← …``), so
+    analysts read the column lineage in open-source Dagster, which does not draw it."""
+    meanings = {**_COLUMN_MEANINGS, **{v.name: v.description for v in aggregate.values}}
+    lineage = column_lineage(aggregate, level).deps_by_column
+    out = {}
+    for column in table.columns:
+        text = meanings.get(column.name, "Row identity in the warehouse")
+        if column.name in lineage:
+            text += f" ← {_source_text(list(lineage[column.name]))}"
+        elif column.name == "TimeStampTypeId":
+            text += f" ← {level.title}"
+        else:
+            text += " ← written by the pipeline"
+        out[column.name] = text
+    return out
 
 
 def aggregate_spec(
@@ -75,10 +127,10 @@ def aggregate_spec(
     how: str,
     sql_example: str,
 ) -> AssetSpec:
-    descriptions = {v.name: v.description for v in aggregate.values}
+    descriptions = column_descriptions(aggregate, level, table)
     schema = TableSchema(
         columns=[
-            TableColumn(name=c.name, type=str(c.type), description=descriptions.get(c.name, ""))
+            TableColumn(name=c.name, type=str(c.type), description=descriptions[c.name])
             for c in table.columns
         ]
     )
