@@ -1,5 +1,6 @@
 """How an aggregation run ends: the job log row, coverage checks, metadata, or a clear failure."""
 
+from collections import defaultdict
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,9 +15,6 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
-    TableColumn,
-    TableRecord,
-    TableSchema,
 )
 
 from metrics_pipeline.aggregation import Outcome
@@ -122,42 +120,6 @@ def coverage_evaluation(
     )
 
 
-def biller_table(outcome: Outcome, enabled: Iterable[int]) -> MetadataValue:
-    """Per biller: requests counted by this run and what happened."""
-    requests: dict[int, int] = {}
-    for (b, _), n in outcome.request_counts.items():
-        requests[b] = requests.get(b, 0) + n
-    records = []
-    uncovered = {b for b, _ in outcome.uncovered}
-    for b in sorted(set(enabled) | set(requests) | set(outcome.failed)):
-        state = outcome.failed.get(b) or (
-            "written"
-            if b in requests
-            else "no written hour: no row"
-            if b in uncovered
-            else "not requested"
-        )
-        records.append(
-            TableRecord(
-                {
-                    "BillerId": b,
-                    "Requests": requests.get(b, 0),
-                    "State": state,
-                    "UndatedRows": outcome.undated.get(b, 0),
-                }
-            )
-        )
-    schema = TableSchema(
-        columns=[
-            TableColumn("BillerId", "int"),
-            TableColumn("Requests", "int"),
-            TableColumn("State", "string"),
-            TableColumn("UndatedRows", "int"),
-        ]
-    )
-    return MetadataValue.table(records=records, schema=schema)
-
-
 def finish(
     context: AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -206,6 +168,15 @@ def finish(
                     metadata={"recomputed_by": "refresh (late or changed rows)"},
                 )
             )
+    # Each partition's own figures: what this run wrote into it, and who is missing from it.
+    requests: dict[datetime, int] = defaultdict(int)
+    written: dict[datetime, int] = defaultdict(int)
+    for (_, window), n in outcome.request_counts.items():
+        requests[window] += n
+        written[window] += 1
+    missing: dict[datetime, int] = defaultdict(int)
+    for _, window in outcome.uncovered:
+        missing[window] += 1
     if settings is not None:
         reported = sorted({*windows, *extra_windows})
         ledger = warehouse.read_ledger_hours(DATAPUMP, level, reported)
@@ -213,6 +184,7 @@ def finish(
         oldest = oldest_not_written(warehouse, enabled)
         for window in reported:
             coverage = judge(window, expected, ledger.get(window, {}))
+            missing[window] = len(coverage.gaps)
             context.log_event(
                 coverage_evaluation(
                     coverage,
@@ -222,25 +194,39 @@ def finish(
                     oldest,
                 )
             )
-    # What the run did and the statements it sent go on the run's last partition of each asset:
-    # metadata of the result itself is copied into every partition's event.
-    table = biller_table(outcome, enabled)
-    for agg, spec in zip(AGGREGATES, specs, strict=True):
-        counts = outcome.written.get(agg.table, {})
+    for window in windows:
+        key = partition_key(level, start, window)
+        for spec in specs:
+            context.add_asset_metadata(
+                {
+                    "requests": requests.get(window, 0),
+                    "billers_written": written.get(window, 0),
+                    "billers_not_written": missing.get(window, 0),
+                },
+                asset_key=spec.key,
+                partition_key=key,
+            )
+    # The statements sent, once per run (on its last partition): not a figure of that hour.
+    for spec in specs:
         context.add_asset_metadata(
-            {
-                "run_partitions": len(windows),
-                "run_biller_windows": len(outcome.request_counts),
-                "run_requests": sum(outcome.request_counts.values()),
-                "run_rows_inserted": counts.get("inserted", 0),
-                "run_rows_updated": counts.get("updated", 0),
-                "run_rows_unchanged": counts.get("unchanged", 0),
-                "billers": table,
-                "sql": MetadataValue.md(f"```sql\n{level_sql}\n```"),
-            },
+            {"sql": MetadataValue.md(f"```sql\n{level_sql}\n```")},
             asset_key=spec.key,
             partition_key=last,
         )
+    # The run's totals stay on the run: tags (Runs page) and its log, never on one partition.
+    rows = outcome.written.get(AGGREGATES[0].table, {})
+    totals = {
+        "metrics/run_partitions": str(len(windows)),
+        "metrics/run_biller_windows": str(len(outcome.request_counts)),
+        "metrics/run_requests": str(sum(outcome.request_counts.values())),
+        "metrics/run_rows": ", ".join(f"{k} {v}" for k, v in sorted(rows.items())),
+    }
+    context.instance.add_run_tags(context.run_id, totals)
+    context.log.info(
+        f"run totals: {totals['metrics/run_partitions']} partition(s), "
+        f"{totals['metrics/run_biller_windows']} biller-{level.unit}s, "
+        f"{totals['metrics/run_requests']} requests; rows per table: {totals['metrics/run_rows']}"
+    )
     for spec in specs:
         yield MaterializeResult(asset_key=spec.key)
     if outcome.failed:

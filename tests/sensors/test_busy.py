@@ -322,9 +322,13 @@ def test_backlog_sensor_launches_one_backfill_for_incomplete_hours(env, instance
     assert backfill_run.success
     [log] = job_log(env)[-1:]
     assert log["BillersProcessed"] == 3  # billers 7 and 8 for 3 hours, biller 9 for 2
+    tags = instance.get_run_by_id(backfill_run.run_id).tags
+    assert tags["metrics/run_biller_windows"] == str(3 * 3 - 1)
+    # Each hour's own figures: the last hour wrote billers 7 and 8 (9 was written before).
     mats = backfill_run.asset_materializations_for_node("hourly_aggregates")
-    meta = next(m for m in mats if "run_biller_windows" in m.metadata).metadata
-    assert meta["run_biller_windows"].value == 3 * 3 - 1
+    mine = {m.partition: m.metadata for m in mats if m.asset_key == AssetKey("error_rate_hourly")}
+    assert mine[f"{last:%Y-%m-%d-%H:%M}"]["billers_written"].value == 2
+    assert mine[f"{last:%Y-%m-%d-%H:%M}"]["billers_not_written"].value == 0
     assert hourly_billers(env) == {b: n + 3 for b, n in before.items() if b != 9} | {
         9: before[9] + 2
     }
