@@ -190,3 +190,12 @@ def test_docs_lineage_is_written_from_the_definitions():
         "docs/lineage.md"
     )
     assert "| `ErrorRate` | `shards/DataPumpDetail.ResponseTime`" in render()
+
+
+def test_collected_hourly_has_its_columns_and_the_raw_table_upstream():
+    graph = build_definitions({}).resolve_asset_graph()
+    node = graph.get(AssetKey("collected_metric_hourly"))
+    assert AssetKey(["collected", "CollectedMetric"]) in node.parent_keys
+    columns = node.metadata["dagster/column_schema"].columns
+    assert {c.name for c in columns} >= {"MetricKey", "StartTime", "Median"}
+    assert all(" ← CollectedMetric." in c.description for c in columns)

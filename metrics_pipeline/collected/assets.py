@@ -9,7 +9,9 @@ from datetime import date, datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetSelection,
+    AssetSpec,
     BackfillPolicy,
     BetaWarning,
     DefaultSensorStatus,
@@ -19,12 +21,15 @@ from dagster import (
     SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
+    TableColumn,
+    TableSchema,
     asset,
     define_asset_job,
     in_process_executor,
     sensor,
 )
 
+from metrics_pipeline.collected.sql import build_tables
 from metrics_pipeline.collected.store import CollectedStore, RefreshPlan
 from metrics_pipeline.partitions import parse_partitions_start, partitions_def
 from metrics_pipeline.refresh import partition_range_tags
@@ -79,6 +84,53 @@ def build_collected_asset(partitions_def: HourlyPartitionsDefinition):
         return _collected_asset(partitions_def)
 
 
+RAW = AssetKey(["collected", "CollectedMetric"])
+
+#: What each column is and where it comes from (open-source Dagster shows these descriptions).
+_RAW_COLUMNS = {
+    "Id": "Row identity; the hourly statistics' change cursor",
+    "MessageId": "The bus message that carried the point (deduplication key with MetricKey)",
+    "MetricKey": "The metric's key as the client app sent it",
+    "App": "The client app that sent it",
+    "Value": "The measurement",
+    "CollectedAt": "When the app measured it (UTC)",
+    "ReceivedAt": "When the collector received it (UTC)",
+}
+_HOURLY_COLUMNS = {
+    "MetricKey": "The metric's key ← CollectedMetric.MetricKey",
+    "StartTime": "Start of the UTC hour ← CollectedMetric.CollectedAt",
+    "SampleCount": "Points of the key in the hour ← CollectedMetric.Id",
+    "Average": "Mean of the hour's values ← CollectedMetric.Value",
+    "Minimum": "Smallest value of the hour ← CollectedMetric.Value",
+    "Maximum": "Largest value of the hour ← CollectedMetric.Value",
+    "Median": "Exact median of the hour's values ← CollectedMetric.Value",
+}
+
+
+def _schema(table, descriptions: Mapping[str, str]) -> TableSchema:
+    return TableSchema(
+        columns=[
+            TableColumn(c.name, str(c.type), description=descriptions.get(c.name, ""))
+            for c in table.columns
+        ]
+    )
+
+
+def raw_spec() -> AssetSpec:
+    """The raw table the bus consumer fills: the hourly statistics' upstream in the lineage."""
+    return AssetSpec(
+        key=RAW,
+        group_name=GROUP,
+        kinds={"sql", "nats"},
+        description="CollectedMetric: every point client apps sent to the collector, stored by "
+        "the bus consumer from the NATS JetStream stream (seed 002). Not materialized by Dagster.",
+        metadata={
+            "dagster/column_schema": _schema(build_tables().raw, _RAW_COLUMNS),
+            "dagster/table_name": "CollectedMetric",
+        },
+    )
+
+
 def _collected_asset(partitions_def: HourlyPartitionsDefinition):
     @asset(
         name="collected_metric_hourly",
@@ -86,6 +138,11 @@ def _collected_asset(partitions_def: HourlyPartitionsDefinition):
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
         kinds={"sql"},
+        deps=[RAW],
+        metadata={
+            "dagster/column_schema": _schema(build_tables().hourly, _HOURLY_COLUMNS),
+            "dagster/table_name": "CollectedMetricHourly",
+        },
         description="CollectedMetricHourly: per metric key and UTC hour, SampleCount, Average, "
         "Minimum, Maximum and exact Median of the raw CollectedMetric rows (seed 002).",
     )
@@ -155,7 +212,7 @@ def build_collected_definitions(environ: Mapping[str, str] | None = None) -> dic
         env.get("METRICS_SENSOR_INTERVAL_S") or env.get("METRICS_COLLECTED_REFRESH_S") or 300
     )
     return {
-        "assets": [asset_def],
+        "assets": [raw_spec(), asset_def],
         "jobs": [build_collected_job(asset_def)],
         "sensors": [build_collected_sensor(partitions_start(env), interval)],
     }
