@@ -19,6 +19,7 @@ from dagster import (
     TimeWindowPartitionsDefinition,
 )
 
+from metrics_pipeline.dagster_internal import materialization_targets
 from metrics_pipeline.sql.source import as_naive_utc
 
 
@@ -32,9 +33,11 @@ class Verdict:
     metadata: Mapping = field(default_factory=dict)
 
     def evaluation(
-        self, asset_key: AssetKey, check_name: str, partition: str
+        self, asset_key: AssetKey, check_name: str, partition: str, target=None
     ) -> AssetCheckEvaluation:
-        """This verdict as the evaluation of one partition (logged or yielded by a step)."""
+        """This verdict as the evaluation of one partition (logged or yielded by a step), tied to
+        ``target`` (:func:`~metrics_pipeline.dagster_internal.materialization_targets`), the
+        partition's materialization it judged, so the UI counts it as the partition's status."""
         return AssetCheckEvaluation(
             asset_key=asset_key,
             check_name=check_name,
@@ -43,6 +46,7 @@ class Verdict:
             severity=self.severity,
             description=self.description,
             metadata=self.metadata,
+            target_materialization_data=target,
         )
 
     def result(self) -> AssetCheckResult:
@@ -70,6 +74,9 @@ def each_partition(
     with a summary result (passed when every partition passed, the worst severity)."""
     [spec] = context.check_specs
     keys = run_partition_keys(context)
+    targets = (
+        materialization_targets(context.instance, spec.asset_key, keys) if len(keys) > 1 else {}
+    )
     verdicts = []
     for key in keys:
         window = partitions_def.time_window_for_partition_key(key)
@@ -77,7 +84,7 @@ def each_partition(
         verdict = judge(key, start, end)
         verdicts.append(verdict)
         if len(keys) > 1:
-            yield verdict.evaluation(spec.asset_key, spec.name, key)
+            yield verdict.evaluation(spec.asset_key, spec.name, key, targets.get(key))
     if len(keys) == 1:
         yield verdicts[0].result()
         return

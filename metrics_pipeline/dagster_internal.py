@@ -5,6 +5,12 @@
   constructor when Dagster publishes one.
 - Listing backfills in flight: ``BulkActionsFilter`` / ``BulkActionStatus`` are not exported from
   the top-level package; ``DagsterInstance.get_backfills`` itself is public.
+- Tying a check evaluation to the materialization it judged: the UI counts a partition's check
+  status only when the evaluation's ``target_materialization_data`` is that partition's latest
+  materialization, and ``AssetCheckEvaluationTargetMaterializationData`` is not exported.
+  Dagster fills it itself for a check yielded by its asset's own step for one partition; our
+  steps cover ranges of partitions, so :func:`materialization_targets` does the same per
+  partition.
 - ``throwaway_instance()``: ``DagsterInstance.ephemeral()`` built from the same parts, except
   an event log that keeps every event but not the asset index (latest materialization per asset,
   asset event tags) — for ``materialize`` without DAGSTER_HOME, whose instance is dropped when
@@ -18,6 +24,35 @@ from dagster import AssetKey, DagsterInstance, RunRequest
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+
+
+def materialization_targets(
+    instance: DagsterInstance, asset_key: AssetKey, partition_keys: Iterable[str]
+) -> dict[str, Any]:
+    """{partition key: the target data of its latest materialization}, for the partitions that
+    have one: what an ``AssetCheckEvaluation(target_materialization_data=...)`` takes."""
+    from dagster import AssetRecordsFilter
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    keys = sorted(set(partition_keys))
+    out: dict[str, Any] = {}
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        # Newest first: the first record of each partition is its latest materialization.
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=asset_key, asset_partitions=chunk), limit=len(chunk)
+        ).records
+        for record in records:
+            partition = record.partition_key
+            if partition is not None and partition not in out:
+                out[partition] = AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id,
+                    run_id=record.event_log_entry.run_id,
+                    timestamp=record.timestamp,
+                )
+    return out
 
 
 def backfill_request(

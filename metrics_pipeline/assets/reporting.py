@@ -27,6 +27,7 @@ from metrics_pipeline.coverage import (
     judge,
     severity_is_error,
 )
+from metrics_pipeline.dagster_internal import materialization_targets
 from metrics_pipeline.partitions import partition_key
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
@@ -93,7 +94,8 @@ def coverage_verdict(
         else AssetCheckSeverity.WARN,
         description=coverage.describe(),
         metadata={
-            "expected_billers": coverage.expected,
+            # Text, not numbers: the UI plots numeric metadata, and these are (nearly) constant.
+            "expected_billers": MetadataValue.text(str(coverage.expected)),
             "written_billers": coverage.written,
             "missing_billers": MetadataValue.json(gaps),
             # Rows of the billers' shards whose CreatedDate is NULL or not a timestamp: they
@@ -101,7 +103,7 @@ def coverage_verdict(
             "undated_rows": MetadataValue.json(
                 {str(b): n for b, n in sorted(undated.items()) if n}
             ),
-            "alert_threshold": settings.alert_threshold,
+            "alert_threshold": MetadataValue.text(str(settings.alert_threshold)),
             **age,
         },
     )
@@ -113,10 +115,12 @@ def coverage_evaluation(
     settings: CoverageSettings,
     undated: dict[int, int],
     oldest_missing: datetime | None = None,
+    target=None,
 ) -> AssetCheckEvaluation:
-    """The coverage check's result for one hour partition, as an event of the hourly step."""
+    """The coverage check's result for one hour partition, as an event of the hourly step, tied
+    to the partition's materialization ``target``."""
     return coverage_verdict(coverage, settings, undated, oldest_missing).evaluation(
-        COVERAGE_ASSET, COVERAGE_CHECK, key
+        COVERAGE_ASSET, COVERAGE_CHECK, key, target
     )
 
 
@@ -177,6 +181,8 @@ def finish(
     missing: dict[datetime, int] = defaultdict(int)
     for _, window in outcome.uncovered:
         missing[window] += 1
+    verdicts: dict[str, Coverage] = {}
+    oldest = None
     if settings is not None:
         reported = sorted({*windows, *extra_windows})
         ledger = warehouse.read_ledger_hours(DATAPUMP, level, reported)
@@ -185,15 +191,7 @@ def finish(
         for window in reported:
             coverage = judge(window, expected, ledger.get(window, {}))
             missing[window] = len(coverage.gaps)
-            context.log_event(
-                coverage_evaluation(
-                    coverage,
-                    partition_key(level, start, window),
-                    settings,
-                    outcome.undated,
-                    oldest,
-                )
-            )
+            verdicts[partition_key(level, start, window)] = coverage
     for window in windows:
         key = partition_key(level, start, window)
         for spec in specs:
@@ -229,6 +227,13 @@ def finish(
     )
     for spec in specs:
         yield MaterializeResult(asset_key=spec.key)
+    # Each hour's coverage check after its materialization, tied to it: the check's Partitions
+    # view in the UI then counts every materialized hour as passed or failed.
+    targets = materialization_targets(context.instance, COVERAGE_ASSET, verdicts)
+    for key, coverage in verdicts.items():
+        context.log_event(
+            coverage_evaluation(coverage, key, settings, outcome.undated, oldest, targets.get(key))
+        )
     if outcome.failed:
         context.instance.add_run_tags(context.run_id, outcome.failure_tags())
     if outcome.busy:

@@ -114,6 +114,21 @@ def assert_oracle_exact(env, billers, level: str, level_id: int, hours: int) -> 
                 assert (row["CoveredHours"], row["ExpectedHours"]) == (hours, hours)
 
 
+HOURS_OF_WINDOW = int((STOP - FIRST) / HOURLY.length)
+
+
+def check_partition_statuses(instance) -> dict[str, int]:
+    """The coverage check's status per hour partition as the UI reads it (its partition status
+    cache counts an evaluation only when it targets the partition's latest materialization)."""
+    check = AssetCheckKey(AssetKey("error_rate_hourly"), "coverage")
+    infos = instance.event_log_storage.get_asset_check_partition_info([check])
+    out: dict[str, int] = {}
+    for info in infos:
+        status = info.latest_execution_status.value if info.is_current else "not current"
+        out[status] = out.get(status, 0) + 1
+    return out
+
+
 def test_busy_biller_has_no_rollups_then_heals_complete(env, capsys):
     set_processing(env, "beta", BUSY, True)
     code = main(["materialize", *WINDOW], environ=env)
@@ -144,9 +159,12 @@ def test_busy_biller_has_no_rollups_then_heals_complete(env, capsys):
     assert "busy" in evaluation.metadata["missing_billers"].value[str(BUSY)]
     assert evaluation.metadata["oldest_missing_hour"].value == FIRST.isoformat()
 
+    assert check_partition_statuses(instance) == {"FAILED": HOURS_OF_WINDOW}
+
     # The flag clears; the same window materialized again: everything complete and exact.
     set_processing(env, "beta", BUSY, False)
     assert main(["materialize", *WINDOW], environ=env) == 0
+    assert check_partition_statuses(instance) == {"SUCCEEDED": HOURS_OF_WINDOW}
     assert_oracle_exact(env, (*OTHERS, BUSY), "daily", DAILY.id, 24)
     assert_oracle_exact(env, (*OTHERS, BUSY), "weekly", WEEKLY.id, 168)
     for level in (1, 2, 3):

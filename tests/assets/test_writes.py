@@ -218,7 +218,7 @@ def test_hourly_asset_materializes_one_partition_with_lineage_metadata(tmp_path)
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     assert check.partition == key and check.passed and check.check_name == "coverage"
-    assert check.metadata["expected_billers"].value == 3
+    assert check.metadata["expected_billers"].value == "3"
 
 
 def test_the_coverage_check_alone_over_a_range_of_hours_as_a_backfill_runs_it(tmp_path):
