@@ -11,7 +11,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunsFilter,
+    build_sensor_context,
+)
 from sqlalchemy import create_engine, text
 
 from metrics_pipeline.cli import main, plan_window
@@ -173,11 +179,13 @@ def test_a_coverage_check_with_a_misconfigured_shard_is_an_error(env, capsys):
         result = job.execute_in_process(
             instance=instance, partition_key="2025-03-02-01:00", raise_on_error=False
         )
-    [check] = [
-        e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
+        # Logged after the materialization it is tied to: in the instance's log of the run.
+        [check] = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(
+                result.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+        ]
     assert not check.passed and check.severity.value == "ERROR"
     assert "misconfigured" in check.metadata["missing_billers"].value["9"]
 

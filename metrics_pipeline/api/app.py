@@ -29,7 +29,7 @@ from metrics_pipeline.api.errors import install_error_handlers
 from metrics_pipeline.api.exports.service import ExportService
 from metrics_pipeline.api.exports.store import MemoryStore, RedisStore
 from metrics_pipeline.api.middleware import DrainedBodies, SecurityHeaders
-from metrics_pipeline.api.reader import WarehouseReader
+from metrics_pipeline.api.reader import CatalogNamesReader, WarehouseReader
 from metrics_pipeline.api.routers import (
     availability,
     collected,
@@ -76,6 +76,7 @@ def build_state(settings: ApiSettings, clock: Callable[[], float] = time.time) -
     return AppState(
         settings=settings,
         reader=reader,
+        names=CatalogNamesReader(settings.catalog_url),
         cache=cache,
         series_cache=SeriesCache(settings.series_cache_s),
         tokens=tokens,
@@ -99,6 +100,7 @@ def create_app(settings: ApiSettings, clock: Callable[[], float] = time.time) ->
         state.exports.close()
         state.exports.store.close()
         state.reader.dispose()
+        state.names.dispose()
         state.cache.close()
 
     app = FastAPI(

@@ -13,7 +13,7 @@ from metrics_pipeline.api.auth import LOOPBACK_PRINCIPAL, Principal, token_diges
 from metrics_pipeline.api.cache import MetadataCache
 from metrics_pipeline.api.errors import ApiError
 from metrics_pipeline.api.exports.service import ExportService
-from metrics_pipeline.api.reader import WarehouseReader
+from metrics_pipeline.api.reader import CatalogNamesReader, WarehouseReader
 from metrics_pipeline.api.series_cache import SeriesCache
 from metrics_pipeline.api.settings import ApiSettings, is_loopback
 from metrics_pipeline.api.vendor import ChartLibrary
@@ -25,6 +25,7 @@ class AppState:
 
     settings: ApiSettings
     reader: WarehouseReader
+    names: CatalogNamesReader
     cache: MetadataCache
     series_cache: SeriesCache
     tokens: dict[str, Principal] | None
@@ -83,18 +84,25 @@ def _query_names(route) -> tuple[frozenset[str], bool]:
 
 
 async def reject_unknown_query(request: Request) -> None:
-    """An app-wide dependency: 400 for a query parameter the route does not take, so that a typo
-    (``timestampTypeId``) is an error instead of being ignored, as the spec says. A route that
+    """An app-wide dependency: 400 for a query parameter the route does not take or one given
+    twice, so that a typo (``timestampTypeId``) or a second value is an error instead of being
+    ignored, as the spec says. A route that
     authenticates answers 401 first, so an unknown caller learns nothing about parameters."""
     route = request.scope.get("route")
     if route is None or not getattr(route, "include_in_schema", False):
         return
     names, authenticated = _query_names(route)
-    unknown = sorted(set(request.query_params) - names)
-    if unknown and authenticated:
+    given = [name for name, _ in request.query_params.multi_items()]
+    unknown = sorted(set(given) - names)
+    repeated = sorted({name for name in given if given.count(name) > 1} & names)
+    if (unknown or repeated) and authenticated:
         await principal(request, state_of(request), await bearer(request))
     if unknown:
         known = ", ".join(sorted(names)) or "none"
         raise ApiError(
             400, f"{unknown[0][:40]}: unknown query parameter (known: {known})", unknown[0][:40]
         )
+    if repeated:
+        # Every parameter takes one value (lists are comma-separated): a second one would be
+        # silently dropped.
+        raise ApiError(400, f"{repeated[0]}: given more than once", repeated[0])

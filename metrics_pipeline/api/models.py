@@ -60,6 +60,9 @@ class TimeStampTypeOut(BaseModel):
 
 class BillersOut(BaseModel):
     billers: list[int]
+    names: dict[str, str] = Field(
+        description="BillerId -> the catalog's BillerName, for the billers that have one"
+    )
 
 
 class HealthOut(BaseModel):

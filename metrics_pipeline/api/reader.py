@@ -2,7 +2,8 @@
 
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from metrics_pipeline.api.queries import (
     MAX_IN_LIST,
@@ -15,7 +16,7 @@ from metrics_pipeline.api.queries import (
     timestamp_types_query,
 )
 from metrics_pipeline.resources.engines import DatabaseUnreachable, create_db_engine
-from metrics_pipeline.sql.source import as_naive_utc
+from metrics_pipeline.sql.source import CatalogNames, as_naive_utc, catalog_table
 from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
 
 #: One point: the window's StartTime (naive UTC), the value, the window's RequestCount, and its
@@ -129,3 +130,36 @@ class WarehouseReader:
             {"id": r.TimeStampTypeId, "name": r.Name, "hierarchyLevel": r.HierarchyLevel}
             for r in rows
         ]
+
+
+class CatalogNamesReader:
+    """Biller names from the catalog, for people (the portal's biller menu). Names are a
+    courtesy: a catalog that cannot be read gives no names, never an error."""
+
+    def __init__(self, url: str | None, names: CatalogNames = CatalogNames()):
+        self.url, self.table, self.columns = url, catalog_table(names), names
+        self._engine: Engine | None = None
+
+    def names(self, biller_ids: list[int]) -> dict[str, str]:
+        if not self.url or not biller_ids:
+            return {}
+        try:
+            if self._engine is None:
+                self._engine = create_db_engine(self.url, "catalog", connect_timeout_s=5)
+            ids = self.table.c[self.columns.biller_id]
+            name = self.table.c[self.columns.biller_name]
+            out: dict[str, str] = {}
+            with self._engine.connect() as conn:
+                for i in range(0, len(biller_ids), MAX_IN_LIST):
+                    chunk = biller_ids[i : i + MAX_IN_LIST]
+                    query = select(ids, name).where(ids.in_(chunk))
+                    for biller, text in conn.execute(query):
+                        if text:
+                            out[str(int(biller))] = str(text)
+            return out
+        except (DatabaseUnreachable, SQLAlchemyError):
+            return {}
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()

@@ -32,6 +32,8 @@ class ApiSettings:
     """Everything the API needs; tests build one directly, the server from the environment."""
 
     warehouse_url: str
+    #: The biller catalog (METRICS_CATALOG_URL), read for biller names only; None: ids only.
+    catalog_url: str | None = None
     #: File of token digests (METRICS_API_TOKENS_FILE); None means open, loopback clients only.
     tokens_file: str | None = None
     redis_url: str | None = None
@@ -56,6 +58,7 @@ class ApiSettings:
         environ = os.environ if environ is None else environ
         return cls(
             warehouse_url=resource_urls(environ, resolve=True)["warehouse"],
+            catalog_url=resource_urls(environ, resolve=True)["catalog"],
             tokens_file=environ.get("METRICS_API_TOKENS_FILE") or None,
             redis_url=environ.get("REDIS_URL") or None,
             cache_prefix=environ.get("METRICS_API_CACHE_PREFIX") or cls.cache_prefix,

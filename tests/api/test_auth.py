@@ -60,7 +60,7 @@ def test_a_portal_token_reads_only_its_billers(secured):
         secured.get("/api/metrics/999", params=QUERY, headers=bearer(PORTAL_TOKEN)).status_code
         == 403
     )
-    assert secured.get("/api/billers", headers=bearer(PORTAL_TOKEN)).json() == {"billers": [11]}
+    assert secured.get("/api/billers", headers=bearer(PORTAL_TOKEN)).json()["billers"] == [11]
 
 
 def test_a_star_token_reads_every_biller(secured):
@@ -71,7 +71,7 @@ def test_a_star_token_reads_every_biller(secured):
         secured.get("/api/metrics/999", params=QUERY, headers=bearer(ADMIN_TOKEN)).status_code
         == 404
     )
-    assert secured.get("/api/billers", headers=bearer(ADMIN_TOKEN)).json() == {"billers": [11, 12]}
+    assert secured.get("/api/billers", headers=bearer(ADMIN_TOKEN)).json()["billers"] == [11, 12]
 
 
 def test_health_page_and_spec_need_no_token(secured):

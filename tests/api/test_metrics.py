@@ -159,7 +159,7 @@ def test_unknown_biller_is_404(client):
 
 
 def test_billers_and_reference_data(client):
-    assert client.get("/api/billers").json() == {"billers": list(BILLERS)}
+    assert client.get("/api/billers").json() == {"billers": list(BILLERS), "names": {}}
     assert client.get("/api/metric-types").json() == [
         {"id": m.id, "name": m.name, "unit": m.unit, "description": m.description}
         for m in METRIC_TYPES

@@ -236,3 +236,26 @@ def test_partly_busy_day_is_partial_until_a_refresh_heals_it(env, capsys):
     assert point["complete"] and point["requestCount"] == sum(
         want.get((BUSY, day + timedelta(hours=h)), 0) for h in range(24)
     )
+
+
+def test_the_portal_names_billers_from_the_catalog(env, tmp_path):
+    """/api/billers gives each biller's catalog name; an unreadable catalog gives ids only."""
+    assert main(["materialize", *WINDOW, "--billers", "7"], environ=env) == 0
+    engine = create_engine(env["METRICS_CATALOG_URL"])
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                'UPDATE "BillerElasticOptions" SET "BillerName" = \'Acme Water\' WHERE "BillerId" = 7'
+            )
+        )
+    engine.dispose()
+    for catalog, names in (
+        (env["METRICS_CATALOG_URL"], {"7": "Acme Water"}),
+        (f"sqlite:///{tmp_path}/no-such-catalog.db", {}),
+    ):
+        app = create_app(
+            ApiSettings(warehouse_url=env["METRICS_WAREHOUSE_URL"], catalog_url=catalog)
+        )
+        with TestClient(app, client=LOOPBACK) as client:
+            body = client.get("/api/billers").json()
+        assert body == {"billers": [7], "names": names}

@@ -28,5 +28,6 @@ def timestamp_types(who: Caller, state: State) -> Response:
 
 @router.get("/api/billers", response_model=BillersOut, responses=ERRORS)
 def billers(who: Caller, state: State) -> Response:
-    """The billers that have data and that the caller's token may read."""
-    return json_response({"billers": state.reader.billers(who.billers, state.settings.max_billers)})
+    """The billers that have data and that the caller's token may read, with their names."""
+    ids = state.reader.billers(who.billers, state.settings.max_billers)
+    return json_response({"billers": ids, "names": state.names.names(ids)})

@@ -67,7 +67,13 @@
     ]);
     dashboard.metricTypes = metricTypes;
     fillSelect(el("metric"), metricTypes, (m) => m.name + " (" + m.unit + ")", true);
-    fillSelect(el("biller"), billers.billers.map((b) => ({ id: b })), (b) => "Biller " + b.id, true);
+    const names = billers.names || {};
+    fillSelect(
+      el("biller"),
+      billers.billers.map((b) => ({ id: b, name: names[String(b)] })),
+      (b) => (b.name ? b.name + " (" + b.id + ")" : "Biller " + b.id),
+      true
+    );
     dashboard.levelNames = Object.fromEntries(timeStampTypes.map((t) => [t.id, t.name]));
     if (billers.billers.length === 0) {
       showError("No biller data in the warehouse yet (or this token may read none).");
