@@ -33,6 +33,12 @@ HOUR = timedelta(hours=1)
 Log = Callable[[str], None]
 
 
+UNDATED_TAG = "metrics/undated_rows"
+EMPTY_SHARDS_TAG = "metrics/empty_shards"
+#: A shard without a row of any of its billers over this many hours is reported.
+EMPTY_SHARD_HOURS = 24
+
+
 @dataclass
 class Outcome:
     """What one run did: per-partition request counts, rows written, and what failed and why."""
@@ -52,6 +58,9 @@ class Outcome:
     shards_read: set[str] = field(default_factory=set)
     #: BillerId -> rows of its shard whose CreatedDate is NULL or not a timestamp (in no hour).
     undated: dict[int, int] = field(default_factory=dict)
+    #: Shard -> its billers, for a shard read without error that holds no row of any of its
+    #: billers in the whole window (a wrong ShardName or URL template reads an empty database).
+    empty_shards: dict[str, list[int]] = field(default_factory=dict)
     #: For rollups: (biller, window) with no written hour below it, so no row.
     uncovered: set[tuple[int, datetime]] = field(default_factory=set)
 
@@ -89,6 +98,21 @@ class Outcome:
             tags["metrics/busy_billers"] = ",".join(map(str, sorted(self.busy)))
         if self.unreachable:
             tags["metrics/unreachable_billers"] = ",".join(map(str, sorted(self.unreachable)))
+        return tags
+
+    def finding_tags(self) -> dict[str, str]:
+        """Run tags for what a successful run found odd in its shards, for the CLI's summary:
+        ``metrics/undated_rows`` (``biller:rows,…``) and ``metrics/empty_shards``
+        (``shard:biller biller;…``)."""
+        tags = {}
+        undated = {b: n for b, n in sorted(self.undated.items()) if n}
+        if undated:
+            tags[UNDATED_TAG] = ",".join(f"{b}:{n}" for b, n in undated.items())
+        if self.empty_shards:
+            tags[EMPTY_SHARDS_TAG] = ";".join(
+                f"{shard}:{' '.join(map(str, billers))}"
+                for shard, billers in sorted(self.empty_shards.items())
+            )
         return tags
 
     def add_stats(self, stats: WriteStats) -> None:
@@ -160,6 +184,8 @@ def aggregate_hourly(
     cursors = dict(cursors or {})
     outcome = Outcome()
     directory: dict[int, Biller] = {b.biller_id: b for b in catalog.enabled_billers()}
+    # A template that cannot tell the catalog's shards apart is refused before any write.
+    shards.check_template({b.shard for b in directory.values()})
     by_shard: dict[str, list[int]] = defaultdict(list)
     for biller_id in sorted(requested):
         if biller_id not in directory:
@@ -191,6 +217,7 @@ def aggregate_hourly(
         # With a cursor to advance (a refresh: few cells), the shard's cells and its cursor go in
         # one transaction, so a crash leaves both or neither; without one, a batch per chunk.
         together: dict = {}
+        rows = 0
         # Only the requested hours are read: a late row three weeks old costs one hour's read.
         for lo, hi, segment_billers in hour_segments(wanted):
             for chunk_start, chunk_end, partials in shards.read_hourly(
@@ -204,6 +231,7 @@ def aggregate_hourly(
                 }
                 if not batch:
                     continue
+                rows += sum(p.request_count for p in batch.values())
                 if cursor is None:
                     write(batch)
                 else:
@@ -212,6 +240,11 @@ def aggregate_hourly(
             write(together, cursor)
         elif cursor:
             warehouse.advance_cursor(*cursor)
+        if not rows and cursor is None and max(map(len, wanted.values())) >= EMPTY_SHARD_HOURS:
+            # Not one call of any of its billers in a day or more: worth a look (a quiet hour
+            # is not).
+            with write_lock:
+                outcome.empty_shards[shard] = sorted(billers)
 
     def attempt(shard: str, billers: list[int]) -> list[int]:
         """Read the billers of a shard that are not busy; return the busy ones."""

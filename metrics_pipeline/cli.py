@@ -195,8 +195,9 @@ def materialize_window(
     plan = plan_window(start, end, utc_now(), first_window(HOURLY, partitions_start), chunk_days)
 
     resources = build_resources(environ, resolve=True)
-    resources["shards"].check_template()
-    known = {b.biller_id for b in resources["catalog"].enabled_billers()}
+    enabled = resources["catalog"].enabled_billers()
+    resources["shards"].check_template({b.shard for b in enabled})
+    known = {b.biller_id for b in enabled}
     if biller_ids is not None:
         unknown = sorted(set(biller_ids) - known)
         if unknown:
@@ -215,6 +216,7 @@ def materialize_window(
     total = sum(r.windows for r in plan.runs)
     progress = Progress(total, err)
     results = {level.name: LevelResult() for level in LEVELS}
+    findings = Findings()
     started = time.monotonic()
     with lean_dagster_events():
         for run in plan.runs:
@@ -229,6 +231,8 @@ def materialize_window(
             res.partitions += run.windows
             if not result.success:
                 res.errors.append(_step_error(result))
+            if run.level is HOURLY:
+                findings.add(instance.get_run_by_id(result.run_id).tags)
             progress.advance(run.windows, run.level.name)
     progress.close()
 
@@ -236,7 +240,7 @@ def materialize_window(
     gaps = _not_written(resources["warehouse"], selected, HOURLY.starts(plan.first, plan.stop))
     elapsed = time.monotonic() - started
     print_summary(out, resources["warehouse"], selected, plan, results, gaps, elapsed)
-    return _exit_code(gaps, [e for r in results.values() for e in r.errors], err)
+    return _exit_code(gaps, [e for r in results.values() for e in r.errors], err, findings)
 
 
 def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> int:
@@ -263,8 +267,9 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
         raise UsageError(str(exc)) from None
     every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
     resources = build_resources(environ, resolve=True)
-    resources["shards"].check_template()
-    billers = sorted(b.biller_id for b in resources["catalog"].enabled_billers())
+    enabled = resources["catalog"].enabled_billers()
+    resources["shards"].check_template({b.shard for b in enabled})
+    billers = sorted(b.biller_id for b in enabled)
     if not billers:
         raise UsageError("the catalog has no DataPump-enabled billers")
     resources["warehouse"].ensure_schema()
@@ -308,10 +313,51 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     return _exit_code(gaps, errors, err)
 
 
-def _exit_code(gaps, errors: list[str], err) -> int:
-    """1 with one line per biller not written (or the first run error), else 0."""
+@dataclass
+class Findings:
+    """What the hourly runs found odd in the shards (their ``finding_tags``): rows in no hour
+    per biller, and shards without a row of any of their billers in every run."""
+
+    undated: dict[int, int] = field(default_factory=dict)
+    empty_shards: dict[str, str] | None = None
+
+    def add(self, tags) -> None:
+        from metrics_pipeline.aggregation import EMPTY_SHARDS_TAG, UNDATED_TAG
+
+        for item in filter(None, tags.get(UNDATED_TAG, "").split(",")):
+            biller, rows = item.split(":")
+            # Counted over all the shard's rows, not per window: the same in every run.
+            self.undated[int(biller)] = max(self.undated.get(int(biller), 0), int(rows))
+        empty = dict(
+            item.split(":", 1) for item in filter(None, tags.get(EMPTY_SHARDS_TAG, "").split(";"))
+        )
+        self.empty_shards = (
+            empty
+            if self.empty_shards is None
+            else {k: v for k, v in self.empty_shards.items() if k in empty}
+        )
+
+    def report(self, err) -> bool:
+        """Write one line per finding; True when some rows were counted in no hour."""
+        for shard, billers in sorted((self.empty_shards or {}).items()):
+            err.write(
+                f"metrics-pipeline: warning: shard {shard} has no row of its billers ({billers}) "
+                "in the whole window: check its ShardName and METRICS_SHARD_URL_TEMPLATE\n"
+            )
+        for biller, rows in sorted(self.undated.items()):
+            err.write(
+                f"metrics-pipeline: biller {biller}: {rows} row(s) with a NULL or unreadable "
+                "CreatedDate, counted in no hour\n"
+            )
+        return bool(self.undated)
+
+
+def _exit_code(gaps, errors: list[str], err, findings: "Findings | None" = None) -> int:
+    """1 with one line per biller not written (or the first run error), or rows counted in no
+    hour (a partial failure), else 0; shards without rows are a warning line."""
+    undated = findings.report(err) if findings is not None else False
     if not gaps and not errors:
-        return EXIT_OK
+        return EXIT_FAILED if undated else EXIT_OK
     for biller, (state, why, hours) in sorted(gaps.items()):
         err.write(
             f"metrics-pipeline: biller {biller}: {hours} hour(s) not written ({state}: {why})\n"

@@ -5,6 +5,7 @@ the database; the unit tests check both against each other on the same rows.
 """
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -69,6 +70,20 @@ def status_as_int(status: str | None) -> int | None:
     if not s or not all("0" <= ch <= "9" for ch in s):
         return None
     return int(s)
+
+
+#: A number stored as text: an unsigned decimal with spaces around (sql.dialect.as_number).
+_TEXT_NUMBER = re.compile(r" *([0-9]+\.?[0-9]*|\.[0-9]+) *")
+
+
+def number_from_text(value: str | float | int | Decimal | None) -> Decimal | None:
+    """A ResponseTime as the shard statement reads it: a number as it is; text by the one rule
+    (``'123.45'``, ``' 5 '``, ``'7.'`` are numbers; ``'abc'``, ``''``, ``'1e3'``, ``'-5'`` not)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return to_decimal(value)
+    return Decimal(value.strip(" ")) if _TEXT_NUMBER.fullmatch(value) else None
 
 
 def has_valid_response_time(response_time: float | Decimal | None) -> bool:
@@ -290,6 +305,31 @@ def partial_from_rows(
 
 def hour_start(ts: datetime) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0)
+
+
+#: The ISO text forms a SQLite shard may store a CreatedDate in (sql.dialect, "timestamps").
+_CREATED_TEXT = re.compile(
+    r"(\d{4}-\d{2}-\d{2})(?:[ T](\d{2}:\d{2})(?::(\d{2})(?:\.(\d*))?)?)?"
+    r"(Z|[+-]\d{2}:\d{2})? *"
+)
+
+
+def created_from_text(text: str) -> datetime | None:
+    """The UTC instant of a text CreatedDate, to the whole second (its fraction dropped, never
+    rounded into the next second, so the row stays in the hour it was written in); None for text
+    that is no timestamp (NULL, ``''``, lower-case ``t``, a leading space, ``+0000``)."""
+    m = _CREATED_TEXT.fullmatch(text)
+    if m is None:
+        return None
+    day, hm, sec, _, zone = m.groups()
+    try:
+        ts = datetime.fromisoformat(f"{day} {hm or '00:00'}:{sec or '00'}")
+    except ValueError:
+        return None
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        ts -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    return ts
 
 
 def day_start(ts: datetime) -> datetime:

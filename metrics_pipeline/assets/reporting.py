@@ -74,6 +74,7 @@ def coverage_verdict(
     undated: dict[int, int],
     oldest_missing: datetime | None = None,
     now: datetime | None = None,
+    empty_shards: dict[str, list[int]] | None = None,
 ) -> Verdict:
     """The coverage check's judgement of one hour partition; ``oldest_missing`` (the oldest
     hour of any biller not written) says how long the oldest gap has waited."""
@@ -105,6 +106,13 @@ def coverage_verdict(
             ),
             "alert_threshold": MetadataValue.text(str(settings.alert_threshold)),
             **age,
+            # Shards read without error that hold no row of any of their billers in the run's
+            # whole window (a wrong ShardName or URL reads an empty database): a warning.
+            **(
+                {"empty_shards": MetadataValue.json(dict(sorted(empty_shards.items())))}
+                if empty_shards
+                else {}
+            ),
         },
     )
 
@@ -116,12 +124,14 @@ def coverage_evaluation(
     undated: dict[int, int],
     oldest_missing: datetime | None = None,
     target=None,
+    empty_shards: dict[str, list[int]] | None = None,
 ) -> AssetCheckEvaluation:
     """The coverage check's result for one hour partition, as an event of the hourly step, tied
     to the partition's materialization ``target``."""
-    return coverage_verdict(coverage, settings, undated, oldest_missing).evaluation(
-        COVERAGE_ASSET, COVERAGE_CHECK, key, target
+    verdict = coverage_verdict(
+        coverage, settings, undated, oldest_missing, empty_shards=empty_shards
     )
+    return verdict.evaluation(COVERAGE_ASSET, COVERAGE_CHECK, key, target)
 
 
 def finish(
@@ -232,10 +242,32 @@ def finish(
     targets = materialization_targets(context.instance, COVERAGE_ASSET, verdicts)
     for key, coverage in verdicts.items():
         context.log_event(
-            coverage_evaluation(coverage, key, settings, outcome.undated, oldest, targets.get(key))
+            coverage_evaluation(
+                coverage,
+                key,
+                settings,
+                outcome.undated,
+                oldest,
+                targets.get(key),
+                outcome.empty_shards,
+            )
         )
     if outcome.failed:
         context.instance.add_run_tags(context.run_id, outcome.failure_tags())
+    findings = outcome.finding_tags()
+    if findings:
+        context.instance.add_run_tags(context.run_id, findings)
+    for shard, billers in sorted(outcome.empty_shards.items()):
+        context.log.warning(
+            f"shard {shard}: no row of its billers ({', '.join(map(str, billers))}) in the "
+            "run's window; check its ShardName and METRICS_SHARD_URL_TEMPLATE"
+        )
+    undated = {b: n for b, n in outcome.undated.items() if n}
+    if undated:
+        context.log.warning(
+            "rows with a NULL or unreadable CreatedDate, counted in no hour: "
+            + ", ".join(f"biller {b}: {n}" for b, n in sorted(undated.items()))
+        )
     if outcome.busy:
         # Routine (seed 000): skipped, logged, carried forward by the retry sensor; the hour's
         # coverage check WARNs (ERROR above the alert threshold) and the run succeeds.

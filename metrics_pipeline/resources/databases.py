@@ -6,18 +6,19 @@ differ changes values, not code.
 """
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dagster import Config, ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
 
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
+    ConfigurationError,
     DatabaseUnreachable,
     EngineCache,
     ShardMisconfigured,
@@ -30,6 +31,7 @@ from metrics_pipeline.resources.engines import (
 from metrics_pipeline.semantics import Partial, Rules
 from metrics_pipeline.sql.source import (
     CatalogNames,
+    ShardForm,
     ShardNames,
     as_naive_utc,
     cell_counts_query,
@@ -42,6 +44,7 @@ from metrics_pipeline.sql.source import (
     max_id_query,
     processing_query,
     recent_cells_query,
+    shard_form,
     undated_query,
 )
 
@@ -142,9 +145,26 @@ class ShardsResource(ConfigurableResource):
     connect_timeout_s: int = 15
 
     _engines: EngineCache = PrivateAttr(default_factory=EngineCache)
+    _forms: dict[str, ShardForm] = PrivateAttr(default_factory=dict)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self._engines.dispose()
+
+    def _form(self, shard: str, conn) -> ShardForm:
+        """How this shard types ResponseTime and StatusCode (reflected once per shard)."""
+        if shard not in self._forms:
+            names = self.names.to_names()
+            try:
+                columns = inspect(conn).get_columns(names.detail_table, schema=names.schema)
+            except NoSuchTableError as exc:
+                raise ShardMisconfigured(
+                    f"shard {shard}",
+                    safe_url(self.shard_url(shard)),
+                    f"no such table: {names.detail_table}",
+                ) from exc
+            types = {str(c["name"]).lower(): c["type"] for c in columns}
+            self._forms[shard] = shard_form(types, names)
+        return self._forms[shard]
 
     def chunk_hours(self, billers: int) -> int:
         """Hours per shard query for this many billers: at most ``chunk_biller_hours`` in all."""
@@ -153,9 +173,18 @@ class ShardsResource(ConfigurableResource):
     def shard_url(self, shard: str) -> str:
         return self.url_template.replace("{shard}", shard)
 
-    def check_template(self) -> None:
-        """The template is a URL with a known driver (a bad one fails before any run)."""
+    def check_template(self, shard_names: Iterable[str] = ()) -> None:
+        """The template is a URL with a known driver (a bad one fails before any run), and
+        tells the catalog's ``shard_names`` apart: without ``{shard}`` every biller would be read
+        from one database, and billers whose rows are elsewhere written as hours without calls."""
         check_driver(self.shard_url("shard"), "METRICS_SHARD_URL_TEMPLATE")
+        names = sorted(set(shard_names))
+        if "{shard}" not in self.url_template and len(names) > 1:
+            raise ConfigurationError(
+                "METRICS_SHARD_URL_TEMPLATE has no {shard} but the catalog names "
+                f"{len(names)} shards ({', '.join(names[:3])}{', …' if len(names) > 3 else ''}): "
+                "every biller would be read from one database"
+            )
 
     def _engine(self, shard: str) -> Engine:
         url = self.shard_url(shard)
@@ -198,9 +227,10 @@ class ShardsResource(ConfigurableResource):
         chunk_start = start
         while chunk_start < end:
             chunk_end = min(end, chunk_start + step)
-            facts = hourly_facts_query(names, rules, billers, chunk_start, chunk_end)
-            ranks = hourly_percentiles_query(names, billers, chunk_start, chunk_end)
             with self._unreachable_as_typed(shard), engine.connect() as conn:
+                form = self._form(shard, conn)
+                facts = hourly_facts_query(names, rules, billers, chunk_start, chunk_end, form)
+                ranks = hourly_percentiles_query(names, billers, chunk_start, chunk_end, form)
                 partials = fold_hourly_rows(conn.execute(facts), conn.execute(ranks))
             yield chunk_start, chunk_end, partials
             chunk_start = chunk_end

@@ -170,19 +170,25 @@ def parse_bucket_counts(text: str | None) -> list[tuple[int, int]]:
 #
 # SQL Server and PostgreSQL shards have typed DATETIME / NUMERIC columns. A SQLite shard written
 # by another program may hold CreatedDate as text in any ISO form ('2025-04-06 10:00:00',
-# '...T10:00:00.000', '...10:00:00Z', '...10:00:00+02:00') and junk in ResponseTime ('abc', '').
-# SQLite's date functions read every ISO form and apply the offset; unixepoch() and julianday()
-# give comparable UTC numbers without building text (strftime() allocates per row behind SQLite's
-# global memory mutex, which serialises the threads reading shards in parallel). A wide range on
-# the raw column keeps the (BillerId, CreatedDate) index in use.
+# '...T10:00:00.000', '...10:00:00.999999Z', '...10:00:00+02:00') and junk in ResponseTime ('abc',
+# ''). SQLite's date functions read every ISO form and apply the offset; unixepoch() gives
+# comparable UTC seconds without building text (strftime() allocates per row behind SQLite's global
+# memory mutex, which serialises the threads reading shards in parallel). A wide range on the raw
+# column keeps the (BillerId, CreatedDate) index in use.
+#
+# SQLite rounds a fraction of a second to the millisecond before anything else (23:59:59.9995 is
+# the next day's 00:00:00.000). Hour bounds are whole seconds, so the fraction is dropped instead
+# (what follows the seconds, digits and '.', up to a zone): every row falls in the second, hence
+# the hour, it was written in, at whatever precision it was stored.
 
 #: Widest UTC offset a timestamp may carry (UTC-12 .. UTC+14).
 MAX_OFFSET = timedelta(hours=14)
 
 
 def _sqlite_seconds(column: str) -> str:
-    """Whole UTC seconds since 1970 of a timestamp in any ISO text form (NULL if not one)."""
-    return f"unixepoch({column})"
+    """Whole UTC seconds since 1970 of a timestamp in any ISO text form, its fraction dropped
+    (never rounded into the next second); NULL if it is not one."""
+    return f"unixepoch(substr({column}, 1, 19) || ltrim(substr({column}, 20), '.0123456789'))"
 
 
 def _epoch(ts: datetime) -> int:
@@ -190,16 +196,11 @@ def _epoch(ts: datetime) -> int:
 
 
 def _sqlite_in_range(column: str, start: datetime, end: datetime) -> str:
-    """``start <= column < end`` in UTC to the millisecond, for a text timestamp of any form."""
-    if start.microsecond == 0 and end.microsecond == 0:
-        # Whole seconds, as every window bound is: one parse per row, integers compared.
-        return f"{_sqlite_seconds(column)} BETWEEN {_epoch(start)} AND {_epoch(end) - 1}"
-
-    # SQLite keeps instants to the millisecond; julianday() compares them exactly.
-    def bound(ts: datetime) -> str:
-        return f"julianday('{ts.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}')"
-
-    return f"julianday({column}) >= {bound(start)} AND julianday({column}) < {bound(end)}"
+    """``start <= column < end`` in UTC for a text timestamp of any form. Window bounds are whole
+    seconds; a bound with a fraction (a "since now" look-back) is widened to its second."""
+    first = _epoch(start)
+    last = _epoch(end) - (1 if end.microsecond == 0 else 0)
+    return f"{_sqlite_seconds(column)} BETWEEN {first} AND {last}"
 
 
 class created_between(ColumnElement):  # noqa: N801
@@ -252,24 +253,64 @@ def _not_a_timestamp_sqlite(element, compiler, **kw):
     return f"{_sqlite_seconds(compiler.process(element.clauses, **kw))} IS NULL"
 
 
-@_per_dialect
+#: The one rule for a number stored as text (a ResponseTime column of a text type): an unsigned
+#: decimal, digits with at most one '.', spaces around allowed; anything else ('abc', '', '1e3',
+#: '-5') is no number (semantics.number_from_text is the same rule in Python).
+NUMBER_PATTERN_PG = r"^ *([0-9]+\.?[0-9]*|\.[0-9]+) *$"
+
+
+def _text_number_like(s: str, glob: str) -> str:
+    """The rule above with LIKE/GLOB classes (SQL Server, SQLite): no character but digits and
+    '.', at most one '.', at least one digit."""
+    if glob == "GLOB":
+        return (
+            f"{s} <> '' AND {s} NOT GLOB '*[^0-9.]*' AND {s} NOT GLOB '*.*.*' "
+            f"AND {s} GLOB '*[0-9]*'"
+        )
+    return f"{s} <> '' AND {s} NOT LIKE '%[^0-9.]%' AND {s} NOT LIKE '%.%.%' AND {s} LIKE '%[0-9]%'"
+
+
 class as_number(FunctionElement):  # noqa: N801
-    """The value when it is a number, else NULL (SQLite keeps text such as 'abc' as it is)."""
+    """The value when it is a number, else NULL. ``text`` is True for a column of a text type
+    (read by the rule above); SQLite tells each value apart (its columns hold any type)."""
 
     type = Numeric(asdecimal=False)
-    inherit_cache = True
+    inherit_cache = False
     name = "as_number"
+
+    def __init__(self, column: ColumnElement, text: bool = False):
+        self.text = text
+        super().__init__(column)
 
 
 @compiles(as_number, "mssql")
+def _as_number_mssql(element, compiler, **kw):
+    v = compiler.process(element.clauses, **kw)
+    if not element.text:
+        return v
+    s = f"LTRIM(RTRIM({v}))"
+    # TRY_CAST keeps the expression safe whatever order SQL Server evaluates the CASE in.
+    return f"CASE WHEN {_text_number_like(s, 'LIKE')} THEN TRY_CAST({s} AS FLOAT) END"
+
+
 @compiles(as_number, "postgresql")
-def _as_number_typed(element, compiler, **kw):
-    return compiler.process(element.clauses, **kw)
+def _as_number_pg(element, compiler, **kw):
+    v = compiler.process(element.clauses, **kw)
+    if not element.text:
+        return v
+    return f"CASE WHEN {v} ~ '{NUMBER_PATTERN_PG}' THEN CAST({v} AS DOUBLE PRECISION) END"
 
 
 @compiles(as_number, "sqlite")
 def _as_number_sqlite(element, compiler, **kw):
     v = compiler.process(element.clauses, **kw)
+    s = f"trim({v})"
     # Text (and blobs) sort after every number in SQLite, and 9e999 is its infinity: only an
-    # integer or a real is <= it. Cheaper per row than typeof(), which builds a string.
-    return f"CASE WHEN {v} <= 9e999 THEN {v} END"
+    # integer or a real is <= it, cheaper per row than typeof(), which builds a string. The unary
+    # + drops the column's affinity: a VARCHAR column would otherwise turn 9e999 into text and
+    # compare '5' <= 'Inf' as text. Text is read by the rule above (CAST alone reads '5abc' as 5
+    # and 'abc' as 0).
+    return (
+        f"CASE WHEN +{v} <= 9e999 THEN {v} "
+        f"WHEN {_text_number_like(s, 'GLOB')} THEN CAST({s} AS REAL) END"
+    )

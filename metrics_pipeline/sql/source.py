@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    cast,
     func,
     literal_column,
     or_,
@@ -62,6 +63,16 @@ class ShardNames:
     occupancy_biller_id: str = "BillerId"
     processing: str = "Processing"
     schema: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardForm:
+    """How a shard stores the columns it may type differently: ``ResponseTime`` as text
+    (VARCHAR: read as a number by one rule, see ``as_number``), ``StatusCode`` as a number (an
+    INT column: read as its digits). Read from the shard's own column types once."""
+
+    response_time_text: bool = False
+    status_code_numeric: bool = False
 
 
 def catalog_table(names: CatalogNames, metadata: MetaData | None = None) -> Table:
@@ -144,7 +155,12 @@ def undated_query(names: ShardNames, billers) -> Select:
 
 
 def hourly_facts_query(
-    names: ShardNames, rules: Rules, billers, start: datetime, end: datetime
+    names: ShardNames,
+    rules: Rules,
+    billers,
+    start: datetime,
+    end: datetime,
+    form: ShardForm = ShardForm(),
 ) -> Select:
     """Additive facts per biller and hour, with the response-time sketch, computed in the shard.
 
@@ -157,14 +173,17 @@ def hourly_facts_query(
     call, and one row per biller and hour leaves the shard.
     """
     t = detail_table(names)
-    rt = as_number(t.c[names.response_time])
+    rt = as_number(t.c[names.response_time], text=form.response_time_text)
+    status_code = t.c[names.status_code]
+    if form.status_code_numeric:
+        status_code = cast(status_code, String(20))
     one, zero = literal_column("1"), literal_column("0")
     rows = (
         select(
             t.c[names.biller_id].label("biller_id"),
             hour_floor(t.c[names.created]).label("hour"),
             sketch_bucket(rt).label("bucket"),
-            t.c[names.status_code].label("status"),
+            status_code.label("status"),
             case((rt >= rules.timeout_threshold_ms, one), else_=zero).label("slow"),
             case((rt >= 0, rt)).label("valid_rt"),
         )
@@ -211,14 +230,16 @@ def hourly_facts_query(
     ).group_by(groups.c.biller_id, groups.c.hour)
 
 
-def hourly_percentiles_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
+def hourly_percentiles_query(
+    names: ShardNames, billers, start: datetime, end: datetime, form: ShardForm = ShardForm()
+) -> Select:
     """Exact nearest-rank percentiles of valid response times per biller and hour.
 
     Returns one row per (biller_id, hour, rank) for the ranks of PERCENTILES, with n (the number
     of valid response times in the hour) so the caller can tell which percentile a rank is.
     """
     t = detail_table(names)
-    rt = as_number(t.c[names.response_time])
+    rt = as_number(t.c[names.response_time], text=form.response_time_text)
     hour = hour_floor(t.c[names.created])
     ranked = (
         select(
@@ -320,6 +341,19 @@ def processing_query(names: ShardNames, billers) -> Select:
     return select(
         t.c[names.occupancy_biller_id].label("biller_id"), t.c[names.processing].label("processing")
     ).where(t.c[names.occupancy_biller_id].in_(sorted(billers)))
+
+
+def shard_form(column_types: dict[str, object], names: ShardNames) -> ShardForm:
+    """The form of a shard's detail table from its reflected column types (SQLAlchemy types)."""
+
+    def is_text(name: str) -> bool:
+        return isinstance(column_types.get(name.lower()), String)
+
+    status = column_types.get(names.status_code.lower())
+    return ShardForm(
+        response_time_text=is_text(names.response_time),
+        status_code_numeric=status is not None and not isinstance(status, String),
+    )
 
 
 def as_naive_utc(value) -> datetime:
