@@ -151,6 +151,7 @@ def test_the_exports_page_says_empty_starts_exports_and_words_the_tasks(
         assert len(rows_done) == 1
         done = cells_of(page, rows_done[0])
         assert done[4] == "Completed: every page served" and done[6] == "1 of 1"
+        assert done[2:4] == ["2025-03-01 00:00 UTC", "2025-03-10 00:00 UTC"]
         assert page.query_selector(f"tr[data-task-id='{rows_done[0]}'] button") is None
         # Times in UTC with the zone and no microseconds.
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", done[7]), done[7]

@@ -82,6 +82,15 @@
     return date.toISOString().replace("T", " ").slice(0, 16) + " UTC";
   }
 
+  // From the first day's midnight to the end of the last day (or of the chosen range).
+  function budgetRange(budget, range) {
+    if (!budget.length) return range;
+    const end = new Date(budget[budget.length - 1].day + "T00:00:00Z");
+    end.setUTCDate(end.getUTCDate() + 1);
+    const last = end.toISOString() > range[1] ? end.toISOString() : range[1];
+    return [budget[0].day + "T00:00:00Z", last];
+  }
+
   function draw(series, slo, scenario, from, to) {
     const x = series.points.map((p) => p.startTime);
     const y = series.points.map((p) => p.availability);
@@ -111,8 +120,9 @@
     const days = Number(el("period").value);
     Plotly.react(
       el("chart-budget"),
-      [{ x: budget.map((b) => b.day), y: budget.map((b) => (b.remaining === null ? null : 100 * b.remaining)), name: "budget remaining", type: "bar", marker: { color: budget.map((b) => (b.remaining !== null && b.remaining < 0 ? "#b00020" : "#1f77b4")) } }],
-      layout("% of budget", [budget.length ? budget[0].day : range[0], range[1]]),
+      // Each day's bar centred on its noon, so the bar covers the day it speaks of.
+      [{ x: budget.map((b) => b.day + " 12:00"), y: budget.map((b) => (b.remaining === null ? null : 100 * b.remaining)), name: "budget remaining", type: "bar", marker: { color: budget.map((b) => (b.remaining !== null && b.remaining < 0 ? "#b00020" : "#1f77b4")) } }],
+      layout("% of budget", budgetRange(budget, range)),
       { displaylogo: false, responsive: true }
     );
     el("caption-budget").textContent =

@@ -55,6 +55,11 @@
     return stamp ? String(stamp).replace("T", " ").slice(0, 19) + " UTC" : "";
   }
 
+  // The range as asked, "2025-03-01T00:00:00Z" -> "2025-03-01 00:00 UTC".
+  function utcMinute(stamp) {
+    return stamp ? String(stamp).replace("T", " ").replace("Z", "").slice(0, 16) + " UTC" : "";
+  }
+
   function allRead(task) {
     return task.pages_total !== null && task.pages_total !== undefined;
   }
@@ -96,8 +101,8 @@
     tr.append(
       cell(task.task_id.slice(0, 12)),
       cell(task.query_config.object_name),
-      cell(params.fromDate),
-      cell(params.toDate),
+      cell(utcMinute(params.fromDate), "time"),
+      cell(utcMinute(params.toDate), "time"),
       cell(statusWords(queue, task), "status"),
       cell(task.accumulate, "num"),
       cell(pagesServed(task), "pages"),
