@@ -112,6 +112,9 @@ class ExportTask(BaseModel):
     message: str | None
     pages_served: int
     pages_fetched: int
+    pages_total: int | None = Field(
+        default=None, description="How many pages the export has, once its end is known"
+    )
     cached_bytes: int
     events: list[ExportEvent] | None = Field(
         default=None, description="Every event in order (single-task answers only)"

@@ -492,6 +492,7 @@ class ExportService:
             "message": record.get("message"),
             "pages_served": record.get("served", 0),
             "pages_fetched": record.get("fetched", 0),
+            "pages_total": record.get("end_page"),
             "cached_bytes": record.get("cached_bytes", 0),
         }
         if events:

@@ -10,6 +10,7 @@ from fastapi.templating import Jinja2Templates
 
 from metrics_pipeline.api.deps import State
 from metrics_pipeline.api.exports.lifecycle import QUEUES
+from metrics_pipeline.api.exports.objects import PUBLISHED
 from metrics_pipeline.api.settings import MAX_POINTS
 from metrics_pipeline.api.vendor import ChartLibrary
 
@@ -54,8 +55,9 @@ def dashboard(request: Request, state: State):
 
 @router.get("/exports", response_class=HTMLResponse)
 def exports_page(request: Request, state: State):
-    """The export tasks in their four queues, refreshed in place, with cancel buttons."""
-    return page(request, state, "exports.html", {"queues": QUEUES})
+    """A form starting an export, and the tasks in their four queues, refreshed in place, with
+    cancel buttons on the live ones."""
+    return page(request, state, "exports.html", {"queues": QUEUES, "objects": list(PUBLISHED)})
 
 
 @router.get(ChartLibrary.ROUTE)
