@@ -441,16 +441,20 @@ def print_summary(out, warehouse, billers, plan: Plan, results, gaps, elapsed) -
         parts = "; ".join(f"{s}: {', '.join(map(str, b))}" for s, b in by_state.items())
         out.write(f"  not written: {len(gaps)} biller(s) ({parts})\n")
     partials = warehouse.read_partials(DAILY, billers, plan.first, plan.stop)
+    expected = int((plan.stop - plan.first) / HOURLY.length)
     out.write(
-        f"\n  {'Biller':>6} {'Requests':>9} {'AvgMs':>8} {'P95Ms':>8} {'Error%':>7} "
+        f"\n  {'Biller':>6} {'Hours':>11} {'Requests':>9} {'AvgMs':>8} {'P95Ms':>8} {'Error%':>7} "
         f"{'Timeout%':>8}\n"
     )
     for biller in billers:
         total = rollup(p for (b, _), p in partials.items() if b == biller)
+        covered = sum(p.covered_hours for (b, _), p in partials.items() if b == biller)
+        # A biller none of whose hours was read has no figure: "-", never 0 requests.
+        requests = total.request_count if covered else None
         out.write(
-            f"  {biller:>6} {total.request_count:>9} {_fmt(total.avg_response_time):>8} "
-            f"{_fmt(total.percentile(95)):>8} {_fmt(total.error_rate):>7} "
-            f"{_fmt(total.timeout_rate):>8}\n"
+            f"  {biller:>6} {f'{covered}/{expected}':>11} {_fmt(requests):>9} "
+            f"{_fmt(total.avg_response_time):>8} {_fmt(total.percentile(95)):>8} "
+            f"{_fmt(total.error_rate):>7} {_fmt(total.timeout_rate):>8}\n"
         )
 
 
@@ -565,13 +569,14 @@ def run_demo_data(args, environ) -> int:
         urls["catalog"], urls["shards"], end, args.days, args.seed, args.scale
     )
     total = sum(written.values())
-    first_day = DAILY.floor(end - timedelta(days=args.days))
+    # The partitions begin on the Sunday on or before the demo's first day (every week whole).
+    first_day = WEEKLY.floor(end - timedelta(days=args.days))
     print(
         f"demo data: {total} calls in {len(written)} shards "
         f"({', '.join(f'{s}: {n}' for s, n in written.items())}), "
         f"{args.days} days to {end:%Y-%m-%d %H:%M} UTC"
     )
-    # The partitions begin on the demo's first day (make demo and make dev read this file).
+    # make demo and make dev read this file.
     settings = data_dir(environ) / "demo.env"
     settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(f"METRICS_PARTITIONS_START={first_day:%Y-%m-%d}\n")

@@ -23,20 +23,24 @@ DEFAULT_PARTITIONS_START = "2025-01-05"
 
 
 def parse_partitions_start(text: str | None) -> date:
-    """METRICS_PARTITIONS_START as a date (ISO ``YYYY-MM-DD``)."""
+    """The first day of every level's partitions: METRICS_PARTITIONS_START (ISO ``YYYY-MM-DD``)
+    moved back to the Sunday on or before it, so the first week is whole. A week whose first
+    days had no hour partition could never be read in full: its row would either claim the
+    week (missing those days' calls) or stay partial for ever."""
     value = (text or DEFAULT_PARTITIONS_START).strip()
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise ValueError(
             f"METRICS_PARTITIONS_START must be a date YYYY-MM-DD, got {value!r}"
         ) from None
+    return week_start(datetime.combine(day, datetime.min.time())).date()
 
 
 @lru_cache(maxsize=32)
 def _definition(level_name: str, start: date) -> TimeWindowPartitionsDefinition:
     # end_offset=1 keeps the running hour, day and week materializable, so they refresh as they
-    # fill. Weeks start on the Sunday on or before the configured day.
+    # fill. ``start`` is a Sunday (parse_partitions_start): every level begins with a whole week.
     if level_name == HOURLY.name:
         return HourlyPartitionsDefinition(
             start_date=f"{start:%Y-%m-%d}-00:00", end_offset=1, timezone="UTC"

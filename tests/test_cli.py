@@ -131,9 +131,9 @@ def test_partitions_start_is_configurable_and_checked(env, capsys):
     )
     assert code == 2 and "METRICS_PARTITIONS_START must be a date" in err and err.count("\n") == 1
     code, _, err = run(
-        ["materialize", *WINDOW], {**env, "METRICS_PARTITIONS_START": "2025-03-03"}, capsys
+        ["materialize", *WINDOW], {**env, "METRICS_PARTITIONS_START": "2025-03-11"}, capsys
     )
-    assert code == 2 and "on or after 2025-03-03" in err
+    assert code == 2 and "on or after 2025-03-09" in err  # the setting's Sunday
 
 
 def test_console_script_is_quiet_without_a_terminal(env, tmp_path):

@@ -122,9 +122,16 @@ def test_partition_counts_do_not_depend_on_the_billers(tmp_path):
 
 
 def test_partitions_start_is_configured_and_keys_go_through_dagster():
-    start = date(2026, 11, 17)  # a Tuesday: weeks still begin on the Sunday before
-    assert partitions_def(HOURLY, start).get_first_partition_key() == "2026-11-17-00:00"
-    assert partitions_def(WEEKLY, start).get_first_partition_key() == "2026-11-15"
+    # A Tuesday: every level begins on the Sunday before, so the first week can be whole.
+    start = parse_partitions_start("2026-11-17")
+    assert start == date(2026, 11, 15)
+    assert parse_partitions_start("2026-11-15") == start  # a Sunday stays
+    for level, first in (
+        (HOURLY, "2026-11-15-00:00"),
+        (DAILY, "2026-11-15"),
+        (WEEKLY, "2026-11-15"),
+    ):
+        assert partitions_def(level, start).get_first_partition_key() == first
     key = partition_key(HOURLY, start, datetime(2026, 11, 18, 5))
     assert key == "2026-11-18-05:00"
     assert window_of(HOURLY, start, key) == (datetime(2026, 11, 18, 5), datetime(2026, 11, 18, 6))

@@ -132,8 +132,12 @@ def check_partition_statuses(instance) -> dict[str, int]:
 def test_busy_biller_has_no_rollups_then_heals_complete(env, capsys):
     set_processing(env, "beta", BUSY, True)
     code = main(["materialize", *WINDOW], environ=env)
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert code == 1  # the CLI still names what it did not write
+    # The summary says how many hours each figure holds; an unread biller has none, not 0 calls.
+    summary = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[-4:]}
+    assert summary[str(BUSY)] == [f"0/{HOURS_OF_WINDOW}", "-"], out
+    assert all(summary[str(b)][0] == f"{HOURS_OF_WINDOW}/{HOURS_OF_WINDOW}" for b in OTHERS)
     assert f"biller {BUSY}: {int((STOP - FIRST) / HOURLY.length)} hour(s) not written (busy" in err
 
     # No row of the busy biller at any level in any table: never "no calls" for unread calls.
