@@ -8,6 +8,7 @@ materialize (or a refresh, without a daemon) makes every row and point complete.
 """
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, DagsterRunStatus
@@ -17,7 +18,7 @@ from sqlalchemy import create_engine, text
 from metrics_pipeline.api import ApiSettings, create_app
 from metrics_pipeline.cli import main
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.partitions import parse_partitions_start
+from metrics_pipeline.partitions import hours_between, parse_partitions_start
 from metrics_pipeline.refresh import range_tags
 from metrics_pipeline.runs import execute
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY
@@ -129,7 +130,41 @@ def check_partition_statuses(instance) -> dict[str, int]:
     return out
 
 
-def test_busy_biller_has_no_rollups_then_heals_complete(env, capsys):
+UI_CHECK_STATUSES = """
+query {
+  assetNodes(assetKeys: [{path: ["error_rate_hourly"]}]) {
+    assetCheckOrError(checkName: "coverage") {
+      ... on AssetCheck {
+        partitionStatuses {
+          ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def ui_partition_statuses(env, monkeypatch) -> dict[str, int]:
+    """The coverage check's partition statuses through the GraphQL query the UI's Partitions
+    view of a check reads, against the code location served from workspace.yaml."""
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
+    workspace = str(Path(__file__).resolve().parents[2] / "workspace.yaml")
+    with define_out_of_process_context(workspace, None, instance) as context:
+        result = execute_dagster_graphql(context, UI_CHECK_STATUSES)
+    [node] = result.data["assetNodes"]
+    out: dict[str, int] = {}
+    for r in node["assetCheckOrError"]["partitionStatuses"]["ranges"]:
+        first, last = (datetime.strptime(r[k], "%Y-%m-%d-%H:%M") for k in ("startKey", "endKey"))
+        out[r["status"]] = out.get(r["status"], 0) + hours_between(first, last) + 1
+    return out
+
+
+def test_busy_biller_has_no_rollups_then_heals_complete(env, capsys, monkeypatch):
     set_processing(env, "beta", BUSY, True)
     code = main(["materialize", *WINDOW], environ=env)
     out, err = capsys.readouterr()
@@ -164,11 +199,14 @@ def test_busy_biller_has_no_rollups_then_heals_complete(env, capsys):
     assert evaluation.metadata["oldest_missing_hour"].value == FIRST.isoformat()
 
     assert check_partition_statuses(instance) == {"FAILED": HOURS_OF_WINDOW}
+    # As the UI shows it: every materialized hour failed (WARN), none missing.
+    assert ui_partition_statuses(env, monkeypatch) == {"FAILED": HOURS_OF_WINDOW}
 
     # The flag clears; the same window materialized again: everything complete and exact.
     set_processing(env, "beta", BUSY, False)
     assert main(["materialize", *WINDOW], environ=env) == 0
     assert check_partition_statuses(instance) == {"SUCCEEDED": HOURS_OF_WINDOW}
+    assert ui_partition_statuses(env, monkeypatch) == {"SUCCEEDED": HOURS_OF_WINDOW}
     assert_oracle_exact(env, (*OTHERS, BUSY), "daily", DAILY.id, 24)
     assert_oracle_exact(env, (*OTHERS, BUSY), "weekly", WEEKLY.id, 168)
     for level in (1, 2, 3):
