@@ -257,3 +257,12 @@ def oversized_requests(url: str, size: int = 20 << 20) -> dict[str, tuple[int, s
     text, _, code = curl.stdout.rpartition("\n")
     answers["curl"] = (int(code) if code.isdigit() else 0, text or curl.stderr)
     return answers
+
+
+def watched_page(browser, width: int, height: int):
+    """A new browser page and the list its script errors and console errors are collected in."""
+    problems: list[str] = []
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    return page, problems

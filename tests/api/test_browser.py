@@ -18,7 +18,7 @@ from metrics_pipeline.api.auth import token_digest
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch
 
-from .helpers import ThreadedServer, free_port
+from .helpers import ThreadedServer, free_port, watched_page
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -116,11 +116,8 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
     port = free_port()
     server = ThreadedServer(create_app(settings), port)
     server.start()
-    problems: list[str] = []
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page, problems = watched_page(browser, 1280, 1100)
         page.goto(f"http://127.0.0.1:{port}/")
 
         # Asked for a token; a wrong one is refused in words and asked for again.
@@ -253,9 +250,7 @@ def test_axes_fit_every_biller_and_filter_changes_during_a_refresh_apply(browser
     server = ThreadedServer(create_app(settings), port)
     server.start()
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        problems: list[str] = []
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page, problems = watched_page(browser, 1280, 1100)
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_function("() => window.metricsDashboard.refreshes >= 1", timeout=15_000)
         assert page.input_value("#biller") == str(small)

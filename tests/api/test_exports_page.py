@@ -12,7 +12,7 @@ from metrics_pipeline.api import ApiSettings, create_app
 from metrics_pipeline.api.exports.service import ExportSettings
 
 from .exports_support import EXPORT, OBJECT, WINDOW, Clock, wait_for
-from .helpers import ThreadedServer, free_port
+from .helpers import ThreadedServer, free_port, watched_page
 from .test_browser import ARTIFACTS, browser  # noqa: F401 - the Chromium fixture
 
 REFRESH_S = 1
@@ -37,7 +37,6 @@ def test_the_exports_page_lists_the_queues_refreshes_in_place_and_cancels(
     port = free_port()
     server = ThreadedServer(create_app(settings, clock=clock), port)
     server.start()
-    problems: list[str] = []
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
             slow = c.get(EXPORT, params={**WINDOW, "pageSize": 10}).headers["export-task-id"]
@@ -49,9 +48,7 @@ def test_the_exports_page_lists_the_queues_refreshes_in_place_and_cancels(
                 ),
                 "the active task to settle",
             )
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page, problems = watched_page(browser, 1400, 900)
         page.goto(f"http://127.0.0.1:{port}/exports")
         page.wait_for_function("() => window.metricsExports.refreshes >= 1", timeout=15_000)
         assert rows(page, "active") == [slow]
@@ -108,11 +105,8 @@ def test_the_exports_page_says_empty_starts_exports_and_words_the_tasks(
     port = free_port()
     server = ThreadedServer(create_app(settings, clock=Clock()), port)
     server.start()
-    problems: list[str] = []
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page, problems = watched_page(browser, 1400, 900)
         page.goto(f"http://127.0.0.1:{port}/exports")
         page.wait_for_function("() => window.metricsExports.refreshes >= 1", timeout=15_000)
         # No tasks: words, never an empty table.

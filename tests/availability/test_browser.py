@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from metrics_pipeline.api import ApiSettings, create_app
 from metrics_pipeline.availability import demo, pipeline
-from tests.api.helpers import ThreadedServer, free_port
+from tests.api.helpers import ThreadedServer, free_port, watched_page
 from tests.api.test_browser import ARTIFACTS, browser  # noqa: F401 - the Chromium fixture
 from tests.availability import events as ev
 
@@ -38,11 +38,8 @@ def test_the_availability_view_draws_and_refreshes_in_place(browser, tmp_path): 
     port = free_port()
     server = ThreadedServer(create_app(settings), port)
     server.start()
-    problems: list[str] = []
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page, problems = watched_page(browser, 1280, 1000)
         page.goto(f"http://127.0.0.1:{port}/availability")
         page.wait_for_function(
             "() => window.availabilityView && window.availabilityView.refreshes >= 1",
