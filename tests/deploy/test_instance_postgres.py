@@ -155,6 +155,11 @@ class Processes:
                 pass
 
 
+#: Budget of each wait: returned from as soon as the state holds, so only a loaded machine uses
+#: it (every process here imports Dagster and the code location).
+BUDGET_S = 600
+
+
 def wait_for(what: str, check, timeout: float, processes: Processes, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -265,7 +270,7 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
             str(grpc_port),
             *deployment["dagsterApiGrpcArgs"],
         )
-        wait_for("the code server", lambda: port_open(grpc_port), 90, processes)
+        wait_for("the code server", lambda: port_open(grpc_port), BUDGET_S, processes)
         processes.start("daemon", str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml")
         processes.start(
             "webserver",
@@ -278,7 +283,7 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
             "workspace.yaml",
         )
         gql = GraphQL(web_port)
-        wait_for("the webserver", gql.ready, 90, processes)
+        wait_for("the webserver", gql.ready, BUDGET_S, processes)
 
         def location_loaded():
             (entry,) = gql(LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
@@ -286,7 +291,7 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
             assert loaded is None or loaded["__typename"] != "PythonError", loaded
             return entry["loadStatus"] == "LOADED" and loaded is not None
 
-        wait_for("the code location", location_loaded, 60, processes)
+        wait_for("the code location", location_loaded, BUDGET_S, processes)
 
         repo = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
         sensor = {**repo, "sensorName": "shard_retry_sensor"}
@@ -298,7 +303,9 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
 
         # The daemon evaluates shard_retry_sensor (RUNNING by default) soon after it starts; the
         # next tick is a minute later, so stopping it now does not race a tick in flight.
-        state = wait_for("shard_retry_sensor's first tick", first_sensor_tick_done, 90, processes)
+        state = wait_for(
+            "shard_retry_sensor's first tick", first_sensor_tick_done, BUDGET_S, processes
+        )
         assert state["ticks"][0]["status"] in ("SUCCESS", "SKIPPED"), state
         stopped = gql(STOP_SENSOR, id=state["id"])["stopSensor"]
         assert stopped["instigationState"]["status"] == "STOPPED", stopped
@@ -333,7 +340,7 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
             status = gql(RUN_STATUS, id=run_id)["runOrError"]["status"]
             return status if status in DONE else None
 
-        assert wait_for("the run", finished, 150, processes, interval=1.0) == "SUCCESS", (
+        assert wait_for("the run", finished, BUDGET_S, processes, interval=1.0) == "SUCCESS", (
             processes.logs()
         )
     finally:
