@@ -11,19 +11,32 @@
   Dagster fills it itself for a check yielded by its asset's own step for one partition; our
   steps cover ranges of partitions, so :func:`materialization_targets` does the same per
   partition.
+- ``LeanSqliteEventLogStorage``: Dagster's SQLite event log (one database per run plus an
+  index), keeping an engine per database open instead of creating an engine, opening a
+  connection and closing it (a WAL checkpoint) for every event. Storing an event costs 2-3 ms
+  instead of about 10 ms: about 1,400 events of a two-week ``materialize``. The instances that
+  ``metrics-pipeline`` creates in DAGSTER_HOME name it in their dagster.yaml; the files and
+  their layout are Dagster's own, so the webserver, the daemon and Dagster's stock class read
+  them as ever. Drop it if Dagster's own class stops reconnecting per event.
 - ``throwaway_instance()``: ``DagsterInstance.ephemeral()`` built from the same parts, except
   an event log that keeps every event but not the asset index (latest materialization per asset,
   asset event tags) — for ``materialize`` without DAGSTER_HOME, whose instance is dropped when
   the command ends. Dagster has no public switch for this; drop it if one appears.
 """
 
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dagster import AssetKey, DagsterInstance, RunRequest
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SqliteEventLogStorage,
+)
 
 
 def materialization_targets(
@@ -105,3 +118,64 @@ def throwaway_instance() -> DagsterInstance:
         run_coordinator=DefaultRunCoordinator(),
         run_launcher=SyncInMemoryRunLauncher(),
     )
+
+
+class LeanSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's run-sharded SQLite event log with its engines kept open (the most recently
+    used ``KEEP_OPEN`` databases); see the module's docstring."""
+
+    KEEP_OPEN = 8
+
+    def __init__(self, base_dir: str, inst_data=None):
+        # Set before Dagster's constructor, which may connect to the index already.
+        self._engines: OrderedDict[str, Any] = OrderedDict()
+        super().__init__(base_dir, inst_data)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(inst_data=inst_data, **config_value)
+
+    def _engine(self, shard: str):
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import StaticPool
+
+        engine = self._engines.get(shard)
+        if engine is not None:
+            self._engines.move_to_end(shard)
+            return engine
+        # One connection per database, used under Dagster's own lock (one thread at a time).
+        engine = create_engine(
+            self.conn_string_for_shard(shard),
+            poolclass=StaticPool,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+        if shard not in self._initialized_dbs:
+            self._initdb(engine)
+            self._initialized_dbs.add(shard)
+        self._engines[shard] = engine
+        while len(self._engines) > self.KEEP_OPEN:
+            self._engines.popitem(last=False)[1].dispose()
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Any]:
+        with self._db_lock:
+            with self._engine(shard).connect() as conn, conn.begin():
+                yield conn
+
+    def _close_all(self) -> None:
+        with self._db_lock:
+            while self._engines:
+                self._engines.popitem()[1].dispose()
+
+    def wipe(self) -> None:
+        self._close_all()  # never write on into a database file that was deleted
+        super().wipe()
+
+    def upgrade(self) -> None:
+        self._close_all()
+        super().upgrade()
+
+    def dispose(self) -> None:
+        self._close_all()
+        super().dispose()

@@ -7,6 +7,7 @@ host and PID as tags; when that process is gone, the run is reported failed here
 command on the same host, and by ``dead_runs_sensor`` while a daemon runs.
 """
 
+import json
 import os
 import socket
 from collections.abc import Mapping
@@ -143,6 +144,11 @@ def ensure_dagster_home(path: str) -> str:
             "# them like any failed run.\n"
             "run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n"
             "  poll_interval_seconds: 30\n  max_resume_run_attempts: 0\n"
+            "# Dagster's SQLite event log, in its usual place, keeping its databases open rather\n"
+            "# than reconnecting per event (metrics_pipeline/dagster_internal.py).\n"
+            "event_log_storage:\n  module: metrics_pipeline.dagster_internal\n"
+            "  class: LeanSqliteEventLogStorage\n"
+            f"  config:\n    base_dir: {json.dumps(str(home.resolve() / 'history' / 'runs'))}\n"
         )
     return str(home)
 

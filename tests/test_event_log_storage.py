@@ -1,0 +1,74 @@
+"""The event log of the instances metrics-pipeline creates: Dagster's own SQLite files, read back
+by Dagster's stock class, written from several threads, and safe across a wipe."""
+
+import threading
+
+from dagster import AssetKey, AssetMaterialization, DagsterEventType
+from dagster._core.events import DagsterEvent, StepMaterializationData
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+from metrics_pipeline.dagster_internal import LeanSqliteEventLogStorage
+from metrics_pipeline.runs import ensure_dagster_home, open_instance
+
+
+def materialization(run_id: str, i: int) -> EventLogEntry:
+    return EventLogEntry(
+        error_info=None,
+        level=20,
+        user_message="",
+        run_id=run_id,
+        timestamp=1_700_000_000.0 + i,
+        dagster_event=DagsterEvent(
+            DagsterEventType.ASSET_MATERIALIZATION.value,
+            "job",
+            event_specific_data=StepMaterializationData(
+                AssetMaterialization(AssetKey("a"), partition=f"p{i}")
+            ),
+        ),
+    )
+
+
+def test_events_from_many_threads_and_runs_are_read_back_by_dagsters_own_class(tmp_path):
+    lean = LeanSqliteEventLogStorage(str(tmp_path))
+    lean.KEEP_OPEN = 2  # more runs than open databases: evicted engines reopen
+    runs = [f"run{i}" for i in range(4)]
+    errors: list[BaseException] = []
+
+    def write(run_id):
+        try:
+            for i in range(50):
+                lean.store_event(materialization(run_id, i))
+        except BaseException as exc:  # a thread's exception would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(r,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    stock = SqliteEventLogStorage(str(tmp_path))
+    for run_id in runs:
+        assert len(stock.get_logs_for_run(run_id)) == 50
+        assert len(lean.get_logs_for_run(run_id)) == 50
+    # The asset index (cross-run) holds every partition's materialization.
+    assert len(stock.get_materialized_partitions(AssetKey("a"))) == 50
+
+    lean.wipe()
+    assert lean.get_logs_for_run("run0") == []
+    lean.store_event(materialization("run0", 1))  # into a new file, not the deleted one
+    assert len(SqliteEventLogStorage(str(tmp_path)).get_logs_for_run("run0")) == 1
+    lean.dispose()
+
+
+def test_a_new_dagster_home_uses_it_in_dagsters_usual_place(tmp_path):
+    home = tmp_path / "home"
+    ensure_dagster_home(str(home))
+    instance = open_instance({"DAGSTER_HOME": str(home)})
+    assert isinstance(instance.event_log_storage, LeanSqliteEventLogStorage)
+    instance.event_log_storage.store_event(materialization("r", 0))
+    assert (home / "history" / "runs" / "r.db").exists()
+    # Dagster's stock class reads the same files where it keeps them by default.
+    stock = SqliteEventLogStorage(str(home / "history" / "runs"))
+    assert len(stock.get_logs_for_run("r")) == 1
