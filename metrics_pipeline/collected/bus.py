@@ -26,6 +26,8 @@ from metrics_pipeline.collected.settings import CollectedSettings
 
 #: JetStream's error code for a stream at one of its limits (messages, bytes).
 STREAM_FULL = 10077
+#: Bytes of a message's maximum size kept for its headers.
+HEADER_ROOM = 4096
 
 
 class BusFull(RuntimeError):
@@ -89,6 +91,20 @@ def encode(items: Sequence[Item], received_at: datetime) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
+
+
+def encode_chunks(
+    items: Sequence[Item], received_at: datetime, max_bytes: int
+) -> list[tuple[bytes, Sequence[Item]]]:
+    """The messages of a request: one, or halves of it until each fits the bus's largest
+    message (``max_bytes``), each with the items it carries."""
+    payload = encode(items, received_at)
+    if len(payload) <= max_bytes or len(items) == 1:
+        return [(payload, items)]
+    mid = len(items) // 2
+    return encode_chunks(items[:mid], received_at, max_bytes) + encode_chunks(
+        items[mid:], received_at, max_bytes
+    )
 
 
 def decode_rows(payload: bytes) -> list[dict]:
@@ -159,6 +175,10 @@ class Publisher:
         except (TimeoutError, NatsError) as exc:
             raise BusUnavailable(f"bus did not answer: {exc or type(exc).__name__}") from None
         return bool(ack.duplicate)
+
+    def max_payload(self) -> int:
+        """The largest message the server takes, less room for the headers."""
+        return max(self.nc.max_payload - HEADER_ROOM, HEADER_ROOM)
 
     def connected(self) -> bool:
         return self.nc.is_connected
