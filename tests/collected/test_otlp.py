@@ -399,5 +399,18 @@ def test_the_sdk_exporter_stores_every_point_once_across_a_consumer_restart(bus_
     with store.engine.connect() as conn:
         t = store.t.raw.c
         rows = conn.execute(select(t.App, t.MetricKey, t.CollectedAt, t.Value)).all()
-    store.engine.dispose()
     assert sorted(tuple(r) for r in rows) == expected
+    # Hourly statistics per app, and of all apps, equal those of what the SDK exported.
+    from metrics_pipeline.collected.rules import hour_start, hour_stats
+
+    groups: dict = {}
+    for app, key, when, value in expected:
+        for who in (app, None):
+            groups.setdefault((who, key, hour_start(when)), []).append(value)
+    store.write_hours({start for _, _, start in groups})
+    for (app, key, start), values in groups.items():
+        got, want = store.hour_stats(key, start, app=app), hour_stats(values)
+        assert got.count == want.count and (got.p95, got.p99) == (want.p95, want.p99)
+        assert got.average == pytest.approx(want.average, rel=1e-12)
+        assert got.median == pytest.approx(want.median, rel=1e-12)
+    store.engine.dispose()
