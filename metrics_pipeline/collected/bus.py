@@ -21,6 +21,7 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
+from metrics_pipeline.collected.keycap import KeyRegistry, open_bucket
 from metrics_pipeline.collected.rules import Item, message_id
 from metrics_pipeline.collected.settings import CollectedSettings
 
@@ -141,19 +142,36 @@ class Publisher:
     nc: Client
     js: JetStreamContext
     settings: CollectedSettings
+    #: The apps' known keys (None: no cap).
+    registry: KeyRegistry | None = None
 
     @classmethod
     async def open(cls, settings: CollectedSettings) -> "Publisher":
         nc = await connect(settings, "metrics-collector")
         js = nc.jetstream(timeout=settings.publish_timeout_s)
+        registry = None
         try:
             await ensure_stream(js, settings)
+            if settings.max_keys_per_app:
+                kv = await open_bucket(js, settings.stream)
+                registry = KeyRegistry(kv, settings.max_keys_per_app)
         except (TimeoutError, NatsError) as exc:
             await nc.close()
             raise BusUnavailable(
                 f"bus at {settings.bus_url}: JetStream not available: {exc}"
             ) from None
-        return cls(nc, js, settings)
+        return cls(nc, js, settings, registry)
+
+    async def register_keys(self, items: Sequence[Item]) -> None:
+        """Record the items' new keys per app (KeyCapReached beyond the cap)."""
+        if self.registry is None:
+            return
+        if not self.nc.is_connected:
+            raise BusUnavailable("bus disconnected")
+        try:
+            await self.registry.check(items)
+        except (TimeoutError, NatsError) as exc:
+            raise BusUnavailable(f"bus key registry: {exc or type(exc).__name__}") from None
 
     async def publish(self, payload: bytes, msg_id: str | None) -> bool:
         """Store one message; True when the bus already had this ``msg_id`` (a retry)."""

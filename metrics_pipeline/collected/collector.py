@@ -6,7 +6,8 @@ the bus has stored them.
 - ``POST /v1/metrics``: OTLP/HTTP, protobuf or JSON, gzip or not (:mod:`.otlp`); 200 with
   ``partial_success`` once stored, errors as a google.rpc.Status.
 - 400 naming the bad field; 413 for a body or batch over the limits; 401/403 for API keys;
-  429 (bus full) or 503 (bus unreachable) with ``Retry-After``.
+  429 (bus full) or 503 (bus unreachable) with ``Retry-After``; 429 naming the cap for new
+  keys of an app beyond METRICS_COLLECTOR_MAX_KEYS_PER_APP (:mod:`.keycap`).
 - ``/metrics`` (Prometheus), ``/healthz`` (live), ``/readyz`` (bus connected).
 """
 
@@ -43,6 +44,7 @@ from metrics_pipeline.collected.bus import (
     dedup_id,
     encode_chunks,
 )
+from metrics_pipeline.collected.keycap import KeyCapReached
 from metrics_pipeline.collected.rules import BadPoint, Item, utc_now, validate_item
 from metrics_pipeline.collected.settings import CollectedSettings
 
@@ -161,6 +163,12 @@ class Collector:
         retry = {"Retry-After": str(self.settings.retry_after_s)}
         if publisher is None:
             raise Rejected(503, "bus_unavailable", "the bus is unreachable; retry later", retry)
+        try:
+            await publisher.register_keys(items)
+        except KeyCapReached as exc:
+            raise Rejected(429, "key_cap", str(exc)) from None
+        except BusUnavailable as exc:
+            raise Rejected(503, "bus_unavailable", f"{exc}; retry later", retry) from None
         duplicate = False
         for payload, chunk in encode_chunks(items, utc_now(), publisher.max_payload()):
             started = time.perf_counter()
