@@ -99,6 +99,8 @@ def build_tables(schema: str | None = None) -> CollectedTables:
         Index("IX_CollectedMetric_CollectedAt", "CollectedAt"),
         Index("IX_CollectedMetric_Key_CollectedAt", "MetricKey", "CollectedAt"),
         Index("IX_CollectedMetric_App_Key_CollectedAt", "App", "MetricKey", "CollectedAt"),
+        # Never reuse an Id once retention deleted the newest rows (the cursor is on Id).
+        sqlite_autoincrement=True,
     )
     hourly = _stats_table(md, "CollectedMetricHourly", ("MetricKey",))
     app_hourly = _stats_table(md, "CollectedMetricAppHourly", ("App", "MetricKey"))
@@ -140,6 +142,11 @@ def changed_hours(t: CollectedTables, after_id: int, up_to_id: int) -> Select:
         .where(t.raw.c.Id > after_id, t.raw.c.Id <= up_to_id)
         .group_by(hour)
     )
+
+
+def hour_collected(t: CollectedTables, start: datetime, end: datetime) -> Select:
+    """One row when the window has raw rows (TOP 1 on SQL Server)."""
+    return select(t.raw.c.Id).where(_in_hour(t, start, end)).limit(1)
 
 
 def key_collected(t: CollectedTables, key: str, app: str | None = None) -> Select:

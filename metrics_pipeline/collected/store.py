@@ -104,12 +104,15 @@ class CollectedStore:
 
     def write_hours(self, hours: Iterable[datetime]) -> HoursWritten:
         """Recompute the statistics of ``hours`` (all apps, and per app) from the raw rows,
-        delete-then-insert in one transaction; the rows written."""
+        delete-then-insert in one transaction; the rows there afterwards. An hour without raw
+        rows is left alone: raw rows only go by retention, which keeps the statistics."""
         hours = sorted(set(hours))
         if not hours:
             return HoursWritten(0, 0)
         with self.engine.begin() as conn:
             for start in hours:
+                if conn.execute(sql.hour_collected(self.t, start, start + HOUR)).first() is None:
+                    continue  # its points are gone (retention): its statistics stay as they are
                 for by_app in (False, True):
                     conn.execute(sql.delete_hours(self.t, start, start + HOUR, by_app))
                     conn.execute(sql.insert_hour_stats(self.t, start, start + HOUR, by_app))
@@ -168,6 +171,8 @@ class CollectedStore:
             row = conn.execute(sql.read_cursor(self.t)).first()
             current, previous = (row.Current, row.Previous) if row else (None, 0)
             seen = conn.execute(sql.max_raw_id(self.t)).scalar_one()
+            if seen < previous:  # Ids were reused (an emptied table of an older SQLite schema)
+                previous = 0
             hours = [
                 as_datetime(r.StartTime)
                 for r in conn.execute(sql.changed_hours(self.t, previous, seen))

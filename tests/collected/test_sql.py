@@ -31,6 +31,7 @@ STATEMENTS = {
     "delete_app_hours": sql.delete_hours(T, H, H + timedelta(hours=1), by_app=True),
     "read_series": sql.read_series(T, "k", H, H + timedelta(hours=5), "web"),
     "app_known": sql.app_known(T, "web"),
+    "hour_collected": sql.hour_collected(T, H, H + timedelta(hours=1)),
     "app_collected": sql.app_collected(T, "web"),
     "delete_hours": sql.delete_hours(T, H, H + timedelta(hours=1)),
     "insert_hour_stats": sql.insert_hour_stats(T, H, H + timedelta(hours=1)),
