@@ -99,3 +99,26 @@ def test_concurrent_collectors_never_exceed_the_cap(bus_settings):
 
     results, stored = asyncio.run(race())
     assert sum(results) == len(stored) == 40
+
+
+@pytest.mark.nats
+def test_otlp_new_keys_beyond_the_cap_are_429_statuses(bus_settings):
+    from google.rpc.status_pb2 import Status
+
+    from .test_otlp import gauge, request_of
+
+    settings = replace(bus_settings, max_keys_per_app=2)
+    headers = {"Content-Type": "application/x-protobuf"}
+    from metrics_pipeline.collected.rules import utc_now
+
+    def export(*names):
+        body = request_of("web", *(gauge(n, 1.0, when=utc_now()) for n in names))
+        return c.post("/v1/metrics", content=body.SerializeToString(), headers=headers)
+
+    with running(settings) as c:
+        assert export("a", "b").status_code == 200
+        refused = export("a", "c")
+        assert refused.status_code == 429
+        status = Status.FromString(refused.content)
+        assert status.code == 8 and "at most 2 distinct keys per app" in status.message
+        assert export("b").status_code == 200

@@ -96,6 +96,9 @@ def _store(request: Request, state) -> CollectedStore | None:
         if not inspect(engine).has_table("CollectedMetric", schema=state.settings.db_schema):
             return None
         store = CollectedStore(engine, state.settings.db_schema)
+        # Tables of an older version (no per-app table, no P95/P99) are upgraded before the
+        # first read, in case no consumer or refresh has run since the upgrade.
+        store.ensure_schema()
         request.app.state.collected_store = store
     return store
 
