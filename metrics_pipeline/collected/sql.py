@@ -271,6 +271,12 @@ def hourly_key_known(t: CollectedTables, key: str, app: str | None = None) -> Se
     return select(h.MetricKey).where(*where).limit(1)
 
 
+def known_series(t: CollectedTables, limit: int) -> Select:
+    """The first ``limit`` (App, MetricKey) pairs that have statistics, in order."""
+    h = t.app_hourly.c
+    return select(h.App, h.MetricKey).distinct().order_by(h.App, h.MetricKey).limit(limit)
+
+
 def app_known(t: CollectedTables, app: str) -> Select:
     """One row when ``app`` has statistics (TOP 1 on SQL Server)."""
     return select(t.app_hourly.c.App).where(t.app_hourly.c.App == app).limit(1)

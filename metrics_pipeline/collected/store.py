@@ -154,6 +154,11 @@ class CollectedStore:
             sql.hourly_key_known(self.t, key, app), sql.key_collected(self.t, key, app)
         )
 
+    def known_series(self, limit: int) -> list[tuple[str, str]]:
+        """(app, key) pairs with statistics, in order, at most ``limit``."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sql.known_series(self.t, limit))]
+
     def app_known(self, app: str) -> bool:
         """True when ``app`` has statistics or raw rows."""
         return self._any(sql.app_known(self.t, app), sql.app_collected(self.t, app))

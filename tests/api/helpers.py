@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -257,3 +258,21 @@ def oversized_requests(url: str, size: int = 20 << 20) -> dict[str, tuple[int, s
     text, _, code = curl.stdout.rpartition("\n")
     answers["curl"] = (int(code) if code.isdigit() else 0, text or curl.stderr)
     return answers
+
+
+@contextmanager
+def browser_page(browser, app, path: str, viewport=(1280, 1000)):
+    """``app`` served on a free loopback port and a Chromium page at ``path`` on it; yields the
+    page and the list of its errors (uncaught exceptions and console errors)."""
+    port = free_port()
+    server = ThreadedServer(app, port)
+    server.start()
+    problems: list[str] = []
+    try:
+        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://127.0.0.1:{port}{path}")
+        yield page, problems
+    finally:
+        server.stop()

@@ -294,3 +294,19 @@ def test_the_series_route_gives_a_range_of_hours(two_apps):
         r = c.get("/api/collected/never/series")
         assert (r.status_code, r.json()["parameter"]) == (404, "key")
         assert "/api/collected/{key}/series" in c.get("/openapi.json").json()["paths"]
+
+
+def test_the_key_list_and_the_dashboard_view(two_apps):
+    store, _, _ = two_apps
+    with TestClient(create_app(ApiSettings(warehouse_url=store.url)), client=LOOPBACK) as c:
+        body = c.get("/api/collected/keys").json()
+        assert body == {
+            "series": [{"app": "billing", "key": "rt"}, {"app": "web", "key": "rt"}],
+            "truncated": False,
+        }
+        page = c.get("/collected")
+        assert page.status_code == 200 and "/static/collected.js" in page.text
+        assert '<option value="p99">' in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert c.get("/static/collected.js").status_code == 200
+        assert "/collected" not in c.get("/openapi.json").json()["paths"]

@@ -16,13 +16,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import inspect
 
 from metrics_pipeline.api.deps import Caller, State
 from metrics_pipeline.api.errors import ERRORS, ApiError, ErrorBody
 from metrics_pipeline.api.responses import json_response
+from metrics_pipeline.api.routers.dashboard import page
 from metrics_pipeline.api.times import (
     DATE_PATTERN,
     RANGE_NOTE,
@@ -140,6 +141,30 @@ def known_store(request: Request, state, key: str, app: str | None) -> Collected
         of = "" if app is None else f" from app {app!r}"
         raise ApiError(404, f"key: {key!r} was never collected{of}", "key")
     return store
+
+
+#: The most (app, key) pairs the key list gives.
+MAX_LISTED = 5000
+
+
+@router.get("/api/collected/keys", responses=ERRORS)
+def collected_keys(who: Caller, state: State, request: Request) -> Response:
+    """The (app, key) pairs that have hourly statistics, in order (at most 5,000;
+    ``truncated`` says when there are more)."""
+    store = _store(request, state)
+    pairs = store.known_series(MAX_LISTED + 1) if store is not None else []
+    return json_response(
+        {
+            "series": [{"app": a, "key": k} for a, k in pairs[:MAX_LISTED]],
+            "truncated": len(pairs) > MAX_LISTED,
+        }
+    )
+
+
+@router.get("/collected", response_class=HTMLResponse, include_in_schema=False)
+def collected_page(request: Request, state: State):
+    """The collected-metrics view: app, key, statistic and period; a graph of the hours."""
+    return page(request, state, "collected.html", {"stat_types": STAT_TYPES})
 
 
 def series_hours(
