@@ -162,14 +162,15 @@ class Publisher:
             ) from None
         return cls(nc, js, settings, registry)
 
-    async def register_keys(self, items: Sequence[Item]) -> None:
-        """Record the items' new keys per app (KeyCapReached beyond the cap)."""
+    async def register_keys(self, items: Sequence[Item], partial: bool = False) -> dict:
+        """Record the items' new keys per app: beyond the cap KeyCapReached, or with
+        ``partial`` the keys refused per app."""
         if self.registry is None:
-            return
+            return {}
         if not self.nc.is_connected:
             raise BusUnavailable("bus disconnected")
         try:
-            await self.registry.check(items)
+            return await self.registry.check(items, partial)
         except (TimeoutError, NatsError) as exc:
             raise BusUnavailable(f"bus key registry: {exc or type(exc).__name__}") from None
 

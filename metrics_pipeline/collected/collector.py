@@ -44,7 +44,7 @@ from metrics_pipeline.collected.bus import (
     dedup_id,
     encode_chunks,
 )
-from metrics_pipeline.collected.keycap import KeyCapReached
+from metrics_pipeline.collected.keycap import KeyCapReached, cap_message
 from metrics_pipeline.collected.rules import BadPoint, Item, utc_now, validate_item
 from metrics_pipeline.collected.settings import CollectedSettings
 
@@ -159,16 +159,9 @@ class Collector:
         """Store the items on the bus (one message, or several when one would exceed the bus's
         largest message); (points, items, duplicate) once every message is acknowledged."""
         self.authorize(key, items)
+        await self.register_keys(items)
         publisher = self.publisher
         retry = {"Retry-After": str(self.settings.retry_after_s)}
-        if publisher is None:
-            raise Rejected(503, "bus_unavailable", "the bus is unreachable; retry later", retry)
-        try:
-            await publisher.register_keys(items)
-        except KeyCapReached as exc:
-            raise Rejected(429, "key_cap", str(exc)) from None
-        except BusUnavailable as exc:
-            raise Rejected(503, "bus_unavailable", f"{exc}; retry later", retry) from None
         duplicate = False
         for payload, chunk in encode_chunks(items, utc_now(), publisher.max_payload()):
             started = time.perf_counter()
@@ -184,6 +177,19 @@ class Collector:
         points = sum(len(i.metrics) for i in items)
         self.metrics.accepted.inc(points)
         return points, len(items), duplicate
+
+    async def register_keys(self, items: list[Item], partial: bool = False) -> dict:
+        """The items' new keys registered (the cap): 429 beyond it, or with ``partial`` the
+        keys refused per app; 503 while the bus is unreachable."""
+        retry = {"Retry-After": str(self.settings.retry_after_s)}
+        if self.publisher is None:
+            raise Rejected(503, "bus_unavailable", "the bus is unreachable; retry later", retry)
+        try:
+            return await self.publisher.register_keys(items, partial)
+        except KeyCapReached as exc:
+            raise Rejected(429, "key_cap", str(exc)) from None
+        except BusUnavailable as exc:
+            raise Rejected(503, "bus_unavailable", f"{exc}; retry later", retry) from None
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -224,6 +230,15 @@ class Collector:
         )
         self.check_points(translation.points)
         if translation.items:
+            # Points of keys beyond an app's cap are rejected points; when nothing else is
+            # left, the request is a 429 naming the cap.
+            self.authorize(key, translation.items)
+            refused = await self.register_keys(translation.items, partial=True)
+            for app, keys in refused.items():
+                cap = self.settings.max_keys_per_app
+                translation.drop_keys(app, keys, cap_message(app, cap, len(keys)))
+            if not translation.items:
+                raise Rejected(429, "key_cap", translation.message())
             await self.publish(key, translation.items)
         if translation.rejected:
             self.metrics.rejected.labels("otlp_points").inc(translation.rejected)

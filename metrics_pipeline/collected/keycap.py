@@ -24,15 +24,19 @@ CAS_ATTEMPTS = 50
 CAS_PAUSE_S = 0.005
 
 
+def cap_message(app: str, cap: int, refused: int) -> str:
+    """What a refusal says: the app, the cap and its setting, how many new keys were refused."""
+    return (
+        f"app {app!r}: at most {cap} distinct keys per app (METRICS_COLLECTOR_MAX_KEYS_PER_APP); "
+        f"{refused} new keys refused, known keys still accepted"
+    )
+
+
 class KeyCapReached(Exception):
     """An app would exceed its distinct keys: the request is refused (429)."""
 
     def __init__(self, app: str, cap: int, known: int, new: int):
-        super().__init__(
-            f"app {app!r}: at most {cap} distinct keys per app "
-            f"(METRICS_COLLECTOR_MAX_KEYS_PER_APP); it has {known}, this request adds {new}: "
-            "new keys refused, known keys still accepted"
-        )
+        super().__init__(cap_message(app, cap, new) + f" (it has {known})")
 
 
 def keys_by_app(items: Iterable[Item]) -> dict[str, frozenset[str]]:
@@ -43,12 +47,18 @@ def keys_by_app(items: Iterable[Item]) -> dict[str, frozenset[str]]:
     return {app: frozenset(keys) for app, keys in out.items()}
 
 
-def admit(app: str, known: frozenset[str], wanted: frozenset[str], cap: int) -> frozenset[str]:
-    """The app's keys once ``wanted`` are added; KeyCapReached beyond ``cap``."""
+def admit(
+    app: str, known: frozenset[str], wanted: frozenset[str], cap: int, partial: bool = False
+) -> frozenset[str]:
+    """The app's keys once ``wanted`` are added; beyond ``cap``, KeyCapReached, or with
+    ``partial`` the new keys that fit (in sorted order) are added and the others left out."""
     new = wanted - known
-    if len(known) + len(new) > cap:
+    room = cap - len(known)
+    if len(new) <= room:
+        return known | new
+    if not partial:
         raise KeyCapReached(app, cap, len(known), len(new))
-    return known | new
+    return known | frozenset(sorted(new)[: max(room, 0)])
 
 
 def encode_keys(keys: Iterable[str]) -> bytes:
@@ -88,16 +98,21 @@ class KeyRegistry:
     #: One update per app at a time in this process (compare-and-set races only across them).
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
-    async def check(self, items: Sequence[Item]) -> None:
-        """Register the items' new keys, or KeyCapReached; NatsError when the bus fails."""
+    async def check(self, items: Sequence[Item], partial: bool = False) -> dict[str, frozenset]:
+        """Register the items' new keys; beyond the cap KeyCapReached, or with ``partial`` the
+        keys refused per app (those that did not fit). NatsError when the bus fails."""
+        refused = {}
         for app, wanted in keys_by_app(items).items():
-            if wanted <= self.known.get(app, frozenset()):
-                continue
-            async with self.locks.setdefault(app, asyncio.Lock()):
-                if not wanted <= self.known.get(app, frozenset()):
-                    self.known[app] = await self._register(app, wanted)
+            if not wanted <= self.known.get(app, frozenset()):
+                async with self.locks.setdefault(app, asyncio.Lock()):
+                    if not wanted <= self.known.get(app, frozenset()):
+                        self.known[app] = await self._register(app, wanted, partial)
+            left = wanted - self.known[app] if app in self.known else frozenset()
+            if left:
+                refused[app] = left
+        return refused
 
-    async def _register(self, app: str, wanted: frozenset[str]) -> frozenset[str]:
+    async def _register(self, app: str, wanted: frozenset[str], partial: bool) -> frozenset[str]:
         name = entry_name(app)
         for attempt in range(CAS_ATTEMPTS):
             if attempt:  # lost a race: let the winner's neighbours go first
@@ -110,10 +125,12 @@ class KeyRegistry:
             if wanted <= known:
                 return known
             try:
-                keys = admit(app, known, wanted, self.cap)
+                keys = admit(app, known, wanted, self.cap, partial)
             except KeyCapReached:
                 self.known[app] = known
                 raise
+            if keys == known:
+                return known  # nothing of wanted fits
             try:
                 if revision is None:
                     await self.kv.create(name, encode_keys(keys))

@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from google.protobuf import json_format
@@ -141,6 +141,20 @@ class Translation:
         if count:
             self.rejected += count
             self.reasons[reason] = self.reasons.get(reason, 0) + count
+
+    def drop_keys(self, app: str, keys: frozenset[str], reason: str) -> None:
+        """Leave out the points of ``app``'s ``keys`` as rejected for ``reason``."""
+        kept, dropped = [], 0
+        for item in self.items:
+            if item.app == app and keys & item.metrics.keys():
+                left = {k: v for k, v in item.metrics.items() if k not in keys}
+                dropped += len(item.metrics) - len(left)
+                if not left:
+                    continue
+                item = replace(item, metrics=left)
+            kept.append(item)
+        self.items = kept
+        self.reject(dropped, reason)
 
     def message(self) -> str:
         """The partial-success message ('' when everything was taken)."""

@@ -24,8 +24,12 @@ def test_admit_counts_only_new_keys():
     known = frozenset({"a", "b"})
     assert admit("web", known, frozenset({"a", "c"}), 3) == {"a", "b", "c"}
     assert admit("web", known, frozenset({"a", "b"}), 2) == known
-    with pytest.raises(KeyCapReached, match=r"at most 2 distinct keys per app .* adds 1"):
+    with pytest.raises(
+        KeyCapReached, match=r"at most 2 distinct keys per app .*1 new keys refused"
+    ):
         admit("web", known, frozenset({"a", "c"}), 2)
+    assert admit("web", known, frozenset({"e", "d", "c"}), 4, partial=True) == {"a", "b", "c", "d"}
+    assert admit("web", known, frozenset({"c"}), 2, partial=True) == known
 
 
 def test_keys_by_app_and_encoding():
@@ -102,14 +106,20 @@ def test_concurrent_collectors_never_exceed_the_cap(bus_settings):
 
 
 @pytest.mark.nats
-def test_otlp_new_keys_beyond_the_cap_are_429_statuses(bus_settings):
+def test_otlp_points_of_keys_beyond_the_cap_are_rejected_points_or_a_429(bus_settings, tmp_path):
     from google.rpc.status_pb2 import Status
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceResponse,
+    )
 
-    from .test_otlp import gauge, request_of
-
-    settings = replace(bus_settings, max_keys_per_app=2)
-    headers = {"Content-Type": "application/x-protobuf"}
+    from metrics_pipeline.collected.consumer import consume
     from metrics_pipeline.collected.rules import utc_now
+
+    from .conftest import sqlite_store
+    from .test_otlp import gauge, request_of, stored
+
+    settings = replace(bus_settings, max_keys_per_app=3)
+    headers = {"Content-Type": "application/x-protobuf"}
 
     def export(*names):
         body = request_of("web", *(gauge(n, 1.0, when=utc_now()) for n in names))
@@ -117,8 +127,19 @@ def test_otlp_new_keys_beyond_the_cap_are_429_statuses(bus_settings):
 
     with running(settings) as c:
         assert export("a", "b").status_code == 200
-        refused = export("a", "c")
+        # Known keys and new ones together: the known and those that fit are stored, the others
+        # are rejected points naming the cap.
+        mixed = export("a", "c", "d", "e")
+        assert mixed.status_code == 200
+        partial = ExportMetricsServiceResponse.FromString(mixed.content).partial_success
+        assert partial.rejected_data_points == 2
+        assert "at most 3 distinct keys per app" in partial.error_message
+        # Only new keys beyond the cap: a 429 naming it.
+        refused = export("x", "y")
         assert refused.status_code == 429
         status = Status.FromString(refused.content)
-        assert status.code == 8 and "at most 2 distinct keys per app" in status.message
+        assert status.code == 8 and "at most 3 distinct keys per app" in status.message
         assert export("b").status_code == 200
+    store = sqlite_store(tmp_path)
+    asyncio.run(consume(bus_settings, store, once=True))
+    assert [k for _, k, _ in stored(store)] == ["a", "a", "b", "b", "c"]
