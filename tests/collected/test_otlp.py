@@ -414,3 +414,45 @@ def test_the_sdk_exporter_stores_every_point_once_across_a_consumer_restart(bus_
         assert got.average == pytest.approx(want.average, rel=1e-12)
         assert got.median == pytest.approx(want.median, rel=1e-12)
     store.engine.dispose()
+
+
+SNIPPET_IMPORTS = """
+from opentelemetry import metrics
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+"""
+
+
+@pytest.mark.nats
+def test_the_readme_snippet_sends_to_the_collector(bus_settings, tmp_path):
+    """The three lines of the README's "Sending from an OpenTelemetry SDK", run as written."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .processes import CollectorProcess, drain, family_env
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Sending from an OpenTelemetry SDK") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(snippet.strip().splitlines()) == 3
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    env = family_env(bus_settings, url)
+    collector = CollectorProcess(env, tmp_path / "collector.log").wait_ready(60)
+    try:
+        code = SNIPPET_IMPORTS + snippet.replace("http://localhost:8100", collector.url)
+        code += "assert metrics.get_meter_provider().force_flush()\n"
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    finally:
+        collector.stop()
+    drain(env, tmp_path / "consumer.log")
+    from metrics_pipeline.collected.store import CollectedStore
+    from metrics_pipeline.resources.engines import create_db_engine
+
+    store = CollectedStore(create_db_engine(url, "warehouse"))
+    # force_flush and the provider's shutdown at exit each export the gauge's last value.
+    assert set(stored(store)) == {("web", "response_time_ms", 120.5)}
+    store.engine.dispose()
