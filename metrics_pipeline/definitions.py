@@ -31,7 +31,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     jobs = build_jobs()
     # The other source families, each with its own assets, import task and checks.
     collected = build_collected_definitions(environ)
-    retention = build_retention_definitions(environ.get("METRICS_RETENTION_CRON") or "45 3 * * *")
+    retention = build_retention_definitions(environ)
     datapump = Definitions(
         assets=[*build_datapump_assets(start), *collected["assets"]],
         jobs=[*jobs, *collected["jobs"], *retention["jobs"]],
@@ -48,7 +48,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
             build_dead_runs_sensor(**every_s),
             *collected["sensors"],
         ],
-        resources=build_resources(environ, resolve=resolve),
+        resources={**build_resources(environ, resolve=resolve), **retention["resources"]},
     )
     # Every job, the implicit asset job of backfills and UI launches included, runs its steps in
     # the run's own process: one process (one pod with dagster-k8s) per run, none per step.

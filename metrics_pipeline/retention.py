@@ -3,11 +3,13 @@ batches of short transactions, raw collected points, availability minutes, ledge
 closed hours and the Dagster run history of refresh runs older than their horizons. Hourly,
 daily and weekly aggregates are never deleted. What each table lost is the run's metadata."""
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dagster import (
+    ConfigurableResource,
     DagsterRunStatus,
     DefaultScheduleStatus,
     MetadataValue,
@@ -134,14 +136,40 @@ def apply_retention(
     }
 
 
-@op(description="Deletes what is older than each table's horizon, in bounded batches.")
-def apply_retention_op(context: OpExecutionContext, warehouse: WarehouseResource):
-    from metrics_pipeline.collected.rules import utc_now
+class RetentionResource(ConfigurableResource):
+    """The horizons (METRICS_RETENTION_*), and the collector's late-point window."""
+
+    collected_raw_days: int = 30
+    availability_minute_days: int = 90
+    ledger_days: int = 400
+    run_history_days: int = 30
+    batch_rows: int = 5000
+    max_past_s: float = 7 * 86400.0
+
+    def settings(self) -> RetentionSettings:
+        return RetentionSettings(**{name: getattr(self, name) for name in VARIABLES})
+
+
+def retention_resource(environ: Mapping[str, str] | None = None) -> RetentionResource:
+    """The resource of the settings in ``environ`` (the process's environment by default)."""
     from metrics_pipeline.collected.settings import CollectedSettings
 
-    settings = RetentionSettings.from_env()
+    settings = RetentionSettings.from_env(environ)
+    return RetentionResource(
+        **{name: getattr(settings, name) for name in VARIABLES},
+        max_past_s=CollectedSettings.from_environ(environ).max_past_s,
+    )
+
+
+@op(description="Deletes what is older than each table's horizon, in bounded batches.")
+def apply_retention_op(
+    context: OpExecutionContext, warehouse: WarehouseResource, retention: RetentionResource
+):
+    from metrics_pipeline.collected.rules import utc_now
+
+    settings = retention.settings()
     now = utc_now()
-    max_past = CollectedSettings.from_environ().max_past_s
+    max_past = retention.max_past_s
     deleted = apply_retention(warehouse.engine(), warehouse.db_schema, settings, now, max_past)
     runs_cutoff = now - timedelta(days=settings.run_history_days)
     deleted["Dagster runs (refresh)"] = delete_runs(
@@ -156,8 +184,10 @@ def apply_retention_op(context: OpExecutionContext, warehouse: WarehouseResource
     return Output(deleted, metadata=metadata)
 
 
-def build_retention_definitions(cron: str = "45 3 * * *") -> dict:
-    """The retention job and its daily schedule."""
+def build_retention_definitions(environ: Mapping[str, str] | None = None) -> dict:
+    """The retention job, its daily schedule (METRICS_RETENTION_CRON) and its resource."""
+    env = os.environ if environ is None else environ
+    cron = env.get("METRICS_RETENTION_CRON") or "45 3 * * *"
 
     @job(
         name=JOB_NAME,
@@ -176,4 +206,31 @@ def build_retention_definitions(cron: str = "45 3 * * *") -> dict:
         default_status=DefaultScheduleStatus.RUNNING,
         description="Daily (METRICS_RETENTION_CRON): the retention job.",
     )
-    return {"jobs": [retention_job], "schedules": [schedule]}
+    return {
+        "jobs": [retention_job],
+        "schedules": [schedule],
+        "resources": {"retention": retention_resource(env)},
+    }
+
+
+def run_retention(environ: Mapping[str, str] | None = None, instance=None) -> dict[str, int]:
+    """The ``retention`` command: one run of the job in this process (through DAGSTER_HOME's
+    instance, whose refresh runs it prunes); what it deleted per table. RuntimeError naming
+    the failed step's error when the run fails."""
+    from dagster import Definitions
+
+    from metrics_pipeline.resources import build_resources
+    from metrics_pipeline.runs import execute, open_instance, step_error
+
+    env = os.environ if environ is None else environ
+    family = build_retention_definitions(env)
+    warehouse = build_resources(env, resolve=True)["warehouse"]
+    defs = Definitions(
+        jobs=family["jobs"], resources={"warehouse": warehouse, **family["resources"]}
+    )
+    result = execute(
+        defs.resolve_job_def(JOB_NAME), instance or open_instance(env), {"metrics/source": "cli"}
+    )
+    if not result.success:
+        raise RuntimeError(step_error(result)[0])
+    return result.output_for_node("apply_retention_op")
