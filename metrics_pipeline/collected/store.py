@@ -176,8 +176,6 @@ class CollectedStore:
             row = conn.execute(sql.read_cursor(self.t)).first()
             current, previous = (row.Current, row.Previous) if row else (None, 0)
             seen = conn.execute(sql.max_raw_id(self.t)).scalar_one()
-            if seen < previous:  # Ids were reused (an emptied table of an older SQLite schema)
-                previous = 0
             hours = [
                 as_datetime(r.StartTime)
                 for r in conn.execute(sql.changed_hours(self.t, previous, seen))
