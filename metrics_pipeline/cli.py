@@ -514,6 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
         "refresh",
         help="run one refresh cycle (what a schedule tick and its chain do), through DAGSTER_HOME",
     )
+    sub.add_parser(
+        "retention",
+        help="delete what is older than the METRICS_RETENTION_* horizons (the retention job, once)",
+    )
     api = sub.add_parser("api", help="serve the metrics API and the dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=port_number, default=8000)
@@ -626,6 +630,18 @@ def main(argv: Sequence[str] | None = None, environ=None) -> int:
         return EXIT_FAILED
 
 
+def _retention(environ) -> int:
+    from metrics_pipeline.retention import run_retention
+
+    try:
+        deleted = run_retention(environ)
+    except RuntimeError as exc:
+        sys.stderr.write(f"metrics-pipeline: retention failed: {exc}\n")
+        return EXIT_FAILED
+    print("retention: deleted " + ", ".join(f"{n} {name}" for name, n in deleted.items()))
+    return 0
+
+
 def _run(args, environ) -> int:
     from metrics_pipeline.collected.commands import COMMANDS, run_collected_command
 
@@ -660,6 +676,8 @@ def _run(args, environ) -> int:
         return max(codes)
     if args.command in COMMANDS:
         return run_collected_command(args, environ)
+    if args.command == "retention":
+        return _retention(environ)
     if args.command == "api":
         from metrics_pipeline.api.server import serve
 

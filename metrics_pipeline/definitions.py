@@ -11,6 +11,7 @@ from metrics_pipeline.collected.assets import build_collected_definitions
 from metrics_pipeline.jobs import build_jobs
 from metrics_pipeline.partitions import parse_partitions_start
 from metrics_pipeline.resources import build_resources
+from metrics_pipeline.retention import build_retention_definitions
 from metrics_pipeline.runs import build_dead_runs_sensor
 from metrics_pipeline.schedules import build_reconciliation_schedule, build_refresh_schedule
 from metrics_pipeline.sensors.backlog import build_backlog_sensor
@@ -30,12 +31,14 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     jobs = build_jobs()
     # The other source families, each with its own assets, import task and checks.
     collected = build_collected_definitions(environ)
+    retention = build_retention_definitions(environ)
     datapump = Definitions(
         assets=[*build_datapump_assets(start), *collected["assets"]],
-        jobs=[*jobs, *collected["jobs"]],
+        jobs=[*jobs, *collected["jobs"], *retention["jobs"]],
         schedules=[
             build_refresh_schedule(start, every),
             build_reconciliation_schedule(environ.get("METRICS_RECONCILE_CRON") or "15 2 * * *"),
+            *retention["schedules"],
         ],
         asset_checks=build_checks(start),
         sensors=[
@@ -45,7 +48,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
             build_dead_runs_sensor(**every_s),
             *collected["sensors"],
         ],
-        resources=build_resources(environ, resolve=resolve),
+        resources={**build_resources(environ, resolve=resolve), **retention["resources"]},
     )
     # Every job, the implicit asset job of backfills and UI launches included, runs its steps in
     # the run's own process: one process (one pod with dagster-k8s) per run, none per step.

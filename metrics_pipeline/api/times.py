@@ -1,6 +1,9 @@
 """Times as the API reads and writes them: naive UTC inside, ISO 8601 outside."""
 
 from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Query
 
 from metrics_pipeline.api.errors import ApiError
 
@@ -31,6 +34,25 @@ DATE_PATTERN = rf"^{_DATE}$"
 TIME_PATTERN = rf"^{_DATE}({_TIME})?$"
 #: What the descriptions of time parameters say about their range.
 RANGE_NOTE = f"from {MIN_TIME.date()} to {MAX_TIME.date()} UTC after its offset"
+
+#: The ``from`` and ``to`` query parameters of a range of time.
+From = Annotated[
+    str | None,
+    Query(
+        alias="from",
+        max_length=64,
+        description=f"Range start (inclusive), ISO 8601, UTC when no offset; {RANGE_NOTE}",
+        json_schema_extra={"pattern": TIME_PATTERN},
+    ),
+]
+To = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description=f"Range end (exclusive), ISO 8601; {RANGE_NOTE}. Default: now",
+        json_schema_extra={"pattern": TIME_PATTERN},
+    ),
+]
 
 
 def utc_iso(value: datetime) -> str:

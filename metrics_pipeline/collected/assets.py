@@ -104,6 +104,8 @@ _HOURLY_COLUMNS = {
     "Minimum": "Smallest value of the hour ← CollectedMetric.Value",
     "Maximum": "Largest value of the hour ← CollectedMetric.Value",
     "Median": "Exact median of the hour's values ← CollectedMetric.Value",
+    "P95": "95th percentile (nearest rank) of the hour's values ← CollectedMetric.Value",
+    "P99": "99th percentile (nearest rank) of the hour's values ← CollectedMetric.Value",
 }
 
 
@@ -144,7 +146,8 @@ def _collected_asset(partitions_def: HourlyPartitionsDefinition):
             "dagster/table_name": "CollectedMetricHourly",
         },
         description="CollectedMetricHourly: per metric key and UTC hour, SampleCount, Average, "
-        "Minimum, Maximum and exact Median of the raw CollectedMetric rows (seed 002).",
+        "Minimum, Maximum, exact Median, P95 and P99 (nearest rank) of the raw CollectedMetric "
+        "rows of every app (seed 002); CollectedMetricAppHourly: the same per app and key.",
     )
     def collected_metric_hourly(
         context: AssetExecutionContext, warehouse: WarehouseResource
@@ -160,7 +163,8 @@ def _collected_asset(partitions_def: HourlyPartitionsDefinition):
             store.advance(plan)
         return MaterializeResult(
             metadata={
-                "rows_written": rows,
+                "rows_written": rows.all_apps,
+                "app_rows_written": rows.per_app,
                 "hours": len(hours_of(start, end)),
                 "cursor_seen": plan.seen if plan else "unchanged (not a refresh run)",
             }

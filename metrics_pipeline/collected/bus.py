@@ -21,11 +21,14 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
+from metrics_pipeline.collected.keycap import KeyRegistry, open_bucket
 from metrics_pipeline.collected.rules import Item, message_id
 from metrics_pipeline.collected.settings import CollectedSettings
 
 #: JetStream's error code for a stream at one of its limits (messages, bytes).
 STREAM_FULL = 10077
+#: Bytes of a message's maximum size kept for its headers.
+HEADER_ROOM = 4096
 
 
 class BusFull(RuntimeError):
@@ -91,6 +94,20 @@ def encode(items: Sequence[Item], received_at: datetime) -> bytes:
     ).encode()
 
 
+def encode_chunks(
+    items: Sequence[Item], received_at: datetime, max_bytes: int
+) -> list[tuple[bytes, Sequence[Item]]]:
+    """The messages of a request: one, or halves of it until each fits the bus's largest
+    message (``max_bytes``), each with the items it carries."""
+    payload = encode(items, received_at)
+    if len(payload) <= max_bytes or len(items) == 1:
+        return [(payload, items)]
+    mid = len(items) // 2
+    return encode_chunks(items[:mid], received_at, max_bytes) + encode_chunks(
+        items[mid:], received_at, max_bytes
+    )
+
+
 def decode_rows(payload: bytes) -> list[dict]:
     """The CollectedMetric rows of one bus message."""
     body = json.loads(payload)
@@ -125,19 +142,37 @@ class Publisher:
     nc: Client
     js: JetStreamContext
     settings: CollectedSettings
+    #: The apps' known keys (None: no cap).
+    registry: KeyRegistry | None = None
 
     @classmethod
     async def open(cls, settings: CollectedSettings) -> "Publisher":
         nc = await connect(settings, "metrics-collector")
         js = nc.jetstream(timeout=settings.publish_timeout_s)
+        registry = None
         try:
             await ensure_stream(js, settings)
+            if settings.max_keys_per_app:
+                kv = await open_bucket(js, settings.stream)
+                registry = KeyRegistry(kv, settings.max_keys_per_app)
         except (TimeoutError, NatsError) as exc:
             await nc.close()
             raise BusUnavailable(
                 f"bus at {settings.bus_url}: JetStream not available: {exc}"
             ) from None
-        return cls(nc, js, settings)
+        return cls(nc, js, settings, registry)
+
+    async def register_keys(self, items: Sequence[Item], partial: bool = False) -> dict:
+        """Record the items' new keys per app: beyond the cap KeyCapReached, or with
+        ``partial`` the keys refused per app."""
+        if self.registry is None:
+            return {}
+        if not self.nc.is_connected:
+            raise BusUnavailable("bus disconnected")
+        try:
+            return await self.registry.check(items, partial)
+        except (TimeoutError, NatsError) as exc:
+            raise BusUnavailable(f"bus key registry: {exc or type(exc).__name__}") from None
 
     async def publish(self, payload: bytes, msg_id: str | None) -> bool:
         """Store one message; True when the bus already had this ``msg_id`` (a retry)."""
@@ -159,6 +194,10 @@ class Publisher:
         except (TimeoutError, NatsError) as exc:
             raise BusUnavailable(f"bus did not answer: {exc or type(exc).__name__}") from None
         return bool(ack.duplicate)
+
+    def max_payload(self) -> int:
+        """The largest message the server takes, less room for the headers."""
+        return max(self.nc.max_payload - HEADER_ROOM, HEADER_ROOM)
 
     def connected(self) -> bool:
         return self.nc.is_connected

@@ -3,8 +3,11 @@ the bus has stored them.
 
 - ``GET /collect?app=APP&data=JSON[&time=ISO][&id=ID]`` (the seed's form) and
   ``POST /collect`` with one ``{"app", "time"?, "id"?, "metrics": {...}}`` object or a list.
+- ``POST /v1/metrics``: OTLP/HTTP, protobuf or JSON, gzip or not (:mod:`.otlp`); 200 with
+  ``partial_success`` once stored, errors as a google.rpc.Status.
 - 400 naming the bad field; 413 for a body or batch over the limits; 401/403 for API keys;
-  429 (bus full) or 503 (bus unreachable) with ``Retry-After``.
+  429 (bus full) or 503 (bus unreachable) with ``Retry-After``; 429 naming the cap for new
+  keys of an app beyond METRICS_COLLECTOR_MAX_KEYS_PER_APP (:mod:`.keycap`).
 - ``/metrics`` (Prometheus), ``/healthz`` (live), ``/readyz`` (bus connected).
 """
 
@@ -32,14 +35,16 @@ from starlette.routing import Route
 from metrics_pipeline.api.auth import bearer_token
 from metrics_pipeline.api.middleware import DrainedBodies
 from metrics_pipeline.api.settings import is_loopback
+from metrics_pipeline.collected import otlp
 from metrics_pipeline.collected.auth import AppKey, find_key, load_app_keys
 from metrics_pipeline.collected.bus import (
     BusFull,
     BusUnavailable,
     Publisher,
     dedup_id,
-    encode,
+    encode_chunks,
 )
+from metrics_pipeline.collected.keycap import KeyCapReached, cap_message
 from metrics_pipeline.collected.rules import BadPoint, Item, utc_now, validate_item
 from metrics_pipeline.collected.settings import CollectedSettings
 
@@ -138,35 +143,53 @@ class Collector:
             where = f"[{i}]" if batch else ""
             item = validate_item(raw, where, now, past, future, default_app, field)
             points += len(item.metrics)
-            if points > s.max_points:
-                raise Rejected(413, "too_large", f"batch: more than {s.max_points} data points")
+            self.check_points(points)
             items.append(item)
         if not items:
             raise BadPoint("body", "an empty batch")
         return items
 
     async def store(self, key: AppKey | None, items: list[Item]) -> Response:
+        points, messages, duplicate = await self.publish(key, items)
+        return JSONResponse(
+            {"accepted": points, "messages": messages, "duplicate": duplicate}, status_code=202
+        )
+
+    async def publish(self, key: AppKey | None, items: list[Item]) -> tuple[int, int, bool]:
+        """Store the items on the bus (one message, or several when one would exceed the bus's
+        largest message); (points, items, duplicate) once every message is acknowledged."""
         self.authorize(key, items)
+        await self.register_keys(items)
         publisher = self.publisher
         retry = {"Retry-After": str(self.settings.retry_after_s)}
-        if publisher is None:
-            raise Rejected(503, "bus_unavailable", "the bus is unreachable; retry later", retry)
-        payload = encode(items, utc_now())
-        started = time.perf_counter()
-        try:
-            duplicate = await publisher.publish(payload, dedup_id(items))
-        except BusFull as exc:
-            raise Rejected(
-                429, "bus_full", f"the bus is full ({exc}); retry later", retry
-            ) from None
-        except BusUnavailable as exc:
-            raise Rejected(503, "bus_unavailable", f"{exc}; retry later", retry) from None
-        self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        duplicate = False
+        for payload, chunk in encode_chunks(items, utc_now(), publisher.max_payload()):
+            started = time.perf_counter()
+            try:
+                duplicate = await publisher.publish(payload, dedup_id(chunk))
+            except BusFull as exc:
+                raise Rejected(
+                    429, "bus_full", f"the bus is full ({exc}); retry later", retry
+                ) from None
+            except BusUnavailable as exc:
+                raise Rejected(503, "bus_unavailable", f"{exc}; retry later", retry) from None
+            self.metrics.publish_seconds.observe(time.perf_counter() - started)
         points = sum(len(i.metrics) for i in items)
         self.metrics.accepted.inc(points)
-        return JSONResponse(
-            {"accepted": points, "messages": len(items), "duplicate": duplicate}, status_code=202
-        )
+        return points, len(items), duplicate
+
+    async def register_keys(self, items: list[Item], partial: bool = False) -> dict:
+        """The items' new keys registered (the cap): 429 beyond it, or with ``partial`` the
+        keys refused per app; 503 while the bus is unreachable."""
+        retry = {"Retry-After": str(self.settings.retry_after_s)}
+        if self.publisher is None:
+            raise Rejected(503, "bus_unavailable", "the bus is unreachable; retry later", retry)
+        try:
+            return await self.publisher.register_keys(items, partial)
+        except KeyCapReached as exc:
+            raise Rejected(429, "key_cap", str(exc)) from None
+        except BusUnavailable as exc:
+            raise Rejected(503, "bus_unavailable", f"{exc}; retry later", retry) from None
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -180,6 +203,46 @@ class Collector:
                 raise Rejected(413, "too_large", f"body: more than {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def check_points(self, points: int) -> None:
+        if points > self.settings.max_points:
+            raise Rejected(
+                413, "too_large", f"batch: more than {self.settings.max_points} data points"
+            )
+
+    async def otlp_export(self, request: Request, fmt: str) -> Response:
+        """``POST /v1/metrics``: 200 with the partial success once every point is stored."""
+        key = self.authenticate(request)
+        try:
+            body = otlp.decompress(
+                await self.read_body(request),
+                request.headers.get("content-encoding"),
+                self.settings.max_body_bytes,
+            )
+        except OverflowError as exc:
+            raise Rejected(413, "too_large", str(exc)) from None
+        s = self.settings
+        translation = otlp.translate(
+            otlp.parse_request(body, fmt),
+            utc_now(),
+            timedelta(seconds=s.max_past_s),
+            timedelta(seconds=s.max_future_s),
+        )
+        self.check_points(translation.points)
+        if translation.items:
+            # Points of keys beyond an app's cap are rejected points; when nothing else is
+            # left, the request is a 429 naming the cap.
+            self.authorize(key, translation.items)
+            refused = await self.register_keys(translation.items, partial=True)
+            for app, keys in refused.items():
+                cap = self.settings.max_keys_per_app
+                translation.drop_keys(app, keys, cap_message(app, cap, len(keys)))
+            if not translation.items:
+                raise Rejected(429, "key_cap", translation.message())
+            await self.publish(key, translation.items)
+        if translation.rejected:
+            self.metrics.rejected.labels("otlp_points").inc(translation.rejected)
+        return Response(otlp.response_body(translation, fmt), media_type=fmt)
 
 
 def _parse_json(text: str | bytes, field: str):
@@ -195,14 +258,21 @@ def create_collector_app(settings: CollectedSettings) -> Starlette:
     """The collector's ASGI app (connects to the bus when it starts, not when built)."""
     collector = Collector(settings)
 
-    async def handle(request: Request, work) -> Response:
+    async def handle(request: Request, work, fmt: str | None = None) -> Response:
+        """The answer of ``work``, or its error: ``{"detail", "field"?}``, or for OTLP (``fmt``)
+        a google.rpc.Status in the request's format."""
         try:
             return await work()
         except BadPoint as exc:
             collector.metrics.rejected.labels("invalid").inc()
+            if fmt:
+                return Response(otlp.status_body(400, str(exc), fmt), 400, media_type=fmt)
             return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=400)
         except Rejected as exc:
             collector.metrics.rejected.labels(exc.reason).inc()
+            if fmt:
+                body = otlp.status_body(exc.status, exc.message, fmt)
+                return Response(body, exc.status, headers=exc.headers, media_type=fmt)
             return JSONResponse(
                 {"detail": exc.message}, status_code=exc.status, headers=exc.headers
             )
@@ -230,6 +300,16 @@ def create_collector_app(settings: CollectedSettings) -> Starlette:
 
         return await handle(request, work)
 
+    async def otlp_metrics(request: Request) -> Response:
+        fmt = otlp.content_format(request.headers.get("content-type"))
+        if fmt is None:
+            collector.metrics.rejected.labels("invalid").inc()
+            return JSONResponse(
+                {"detail": f"Content-Type: expected {otlp.PROTOBUF} or {otlp.JSON}"},
+                status_code=415,
+            )
+        return await handle(request, lambda: collector.otlp_export(request, fmt), fmt)
+
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(collector.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -252,6 +332,7 @@ def create_collector_app(settings: CollectedSettings) -> Starlette:
         routes=[
             Route("/collect", collect_get, methods=["GET"]),
             Route("/collect", collect_post, methods=["POST"]),
+            Route("/v1/metrics", otlp_metrics, methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

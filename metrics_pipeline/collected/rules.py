@@ -17,8 +17,10 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 #: The largest magnitude of a value: an hour's sum (its average, the median of two values) of up
 #: to 10^58 such values stays finite in a double. Beyond it, the collector refuses the value.
 MAX_MAGNITUDE = 1e250
-#: The stat types of the query route, in the order the docs list them.
-STAT_TYPES = ("average", "min", "max", "median", "count")
+#: The stat types of the query routes, in the order the docs list them.
+STAT_TYPES = ("average", "min", "max", "median", "count", "p95", "p99")
+#: The percentiles kept per hour (nearest rank), by stat type.
+PERCENTILES = {"p95": 95, "p99": 99}
 
 
 class BadPoint(ValueError):
@@ -131,24 +133,36 @@ def median(values: Iterable[float]) -> float | None:
     return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def nearest_rank(ordered: list[float], percent: int) -> float | None:
+    """The ``percent``-th percentile of sorted values by nearest rank: the value of the
+    smallest rank r (1-based) with 100 r >= percent n."""
+    n = len(ordered)
+    return ordered[max(1, -(-percent * n // 100)) - 1] if n else None
+
+
 @dataclass(frozen=True)
 class HourStats:
-    """The statistics of one key for one hour (``CollectedMetricHourly``'s row)."""
+    """The statistics of one key for one hour (a ``CollectedMetricHourly`` or
+    ``CollectedMetricAppHourly`` row); p95 and p99 are None in rows written before they were."""
 
     count: int
     average: float | None
     minimum: float | None
     maximum: float | None
     median: float | None
+    p95: float | None = None
+    p99: float | None = None
 
     def stat(self, name: str) -> float | int | None:
-        """The value the query route answers for ``name`` (one of STAT_TYPES)."""
+        """The value the query routes answer for ``name`` (one of STAT_TYPES)."""
         return {
             "average": self.average,
             "min": self.minimum,
             "max": self.maximum,
             "median": self.median,
             "count": self.count,
+            "p95": self.p95,
+            "p99": self.p99,
         }[name]
 
 
@@ -161,7 +175,12 @@ def hour_stats(values: Iterable[float]) -> HourStats:
     if not ordered:
         return EMPTY
     return HourStats(
-        len(ordered), math.fsum(ordered) / len(ordered), ordered[0], ordered[-1], median(ordered)
+        len(ordered),
+        math.fsum(ordered) / len(ordered),
+        ordered[0],
+        ordered[-1],
+        median(ordered),
+        *(nearest_rank(ordered, p) for p in PERCENTILES.values()),
     )
 
 

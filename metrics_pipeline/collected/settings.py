@@ -22,10 +22,15 @@ VARIABLES = {
     "max_past_s": "METRICS_COLLECTOR_MAX_PAST_S",
     "max_future_s": "METRICS_COLLECTOR_MAX_FUTURE_S",
     "retry_after_s": "METRICS_COLLECTOR_RETRY_AFTER_S",
+    "max_keys_per_app": "METRICS_COLLECTOR_MAX_KEYS_PER_APP",
     "fetch_batch": "METRICS_CONSUMER_BATCH",
     "ack_wait_s": "METRICS_CONSUMER_ACK_WAIT_S",
     "refresh_s": "METRICS_COLLECTED_REFRESH_S",
 }
+
+
+#: The largest key cap: an app's keys (up to 100 characters each) fit one 1 MB bus entry.
+MAX_KEYS_PER_APP = 9000
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,18 @@ class CollectedSettings:
     max_past_s: float = 7 * 86400.0
     max_future_s: float = 300.0
     retry_after_s: int = 2
+    #: Distinct keys an app may send (0: no cap); its keys are one bus key-value entry.
+    max_keys_per_app: int = 1000
     fetch_batch: int = 500
     ack_wait_s: float = 30.0
     refresh_s: int = 300
+
+    def __post_init__(self):
+        if not 0 <= self.max_keys_per_app <= MAX_KEYS_PER_APP:
+            raise ConfigurationError(
+                f"METRICS_COLLECTOR_MAX_KEYS_PER_APP: expected 0 (no cap) to {MAX_KEYS_PER_APP}, "
+                f"got {self.max_keys_per_app}"
+            )
 
     @property
     def subject(self) -> str:

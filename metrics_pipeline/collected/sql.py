@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.dml import Update
 
-from metrics_pipeline.collected.rules import MAX_MAGNITUDE
+from metrics_pipeline.collected.rules import MAX_MAGNITUDE, PERCENTILES
 from metrics_pipeline.sql.dialect import hour_floor
 
 #: The name of the raw table's change cursor in ``CollectedMetricCursor``.
@@ -48,6 +48,37 @@ class CollectedTables:
     raw: Table
     hourly: Table
     cursor: Table
+    #: The statistics per (App, MetricKey, StartTime); ``hourly`` is the all-apps figure.
+    app_hourly: Table
+
+    def stats_table(self, app: str | None) -> Table:
+        return self.hourly if app is None else self.app_hourly
+
+
+def _stat_columns() -> list[Column]:
+    return [
+        Column("SampleCount", BigInteger, nullable=False),
+        Column("Average", Float(53)),
+        Column("Minimum", Float(53)),
+        Column("Maximum", Float(53)),
+        Column("Median", Float(53)),
+        # Added in place to tables of older versions (nullable: their rows have none).
+        Column("P95", Float(53)),
+        Column("P99", Float(53)),
+    ]
+
+
+def _stats_table(md: MetaData, name: str, groups: tuple[str, ...]) -> Table:
+    """A statistics table: per ``groups`` and UTC hour (StartTime)."""
+    return Table(
+        name,
+        md,
+        *(Column(g, String(100), nullable=False) for g in groups),
+        Column("StartTime", DateTime, nullable=False),
+        *_stat_columns(),
+        PrimaryKeyConstraint(*groups, "StartTime", name=f"PK_{name}"),
+        Index(f"IX_{name}_StartTime", "StartTime"),
+    )
 
 
 def build_tables(schema: str | None = None) -> CollectedTables:
@@ -67,20 +98,12 @@ def build_tables(schema: str | None = None) -> CollectedTables:
         UniqueConstraint("MessageId", "MetricKey", name="UQ_CollectedMetric_Message_Key"),
         Index("IX_CollectedMetric_CollectedAt", "CollectedAt"),
         Index("IX_CollectedMetric_Key_CollectedAt", "MetricKey", "CollectedAt"),
+        Index("IX_CollectedMetric_App_Key_CollectedAt", "App", "MetricKey", "CollectedAt"),
+        # Never reuse an Id once retention deleted the newest rows (the cursor is on Id).
+        sqlite_autoincrement=True,
     )
-    hourly = Table(
-        "CollectedMetricHourly",
-        md,
-        Column("MetricKey", String(100), nullable=False),
-        Column("StartTime", DateTime, nullable=False),
-        Column("SampleCount", BigInteger, nullable=False),
-        Column("Average", Float(53)),
-        Column("Minimum", Float(53)),
-        Column("Maximum", Float(53)),
-        Column("Median", Float(53)),
-        PrimaryKeyConstraint("MetricKey", "StartTime", name="PK_CollectedMetricHourly"),
-        Index("IX_CollectedMetricHourly_StartTime", "StartTime"),
-    )
+    hourly = _stats_table(md, "CollectedMetricHourly", ("MetricKey",))
+    app_hourly = _stats_table(md, "CollectedMetricAppHourly", ("App", "MetricKey"))
     cursor = Table(
         "CollectedMetricCursor",
         md,
@@ -90,7 +113,7 @@ def build_tables(schema: str | None = None) -> CollectedTables:
         Column("Previous", BigInteger, nullable=False),
         Column("UpdatedAt", DateTime, nullable=False),
     )
-    return CollectedTables(md, raw, hourly, cursor)
+    return CollectedTables(md, raw, hourly, cursor, app_hourly)
 
 
 # --- raw rows ----------------------------------------------------------------------------------
@@ -121,9 +144,15 @@ def changed_hours(t: CollectedTables, after_id: int, up_to_id: int) -> Select:
     )
 
 
-def key_collected(t: CollectedTables, key: str) -> Select:
-    """One row when ``key`` was ever collected (TOP 1 on SQL Server)."""
-    return select(t.raw.c.MetricKey).where(t.raw.c.MetricKey == key).limit(1)
+def hour_collected(t: CollectedTables, start: datetime, end: datetime) -> Select:
+    """One row when the window has raw rows (TOP 1 on SQL Server)."""
+    return select(t.raw.c.Id).where(_in_hour(t, start, end)).limit(1)
+
+
+def key_collected(t: CollectedTables, key: str, app: str | None = None) -> Select:
+    """One row when ``key`` was ever collected (from ``app``) (TOP 1 on SQL Server)."""
+    where = [t.raw.c.MetricKey == key] + ([t.raw.c.App == app] if app is not None else [])
+    return select(t.raw.c.MetricKey).where(*where).limit(1)
 
 
 # --- hourly statistics -------------------------------------------------------------------------
@@ -134,13 +163,20 @@ def _in_hour(t: CollectedTables, start: datetime, end: datetime):
 
 
 def hour_stats_select(
-    t: CollectedTables, start: datetime, end: datetime, key: str | None = None
+    t: CollectedTables,
+    start: datetime,
+    end: datetime,
+    key: str | None = None,
+    app: str | None = None,
+    by_app: bool = False,
 ) -> Select:
-    """Per key, over raw rows with start <= CollectedAt < end: (MetricKey, StartTime,
-    SampleCount, Average, Minimum, Maximum, Median), exact.
+    """Per key (per app and key with ``by_app``), over raw rows with start <= CollectedAt < end
+    (of ``key`` and ``app`` when given): ([App,] MetricKey, StartTime, SampleCount, Average,
+    Minimum, Maximum, Median, P95, P99), exact.
 
-    The median is the average of the rows whose rank r (1-based, by value) satisfies
-    n <= 2r <= n + 2: the middle row for an odd count n, the two middle rows for an even one.
+    With rank r (1-based, by value) and count n: the median is the average of the rows with
+    n <= 2r <= n + 2 (the middle row for an odd count, the two middle rows for an even one);
+    the p-th percentile is the row of the smallest r with 100 r >= p n (nearest rank).
     Values beyond +-MAX_MAGNITUDE (which the collector refuses; stored before that rule, or by
     another writer) are left out, so no statistic overflows to an infinity.
     """
@@ -148,63 +184,106 @@ def hour_stats_select(
     where = and_(_in_hour(t, start, end), raw.Value.between(-MAX_MAGNITUDE, MAX_MAGNITUDE))
     if key is not None:
         where = and_(where, raw.MetricKey == key)
+    if app is not None:
+        where = and_(where, raw.App == app)
+    groups = [raw.App, raw.MetricKey] if by_app else [raw.MetricKey]
     ranked = (
         select(
-            raw.MetricKey,
+            *groups,
             raw.Value,
-            func.row_number().over(partition_by=raw.MetricKey, order_by=raw.Value).label("r"),
-            func.count().over(partition_by=raw.MetricKey).label("n"),
+            func.row_number().over(partition_by=groups, order_by=raw.Value).label("r"),
+            func.count().over(partition_by=groups).label("n"),
         )
         .where(where)
         .subquery("ranked")
     )
-    middle = and_(ranked.c.r * 2 >= ranked.c.n, ranked.c.r * 2 <= ranked.c.n + 2)
+    r, n = ranked.c.r, ranked.c.n
+    middle = and_(r * 2 >= n, r * 2 <= n + 2)
+    outer = [ranked.c[c.name] for c in groups]
+    percentiles = [
+        func.max(case((and_(r * 100 >= p * n, (r - 1) * 100 < p * n), ranked.c.Value))).label(
+            f"P{p}"
+        )
+        for p in PERCENTILES.values()
+    ]
     return select(
-        ranked.c.MetricKey,
+        *outer,
         literal(start, DateTime).label("StartTime"),
         func.count().label("SampleCount"),
         func.avg(ranked.c.Value).label("Average"),
         func.min(ranked.c.Value).label("Minimum"),
         func.max(ranked.c.Value).label("Maximum"),
         func.avg(case((middle, ranked.c.Value))).label("Median"),
-    ).group_by(ranked.c.MetricKey)
+        *percentiles,
+    ).group_by(*outer)
 
 
-HOURLY_COLUMNS = (
-    "MetricKey",
-    "StartTime",
-    "SampleCount",
-    "Average",
-    "Minimum",
-    "Maximum",
-    "Median",
-)
+#: The statistics columns, in the order hour_stats_select gives them after the groups.
+STAT_COLUMNS = ("SampleCount", "Average", "Minimum", "Maximum", "Median", "P95", "P99")
+HOURLY_COLUMNS = ("MetricKey", "StartTime", *STAT_COLUMNS)
+APP_HOURLY_COLUMNS = ("App", "MetricKey", "StartTime", *STAT_COLUMNS)
 
 
-def delete_hours(t: CollectedTables, start: datetime, end: datetime) -> Delete:
+def delete_hours(
+    t: CollectedTables, start: datetime, end: datetime, by_app: bool = False
+) -> Delete:
     """The window's statistics rows (deleted and rewritten in one transaction)."""
-    return delete(t.hourly).where(t.hourly.c.StartTime >= start, t.hourly.c.StartTime < end)
+    table = t.app_hourly if by_app else t.hourly
+    return delete(table).where(table.c.StartTime >= start, table.c.StartTime < end)
 
 
-def count_hours(t: CollectedTables, start: datetime, end: datetime) -> Select:
-    h = t.hourly.c
+def count_hours(t: CollectedTables, start: datetime, end: datetime, by_app: bool = False) -> Select:
+    h = (t.app_hourly if by_app else t.hourly).c
     return select(func.count()).where(h.StartTime >= start, h.StartTime < end)
 
 
-def insert_hour_stats(t: CollectedTables, start: datetime, end: datetime) -> Insert:
-    """INSERT ... SELECT of one hour's statistics, computed inside the warehouse."""
-    return insert(t.hourly).from_select(HOURLY_COLUMNS, hour_stats_select(t, start, end))
+def insert_hour_stats(
+    t: CollectedTables, start: datetime, end: datetime, by_app: bool = False
+) -> Insert:
+    """INSERT ... SELECT of one hour's statistics (all apps, or per app), computed inside the
+    warehouse."""
+    table, columns = (t.app_hourly, APP_HOURLY_COLUMNS) if by_app else (t.hourly, HOURLY_COLUMNS)
+    return insert(table).from_select(columns, hour_stats_select(t, start, end, by_app=by_app))
 
 
-def read_hour_stats(t: CollectedTables, key: str, start: datetime) -> Select:
-    h = t.hourly.c
-    return select(h.SampleCount, h.Average, h.Minimum, h.Maximum, h.Median).where(
-        h.MetricKey == key, h.StartTime == start
-    )
+def read_hour_stats(
+    t: CollectedTables, key: str, start: datetime, app: str | None = None
+) -> Select:
+    """One hour's row of ``key`` (all apps, or of ``app``)."""
+    return read_series(t, key, start, start, app)
 
 
-def hourly_key_known(t: CollectedTables, key: str) -> Select:
-    return select(t.hourly.c.MetricKey).where(t.hourly.c.MetricKey == key).limit(1)
+def read_series(
+    t: CollectedTables, key: str, first: datetime, last: datetime, app: str | None = None
+) -> Select:
+    """The rows of ``key`` (all apps, or of ``app``) for the hours first..last, by hour."""
+    table = t.stats_table(app)
+    h = table.c
+    where = [h.MetricKey == key, h.StartTime >= first, h.StartTime <= last]
+    if app is not None:
+        where.append(h.App == app)
+    return select(h.StartTime, *(h[c] for c in STAT_COLUMNS)).where(*where).order_by(h.StartTime)
+
+
+def hourly_key_known(t: CollectedTables, key: str, app: str | None = None) -> Select:
+    h = t.stats_table(app).c
+    where = [h.MetricKey == key] + ([h.App == app] if app is not None else [])
+    return select(h.MetricKey).where(*where).limit(1)
+
+
+def known_series(t: CollectedTables, limit: int) -> Select:
+    """The first ``limit`` (App, MetricKey) pairs that have statistics, in order."""
+    h = t.app_hourly.c
+    return select(h.App, h.MetricKey).distinct().order_by(h.App, h.MetricKey).limit(limit)
+
+
+def app_known(t: CollectedTables, app: str) -> Select:
+    """One row when ``app`` has statistics (TOP 1 on SQL Server)."""
+    return select(t.app_hourly.c.App).where(t.app_hourly.c.App == app).limit(1)
+
+
+def app_collected(t: CollectedTables, app: str) -> Select:
+    return select(t.raw.c.App).where(t.raw.c.App == app).limit(1)
 
 
 def plain_group_by(t: CollectedTables, start: datetime, end: datetime) -> Select:

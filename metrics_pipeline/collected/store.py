@@ -5,12 +5,14 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from metrics_pipeline.collected import sql
 from metrics_pipeline.collected.rules import EMPTY, HourStats, utc_now
+from metrics_pipeline.resources.engines import upgrade_schema
 
 #: Message ids per existence lookup (SQL Server takes at most 2,100 parameters).
 LOOKUP_CHUNK = 1000
@@ -20,6 +22,22 @@ HOUR = timedelta(hours=1)
 def as_datetime(value) -> datetime:
     """A DATETIME read back (SQLite returns computed ones as text)."""
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def stats_of(row) -> HourStats:
+    """The HourStats of a statistics row (SampleCount, Average, ..., P99)."""
+    # A row written before values were bounded may hold an infinity: unknown, not a number.
+    values = [row[c] for c in sql.STAT_COLUMNS[1:]]
+    return HourStats(
+        row["SampleCount"], *(v if v is None or math.isfinite(v) else None for v in values)
+    )
+
+
+class HoursWritten(NamedTuple):
+    """Statistics rows written: all-apps figures, and per app."""
+
+    all_apps: int
+    per_app: int
 
 
 @dataclass(frozen=True)
@@ -40,7 +58,9 @@ class CollectedStore:
         self.t = sql.build_tables(schema)
 
     def ensure_schema(self) -> None:
-        self.t.metadata.create_all(self.engine, checkfirst=True)
+        """Create the tables, and upgrade those of an older version in place."""
+        with self.engine.begin() as conn:
+            upgrade_schema(conn, self.t.metadata)
 
     # --- raw rows (the consumer) ----------------------------------------------------------------
 
@@ -82,44 +102,70 @@ class CollectedStore:
 
     # --- hourly statistics ----------------------------------------------------------------------
 
-    def write_hours(self, hours: Iterable[datetime]) -> int:
-        """Recompute the statistics of ``hours`` from the raw rows, delete-then-insert in one
-        transaction; the number of rows written."""
+    def write_hours(self, hours: Iterable[datetime]) -> HoursWritten:
+        """Recompute the statistics of ``hours`` (all apps, and per app) from the raw rows,
+        delete-then-insert in one transaction; the rows there afterwards. An hour without raw
+        rows is left alone: raw rows only go by retention, which keeps the statistics."""
         hours = sorted(set(hours))
         if not hours:
-            return 0
+            return HoursWritten(0, 0)
         with self.engine.begin() as conn:
             for start in hours:
-                conn.execute(sql.delete_hours(self.t, start, start + HOUR))
-                conn.execute(sql.insert_hour_stats(self.t, start, start + HOUR))
+                if conn.execute(sql.hour_collected(self.t, start, start + HOUR)).first() is None:
+                    continue  # its points are gone (retention): its statistics stay as they are
+                for by_app in (False, True):
+                    conn.execute(sql.delete_hours(self.t, start, start + HOUR, by_app))
+                    conn.execute(sql.insert_hour_stats(self.t, start, start + HOUR, by_app))
             # INSERT ... SELECT has no reliable rowcount on every driver: count what is there.
-            return conn.execute(sql.count_hours(self.t, hours[0], hours[-1] + HOUR)).scalar_one()
+            end = hours[-1] + HOUR
+            return HoursWritten(
+                *(
+                    conn.execute(sql.count_hours(self.t, hours[0], end, by_app)).scalar_one()
+                    for by_app in (False, True)
+                )
+            )
 
-    def hour_stats(self, key: str, start: datetime, from_raw: bool = False) -> HourStats:
-        """One key's statistics for one hour: from CollectedMetricHourly, or computed from the
-        raw rows when ``from_raw`` (the running hour)."""
+    def hour_stats(
+        self, key: str, start: datetime, from_raw: bool = False, app: str | None = None
+    ) -> HourStats:
+        """One key's statistics for one hour (all apps, or of ``app``): from the statistics
+        tables, or computed from the raw rows when ``from_raw`` (the running hour)."""
         statement = (
-            sql.hour_stats_select(self.t, start, start + HOUR, key)
+            sql.hour_stats_select(self.t, start, start + HOUR, key, app)
             if from_raw
-            else sql.read_hour_stats(self.t, key, start)
+            else sql.read_hour_stats(self.t, key, start, app)
         )
         with self.engine.connect() as conn:
             row = conn.execute(statement).mappings().first()
-        if row is None:
-            return EMPTY
-        # A row written before values were bounded may hold an infinity: unknown, not a number.
-        stats = [row[c] for c in ("Average", "Minimum", "Maximum", "Median")]
-        return HourStats(
-            row["SampleCount"], *(v if v is None or math.isfinite(v) else None for v in stats)
+        return EMPTY if row is None else stats_of(row)
+
+    def series(
+        self, key: str, first: datetime, last: datetime, app: str | None = None
+    ) -> dict[datetime, HourStats]:
+        """The stored statistics of ``key`` (all apps, or of ``app``) for the hours
+        first..last that have any."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sql.read_series(self.t, key, first, last, app)).mappings()
+            return {as_datetime(r["StartTime"]): stats_of(r) for r in rows}
+
+    def key_known(self, key: str, app: str | None = None) -> bool:
+        """True when ``key`` (of ``app``) has statistics or raw rows."""
+        return self._any(
+            sql.hourly_key_known(self.t, key, app), sql.key_collected(self.t, key, app)
         )
 
-    def key_known(self, key: str) -> bool:
-        """True when ``key`` has statistics or raw rows."""
+    def known_series(self, limit: int) -> list[tuple[str, str]]:
+        """(app, key) pairs with statistics, in order, at most ``limit``."""
         with self.engine.connect() as conn:
-            for statement in (sql.hourly_key_known(self.t, key), sql.key_collected(self.t, key)):
-                if conn.execute(statement).first() is not None:
-                    return True
-        return False
+            return [tuple(r) for r in conn.execute(sql.known_series(self.t, limit))]
+
+    def app_known(self, app: str) -> bool:
+        """True when ``app`` has statistics or raw rows."""
+        return self._any(sql.app_known(self.t, app), sql.app_collected(self.t, app))
+
+    def _any(self, *statements) -> bool:
+        with self.engine.connect() as conn:
+            return any(conn.execute(s).first() is not None for s in statements)
 
     # --- the change cursor ----------------------------------------------------------------------
 

@@ -173,3 +173,23 @@ class EngineCache:
             for engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
+
+
+def upgrade_schema(conn, metadata) -> None:
+    """Create ``metadata``'s missing tables, and the columns and indexes that tables created by
+    an older version lack (added columns are nullable)."""
+    from sqlalchemy import inspect, text
+
+    from metrics_pipeline.sql.warehouse import add_column_ddl
+
+    metadata.create_all(conn, checkfirst=True)
+    insp = inspect(conn)
+    for table in metadata.sorted_tables:
+        have = {c["name"].lower() for c in insp.get_columns(table.name, schema=table.schema)}
+        for column in table.columns:
+            if column.name.lower() not in have:
+                conn.execute(text(add_column_ddl(table, column, conn.dialect)))
+        indexes = {i["name"] for i in insp.get_indexes(table.name, schema=table.schema)}
+        for index in table.indexes:
+            if index.name not in indexes:
+                index.create(conn)

@@ -17,9 +17,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarning
@@ -31,6 +29,7 @@ from metrics_pipeline.resources.engines import (
     EngineCache,
     describe_db_error,
     safe_url,
+    upgrade_schema,
 )
 from metrics_pipeline.semantics import (
     HOURLY,
@@ -48,7 +47,6 @@ from metrics_pipeline.sql.warehouse import (
     RESPONSE_TIME,
     TIMEOUT_RATE,
     Warehouse,
-    add_column_ddl,
     aggregate_rows_query,
     build_warehouse,
     ledger_counts_query,
@@ -295,19 +293,7 @@ class WarehouseResource(ConfigurableResource):
         wh = self.tables
         engine = self.engine()
         with engine.begin() as conn:
-            wh.metadata.create_all(conn, checkfirst=True)
-            insp = inspect(conn)
-            for table in wh.metadata.sorted_tables:
-                have = {
-                    c["name"].lower() for c in insp.get_columns(table.name, schema=table.schema)
-                }
-                for column in table.columns:
-                    if column.name.lower() not in have:
-                        conn.execute(text(add_column_ddl(table, column, conn.dialect)))
-                indexes = {i["name"] for i in insp.get_indexes(table.name, schema=table.schema)}
-                for index in table.indexes:
-                    if index.name not in indexes:
-                        index.create(conn)
+            upgrade_schema(conn, wh.metadata)
             self._upsert_reference(
                 conn,
                 wh.timestamp_type,

@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -266,3 +267,18 @@ def watched_page(browser, width: int, height: int):
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     return page, problems
+
+
+@contextmanager
+def browser_page(browser, app, path: str, viewport=(1280, 1000)):
+    """``app`` served on a free loopback port and a Chromium page at ``path`` on it; yields the
+    page and the list of its errors (uncaught exceptions and console errors)."""
+    port = free_port()
+    server = ThreadedServer(app, port)
+    server.start()
+    try:
+        page, problems = watched_page(browser, *viewport)
+        page.goto(f"http://127.0.0.1:{port}{path}")
+        yield page, problems
+    finally:
+        server.stop()

@@ -39,11 +39,15 @@ async def delete_stream(settings: CollectedSettings) -> None:
     import nats
     from nats.js.errors import NotFoundError
 
+    from metrics_pipeline.collected.keycap import bucket_name
+
     nc = await nats.connect(settings.bus_url)
     try:
-        await nc.jetstream().delete_stream(settings.stream)
-    except NotFoundError:
-        pass
+        for stream in (settings.stream, f"KV_{bucket_name(settings.stream)}"):
+            try:
+                await nc.jetstream().delete_stream(stream)
+            except NotFoundError:
+                pass
     finally:
         await nc.close()
 

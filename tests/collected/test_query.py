@@ -184,6 +184,10 @@ def test_every_statement_of_the_route_is_tsql(filled):
         get(c, "rt", "median", H)
         get(c, "rt", "median", H - timedelta(hours=1))
         c.get("/never/median/2025-03-01/10")
+        c.get(f"/rt/p99/{H:%Y-%m-%d}/{H.hour}", params={"app": "app"})
+        c.get(f"/rt/p99/{H:%Y-%m-%d}/{H.hour - 1}", params={"app": "app"})
+        c.get("/api/collected/rt/series", params={"app": "app", "from": "2025-03-01"})
+        c.get("/api/collected/rt/series")
     # The dialect's own catalog lookup (has_table) is not ours: keep the family's statements.
     ours = [s for s in captured if "CollectedMetric" in str(s)]
     assert len(ours) >= 5
@@ -193,3 +197,116 @@ def test_every_statement_of_the_route_is_tsql(filled):
         )
         assert "LIMIT" not in text.upper()
         sqlglot.parse_one(text, read="tsql")
+
+
+@pytest.fixture
+def two_apps(store):
+    """Values of one key from two apps over three closed hours (written) and the running hour
+    (raw only); the expected statistics per app and of both, computed independently."""
+    rng = random.Random(23)
+    now = hour_start(utc_now())
+    values = {}
+    for app in ("web", "billing"):
+        for start in (H, H + timedelta(hours=1), H + timedelta(hours=3), now):
+            vs = [round(rng.uniform(0, 500), 2) for _ in range(rng.randrange(1, 30))]
+            values[(app, start)] = vs
+            store.insert_points(
+                rows(
+                    [
+                        (f"{app}/{start:%d%H}-{i}", "rt", v, start + timedelta(seconds=i))
+                        for i, v in enumerate(vs)
+                    ],
+                    app=app,
+                )
+            )
+    store.write_hours([H + timedelta(hours=h) for h in range(4)])
+    return store, values, now
+
+
+def test_apps_are_kept_apart_and_the_seed_route_answers_all_apps(two_apps):
+    store, values, now = two_apps
+    with TestClient(create_app(ApiSettings(warehouse_url=store.url)), client=LOOPBACK) as c:
+        for start in (H, H + timedelta(hours=1), H + timedelta(hours=3), now):
+            both = hour_stats(values[("web", start)] + values[("billing", start)])
+            for stat in ("average", "median", "count", "p95", "p99", "min", "max"):
+                body = get(c, "rt", stat, start).json()
+                assert "app" not in body
+                assert body["value"] == pytest.approx(both.stat(stat), rel=1e-12)
+                for app in ("web", "billing"):
+                    want = hour_stats(values[(app, start)])
+                    r = c.get(f"/rt/{stat}/{start:%Y-%m-%d}/{start.hour}", params={"app": app})
+                    assert r.status_code == 200, r.text
+                    assert r.json()["app"] == app and r.json()["count"] == want.count
+                    assert r.json()["value"] == pytest.approx(want.stat(stat), rel=1e-12)
+        for params, status, parameter in [
+            ({"app": "nobody"}, 404, "app"),
+            ({"app": "bad app"}, 400, "app"),
+        ]:
+            r = c.get(f"/rt/average/{H:%Y-%m-%d}/{H.hour}", params=params)
+            assert (r.status_code, r.json()["parameter"]) == (status, parameter), r.text
+        store.insert_points(rows([("x/1", "other", 1.0, H)], app="x"))
+        r = c.get(f"/other/average/{H:%Y-%m-%d}/{H.hour}", params={"app": "web"})
+        assert (r.status_code, r.json()["parameter"]) == (404, "key")
+
+
+def test_the_series_route_gives_a_range_of_hours(two_apps):
+    store, values, now = two_apps
+    with TestClient(create_app(ApiSettings(warehouse_url=store.url)), client=LOOPBACK) as c:
+        r = c.get(
+            "/api/collected/rt/series",
+            params={
+                "stat": "p95",
+                "from": "2025-03-01T09:30Z",
+                "to": "2025-03-01T14:00Z",
+                "app": "web",
+            },
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["key"], body["stat"], body["app"]) == ("rt", "p95", "web")
+        assert (body["from"], body["to"]) == ("2025-03-01T09:00:00Z", "2025-03-01T14:00:00Z")
+        # Hour 12 has no points: a gap, not a zero.
+        assert [h["start"] for h in body["hours"]] == [
+            "2025-03-01T10:00:00Z",
+            "2025-03-01T11:00:00Z",
+            "2025-03-01T13:00:00Z",
+        ]
+        for h, start in zip(
+            body["hours"], (H, H + timedelta(hours=1), H + timedelta(hours=3)), strict=True
+        ):
+            want = hour_stats(values[("web", start)])
+            assert (h["value"], h["count"]) == (want.p95, want.count)
+        # All apps, the default range: the running hour, computed from the raw rows.
+        recent = c.get("/api/collected/rt/series").json()
+        both = hour_stats(values[("web", now)] + values[("billing", now)])
+        assert recent["app"] is None and recent["stat"] == "average"
+        assert recent["hours"][-1]["count"] == both.count
+        assert recent["hours"][-1]["value"] == pytest.approx(both.average)
+        for params, status, parameter in [
+            ({"stat": "mean"}, 400, "stat"),
+            ({"from": "2025-03-02", "to": "2025-03-01"}, 400, "from"),
+            ({"from": "2020-01-01", "to": "2025-03-01"}, 400, "to"),
+            ({"from": "yesterday"}, 400, "from"),
+            ({"app": "nobody"}, 404, "app"),
+        ]:
+            r = c.get("/api/collected/rt/series", params=params)
+            assert (r.status_code, r.json()["parameter"]) == (status, parameter), (params, r.text)
+        r = c.get("/api/collected/never/series")
+        assert (r.status_code, r.json()["parameter"]) == (404, "key")
+        assert "/api/collected/{key}/series" in c.get("/openapi.json").json()["paths"]
+
+
+def test_the_key_list_and_the_dashboard_view(two_apps):
+    store, _, _ = two_apps
+    with TestClient(create_app(ApiSettings(warehouse_url=store.url)), client=LOOPBACK) as c:
+        body = c.get("/api/collected/keys").json()
+        assert body == {
+            "series": [{"app": "billing", "key": "rt"}, {"app": "web", "key": "rt"}],
+            "truncated": False,
+        }
+        page = c.get("/collected")
+        assert page.status_code == 200 and "/static/collected.js" in page.text
+        assert '<option value="p99">' in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert c.get("/static/collected.js").status_code == 200
+        assert "/collected" not in c.get("/openapi.json").json()["paths"]

@@ -142,3 +142,19 @@ def test_app_keys_name_the_apps_a_key_may_send_for(tmp_path):
     web, ops = find_key(keys, "s1"), find_key(keys, "s2")
     assert web.may_send("web") and not web.may_send("batch")
     assert ops.may_send("anything") and find_key(keys, "s3") is None
+
+
+@pytest.mark.parametrize(
+    "values, p95, p99",
+    [
+        ([7.0], 7.0, 7.0),
+        ([1.0, 2.0], 2.0, 2.0),
+        (list(map(float, range(1, 101))), 95.0, 99.0),
+        (list(map(float, range(1, 21))), 19.0, 20.0),
+        (list(map(float, range(1, 201))), 190.0, 198.0),
+    ],
+)
+def test_percentiles_are_nearest_rank(values, p95, p99):
+    stats = hour_stats(reversed(values))
+    assert (stats.p95, stats.p99) == (p95, p99)
+    assert (stats.stat("p95"), stats.stat("p99")) == (p95, p99)

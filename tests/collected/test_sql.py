@@ -25,6 +25,14 @@ STATEMENTS = {
     "changed_hours": sql.changed_hours(T, 3, 9),
     "key_collected": sql.key_collected(T, "k"),
     "hour_stats_select": sql.hour_stats_select(T, H, H + timedelta(hours=1), "k"),
+    "hour_stats_select_by_app": sql.hour_stats_select(T, H, H + timedelta(hours=1), by_app=True),
+    "hour_stats_select_of_app": sql.hour_stats_select(T, H, H + timedelta(hours=1), "k", "web"),
+    "insert_app_hour_stats": sql.insert_hour_stats(T, H, H + timedelta(hours=1), by_app=True),
+    "delete_app_hours": sql.delete_hours(T, H, H + timedelta(hours=1), by_app=True),
+    "read_series": sql.read_series(T, "k", H, H + timedelta(hours=5), "web"),
+    "app_known": sql.app_known(T, "web"),
+    "hour_collected": sql.hour_collected(T, H, H + timedelta(hours=1)),
+    "app_collected": sql.app_collected(T, "web"),
     "delete_hours": sql.delete_hours(T, H, H + timedelta(hours=1)),
     "insert_hour_stats": sql.insert_hour_stats(T, H, H + timedelta(hours=1)),
     "read_hour_stats": sql.read_hour_stats(T, "k", H),
@@ -67,12 +75,12 @@ def test_the_ddl_compiles_for_sql_server():
             str(CreateIndex(index).compile(dialect=mssql.dialect()))
 
 
-def rows(points, received=H):
+def rows(points, received=H, app="app"):
     return [
         {
             "MessageId": m,
             "MetricKey": k,
-            "App": "app",
+            "App": app,
             "Value": v,
             "CollectedAt": t,
             "ReceivedAt": received,
@@ -110,13 +118,13 @@ def test_hourly_statistics_are_exact(store):
     expected[("edge", H + timedelta(hours=1))] = hour_stats([9.0])
     store.insert_points(rows(points))
     written = store.write_hours([H + timedelta(hours=h) for h in range(3)])
-    assert written == len(expected)
+    assert written == (len(expected), len(expected))
     for (key, start), want in expected.items():
         got = store.hour_stats(key, start)
         raw = store.hour_stats(key, start, from_raw=True)
         for s in (got, raw):
             assert s.count == want.count, (key, start)
-            for stat in ("average", "min", "max", "median"):
+            for stat in ("average", "min", "max", "median", "p95", "p99"):
                 assert s.stat(stat) == pytest.approx(want.stat(stat), rel=1e-12), (key, stat)
     assert store.hour_stats("edge", H).count == 0
     assert store.key_known("odd") and not store.key_known("never")
@@ -151,3 +159,56 @@ def test_the_cursor_plans_changed_hours_with_one_refresh_of_overlap(store):
     # A stale plan (another refresh moved the cursor first) does not move it back.
     store.advance(plan2)
     assert store.plan_refresh().seen == 3 and store.plan_refresh().previous == 3
+
+
+def test_statistics_are_kept_per_app_beside_the_all_apps_figure(store):
+    rng = random.Random(9)
+    values = {
+        app: [round(rng.uniform(0, 100), 2) for _ in range(n)]
+        for app, n in (("web", 9), ("api", 40))
+    }
+    for app, vs in values.items():
+        store.insert_points(
+            rows(
+                [(f"{app}/{i}", "rt", v, H + timedelta(seconds=i)) for i, v in enumerate(vs)],
+                app=app,
+            )
+        )
+    assert store.write_hours([H]) == (1, 2)
+    for app, vs in values.items():
+        for s in (store.hour_stats("rt", H, app=app), store.hour_stats("rt", H, True, app)):
+            want = hour_stats(vs)
+            assert s.count == want.count and s.median == pytest.approx(want.median)
+            assert (s.p95, s.p99, s.minimum) == (want.p95, want.p99, want.minimum)
+    everything = hour_stats(values["web"] + values["api"])
+    assert store.hour_stats("rt", H).average == pytest.approx(everything.average)
+    assert store.hour_stats("rt", H).p99 == everything.p99
+    assert store.key_known("rt", "web") and not store.key_known("rt", "nobody")
+    assert store.app_known("api") and not store.app_known("nobody")
+    assert list(store.series("rt", H - timedelta(hours=2), H + timedelta(hours=2), "web")) == [H]
+
+
+def test_an_older_table_is_upgraded_in_place(tmp_path):
+    """A CollectedMetricHourly created before P95/P99 gains the columns; its rows stay."""
+    from sqlalchemy import text
+
+    from .conftest import sqlite_store
+
+    store = sqlite_store(tmp_path)
+    with store.engine.begin() as conn:
+        conn.execute(text('DROP TABLE "CollectedMetricHourly"'))
+        conn.execute(
+            text(
+                'CREATE TABLE "CollectedMetricHourly" ("MetricKey" VARCHAR(100) NOT NULL, '
+                '"StartTime" DATETIME NOT NULL, "SampleCount" BIGINT NOT NULL, "Average" FLOAT, '
+                '"Minimum" FLOAT, "Maximum" FLOAT, "Median" FLOAT, PRIMARY KEY ("MetricKey", "StartTime"))'
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO \"CollectedMetricHourly\" VALUES ('old', '2025-03-01 10:00:00.000000', 2, 1.5, 1, 2, 1.5)"
+            )
+        )
+    store.ensure_schema()
+    old = store.hour_stats("old", H)
+    assert (old.count, old.median, old.p95) == (2, 1.5, None)

@@ -21,7 +21,15 @@ from metrics_pipeline.api.deps import Caller, State
 from metrics_pipeline.api.errors import ERRORS, INVALID, ApiError, ErrorBody
 from metrics_pipeline.api.responses import json_response
 from metrics_pipeline.api.routers.dashboard import page
-from metrics_pipeline.api.times import RANGE_NOTE, TIME_PATTERN, earliest, parse_time, utc_now
+from metrics_pipeline.api.times import (
+    RANGE_NOTE,
+    TIME_PATTERN,
+    From,
+    To,
+    earliest,
+    parse_time,
+    utc_now,
+)
 from metrics_pipeline.availability import reads
 from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.availability.sql import DAILY, HOURLY, build_tables
@@ -38,23 +46,6 @@ MAX_SCENARIOS = 200
 Level = Annotated[
     int,
     Query(description="TimeStampTypeId: 1 hourly, 2 daily", json_schema_extra={"enum": [1, 2]}),
-]
-From = Annotated[
-    str | None,
-    Query(
-        alias="from",
-        max_length=64,
-        description=f"Range start (inclusive), ISO 8601, UTC when no offset; {RANGE_NOTE}",
-        json_schema_extra={"pattern": TIME_PATTERN},
-    ),
-]
-To = Annotated[
-    str | None,
-    Query(
-        max_length=64,
-        description=f"Range end (exclusive), ISO 8601; {RANGE_NOTE}. Default: now",
-        json_schema_extra={"pattern": TIME_PATTERN},
-    ),
 ]
 
 

@@ -74,5 +74,64 @@
     };
   }
 
+  // A page refreshed in place (templates/_page.html): its settings from <main id=rootId>, its
+  // error banner (messages after errorPrefix), the API client, and run(load, inputs): calls
+  // load() now, every refreshSeconds, on a change of the inputs and on "Refresh now", one at a
+  // time, with the token form, the banner and state (refreshes, lastError) kept up to date.
+  function metricsPage(rootId, errorPrefix, state) {
+    const root = el(rootId);
+    const config = {
+      refreshSeconds: Number(root.dataset.refreshSeconds) || 60,
+      authRequired: root.dataset.authRequired === "true",
+    };
+    let refresh = () => {};
+    function showError(message) {
+      state.lastError = message;
+      el("error").textContent = errorPrefix + message;
+      el("error").hidden = false;
+    }
+    const client = metricsApiClient({ authRequired: config.authRequired, showError, onToken: () => refresh() });
+
+    function run(load, inputs) {
+      let busy = false;
+      refresh = async function () {
+        if (busy) return;
+        if (client.needsToken()) {
+          client.askToken();
+          return;
+        }
+        busy = true;
+        try {
+          await load();
+          state.refreshes += 1;
+          state.lastError = null;
+          el("error").hidden = true;
+          el("token-form").hidden = true;
+          el("last-updated").textContent = utcMinutes(new Date());
+        } catch (e) {
+          if (e instanceof client.AuthError) client.askToken(e.message);
+          else showError(e.message);
+        } finally {
+          busy = false;
+        }
+      };
+      for (const id of inputs) el(id).addEventListener("change", refresh);
+      el("refresh-now").addEventListener("click", refresh);
+      window.addEventListener("load", () => {
+        refresh();
+        setInterval(refresh, config.refreshSeconds * 1000);
+      });
+    }
+
+    return { api: client.api, config, el, showError, run };
+  }
+
+  // "2026-12-01T10:00:00.000Z" -> "2026-12-01 10:00 UTC".
+  function utcMinutes(date) {
+    return date.toISOString().replace("T", " ").slice(0, 16) + " UTC";
+  }
+
   window.metricsApiClient = metricsApiClient;
+  window.metricsPage = metricsPage;
+  window.utcMinutes = utcMinutes;
 })();
