@@ -232,10 +232,25 @@ def wait_until_answers(address: tuple[str, int], timeout_s: float = READY_WAIT_S
     return True
 
 
+def dagster_bin_dir() -> Path:
+    """Where ``dagster-webserver`` is: beside this interpreter (a venv), else on PATH."""
+    here = Path(sys.executable).parent
+    if (here / "dagster-webserver").exists():
+        return here
+    found = shutil.which("dagster-webserver")
+    return Path(found).parent if found else here
+
+
 def up(ports: Ports, environ: Mapping[str, str] | None = None) -> int:
     """The ``metrics-pipeline up`` command."""
     environ = dict(os.environ if environ is None else environ)
     bus = bus_address(CollectedSettings.from_environ(environ).bus_url)
-    processes = plan(environ, ports, nats_server=shutil.which("nats-server"), nats_up=answers(bus))
+    processes = plan(
+        environ,
+        ports,
+        bin_dir=dagster_bin_dir(),
+        nats_server=shutil.which("nats-server"),
+        nats_up=answers(bus),
+    )
     dagster_home(environ).mkdir(parents=True, exist_ok=True)
     return Runner(environ=environ).run(processes, wait_until_answers)

@@ -3,6 +3,7 @@ after the demo data exists — the Dagster UI, the dashboard with its graphs' da
 to the collector answered by the query route — then one SIGINT stops every process it started,
 their own children included."""
 
+import io
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from metrics_pipeline.semantics import HOURLY, METRIC_TYPES
-from metrics_pipeline.up import Ports, bus_address, demo_settings, plan
+from metrics_pipeline.up import Ports, Process, Runner, bus_address, demo_settings, plan
 
 CLI = [sys.executable, "-m", "metrics_pipeline.cli"]
 PORTS = Ports("127.0.0.1", 3001, 8001, 8101, 9101)
@@ -181,3 +182,40 @@ def test_up_serves_everything_and_one_sigint_stops_all(tmp_path):
             for p in descendants(proc.pid):
                 p.kill()
             proc.kill()
+
+
+def test_the_runner_prefixes_lines_and_stops_all_when_one_exits(tmp_path):
+    """A process that exits stops the others, their children included; every line is
+    prefixed with its process's name."""
+    child_pid = tmp_path / "child.pid"
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        "import pathlib, subprocess, sys, time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"pathlib.Path({str(child_pid)!r}).write_text(str(c.pid))\n"
+        "print('child', c.pid)\n"
+        "time.sleep(600)\n"
+    )
+    short = tmp_path / "short.py"
+    short.write_text(
+        "import pathlib, time\n"
+        f"while not pathlib.Path({str(child_pid)!r}).exists():\n"
+        "    time.sleep(0.05)\n"
+        "print('bye')\n"
+    )
+    out = io.StringIO()
+    processes = [
+        Process("sleeper", (sys.executable, str(parent))),
+        Process("short", (sys.executable, str(short))),
+    ]
+    assert Runner(out=out, environ=dict(os.environ)).run(processes, lambda a: True) == 1
+    lines = out.getvalue().splitlines()
+    assert "short   | bye" in lines
+    assert any(line.startswith("short   | exited with code 0") for line in lines)
+    assert lines[-1] == "up      | all stopped"
+    assert all(re.match(r"^(up|sleeper|short) +\| ", line) for line in lines), lines
+    started = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", out.getvalue())]
+    grandchild = int(child_pid.read_text())
+    assert len(started) == 2
+    for pid in [*started, grandchild]:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", pid
