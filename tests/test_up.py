@@ -6,6 +6,7 @@ their own children included."""
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -103,17 +104,22 @@ def descendants(pid: int) -> list[psutil.Process]:
 @pytest.mark.nats
 @pytest.mark.slow
 def test_up_serves_everything_and_one_sigint_stops_all(tmp_path):
+    """With nats-server installed, on a bus port where nothing answers: `up` starts NATS too."""
     data = tmp_path / "data"
+    dagster, api, collector, consumer, bus = free_ports(5)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("METRICS_", "DAGSTER_"))}
     env.update(
         {
             "METRICS_DATA_DIR": str(data),
             "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            # A stream and consumer of this test's own on the machine's NATS.
             "METRICS_BUS_STREAM": f"UP_{uuid.uuid4().hex[:8].upper()}",
             "METRICS_BUS_CONSUMER": "up-test",
         }
     )
+    nats = shutil.which("nats-server")
+    if nats is not None:
+        # Nothing answers on this port: `up` starts a NATS server of its own there.
+        env["METRICS_BUS_URL"] = f"nats://127.0.0.1:{bus}"
     demo = subprocess.run(
         [*CLI, "demo-data", "--days", "1", "--scale", "0.1"], env=env, capture_output=True
     )
@@ -125,7 +131,6 @@ def test_up_serves_everything_and_one_sigint_stops_all(tmp_path):
         capture_output=True,
     )
     assert materialize.returncode == 0, materialize.stderr.decode()[-3000:]
-    dagster, api, collector, consumer = free_ports(4)
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -168,7 +173,11 @@ def test_up_serves_everything_and_one_sigint_stops_all(tmp_path):
         assert answer["value"] == 42.5 and answer["count"] == 1
         children = descendants(proc.pid)
         started = {int(pid) for pid in re.findall(r"\(pid (\d+)\)", log.read_text())}
-        assert len(started) == 5 and started <= {c.pid for c in children}
+        assert len(started) == (6 if nats else 5) and started <= {c.pid for c in children}
+        if nats:
+            assert re.search(
+                r"^up +\| started nats \(pid \d+\): " + re.escape(nats), log.read_text(), re.M
+            )
         assert len(children) > len(started)  # the webserver's code server, uvicorn's workers…
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 0, log.read_text()[-3000:]
