@@ -17,7 +17,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 API_PORT ?= 8000
 
-.PHONY: install demo dev test test-deps api bench lint clean services
+.PHONY: install demo dev up test test-deps api bench lint clean services
 
 $(STAMP): pyproject.toml
 	./scripts/system-deps.sh
@@ -43,6 +43,12 @@ dev: install
 	# daemon create, as deploy/ sets it (README, "The command line").
 	DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 \
 	  $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+# Everything at once, after `make demo`: the Dagster webserver and daemon, the API and dashboard,
+# the collector and the consumer (and NATS if installed but down); logs prefixed, Ctrl-C stops all.
+up: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/metrics-pipeline up --host $(HOST) --dagster-port $(PORT) --api-port $(API_PORT)
 
 services:
 	./scripts/services.sh

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from metrics_pipeline.up import stop_tree
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -124,22 +126,7 @@ class Daemon:
         """Stop the daemon and its code server and run processes (they would outlive it)."""
         if not self.proc:
             return
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.Error:
-            children = []
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        for child in children:
-            try:
-                child.terminate()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(children, timeout=10)
+        stop_tree(self.proc, grace_s=30)
 
     @property
     def cpu_seconds(self) -> float:

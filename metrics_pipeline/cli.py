@@ -521,6 +521,16 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the metrics API and the dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=port_number, default=8000)
+    everything = sub.add_parser(
+        "up",
+        help="run the Dagster webserver and daemon, the API, the collector and the consumer "
+        "(and NATS if it is installed but down) in one terminal; Ctrl-C stops all",
+    )
+    everything.add_argument("--host", default="127.0.0.1")
+    everything.add_argument("--dagster-port", type=port_number, default=3000)
+    everything.add_argument("--api-port", type=port_number, default=8000)
+    everything.add_argument("--collector-port", type=port_number, default=8100)
+    everything.add_argument("--consumer-metrics-port", type=port_number, default=9108)
     from metrics_pipeline.collected.commands import add_collected_commands
 
     add_collected_commands(sub)
@@ -682,6 +692,17 @@ def _run(args, environ) -> int:
         from metrics_pipeline.api.server import serve
 
         return serve(args.host, args.port, environ)
+    if args.command == "up":
+        from metrics_pipeline.up import Ports, up
+
+        ports = Ports(
+            args.host,
+            args.dagster_port,
+            args.api_port,
+            args.collector_port,
+            args.consumer_metrics_port,
+        )
+        return up(ports, environ)
     return EXIT_USAGE
 
 

@@ -32,6 +32,7 @@ from metrics_pipeline.api.middleware import DrainedBodies, SecurityHeaders
 from metrics_pipeline.api.reader import CatalogNamesReader, WarehouseReader
 from metrics_pipeline.api.routers import (
     availability,
+    biviews,
     collected,
     dashboard,
     exports,
@@ -125,6 +126,7 @@ def create_app(settings: ApiSettings, clock: Callable[[], float] = time.time) ->
     app.include_router(metrics.router)
     app.include_router(reference.router)
     app.include_router(exports.router)
+    app.include_router(biviews.router)
     app.include_router(dashboard.router)
     app.include_router(availability.router)
 

@@ -85,10 +85,16 @@ class ExportPage(BaseModel):
     rows: list[dict] = Field(description="The rows, one object per row, columns by name")
 
 
-class ActivityTracker(BaseModel):
+class _Tracker(BaseModel):
     elapsed_time: str = Field(description="Time since the task's last event or request")
-    initiated_time: str = Field(description="When the first page was asked (UTC)")
     last_activity: str = Field(description="The last event or request (UTC)")
+
+
+INITIATED = "When the first page was asked (UTC)"
+
+
+class ActivityTracker(_Tracker):
+    initiated_time: str = Field(description=INITIATED)
 
 
 class QueryConfig(BaseModel):
@@ -101,7 +107,13 @@ class ExportEvent(BaseModel):
     at: str
 
 
-class ExportTask(BaseModel):
+class _WithEvents(BaseModel):
+    events: list[ExportEvent] | None = Field(
+        default=None, description="Every event in order (single-task answers only)"
+    )
+
+
+class ExportTask(_WithEvents):
     task_id: str
     queue: str = Field(description="active, completed, draining or stale")
     accumulate: int = Field(description="Rows served so far")
@@ -116,9 +128,6 @@ class ExportTask(BaseModel):
         default=None, description="How many pages the export has, once its end is known"
     )
     cached_bytes: int
-    events: list[ExportEvent] | None = Field(
-        default=None, description="Every event in order (single-task answers only)"
-    )
 
 
 class ExportQueues(BaseModel):
@@ -126,3 +135,41 @@ class ExportQueues(BaseModel):
     completed: list[ExportTask]
     draining: list[ExportTask]
     stale: list[ExportTask]
+
+
+class SeedActivityTracker(_Tracker):
+    """Seed 003's spelling (``initated_time``, sic) and format (``2019-05-02 10:39:36.560855``)."""
+
+    initated_time: str = Field(description=INITIATED)
+
+
+class SeedFilterParams(BaseModel):
+    fromDate: str = Field(description="Rows from this time, `2018-01-26 00:00:00` (UTC)")
+    toDate: str = Field(description="Rows before this time, `2020-07-02 00:00:00` (UTC)")
+
+
+class SeedQueryConfig(BaseModel):
+    filter_params: SeedFilterParams
+    object_name: str
+
+
+class BiviewsTask(_WithEvents):
+    """One task as seed 003 shows it."""
+
+    accumulate: int = Field(description="Rows served so far")
+    activity_tracker: SeedActivityTracker
+    message: str | None
+    metric: int | None = Field(description="Rows on the latest page served")
+    query_config: SeedQueryConfig
+    status: str | None = Field(description="The latest event")
+    task_id: str = Field(
+        description="The continuation token issued with the first page; the export's task id "
+        "(the Export-Task-Id header) names the same task in the URLs"
+    )
+
+
+class BiviewsQueues(BaseModel):
+    active: list[BiviewsTask]
+    completed: list[BiviewsTask]
+    draining: list[BiviewsTask]
+    stale: list[BiviewsTask]

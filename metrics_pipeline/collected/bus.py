@@ -66,6 +66,7 @@ def stream_config(settings: CollectedSettings) -> StreamConfig:
         max_msgs=settings.stream_max_msgs,
         max_age=settings.stream_max_age_s,
         duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.stream_replicas,
     )
 
 

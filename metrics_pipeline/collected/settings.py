@@ -10,6 +10,7 @@ from metrics_pipeline.resources.engines import ConfigurationError
 VARIABLES = {
     "bus_url": "METRICS_BUS_URL",
     "stream": "METRICS_BUS_STREAM",
+    "stream_replicas": "METRICS_BUS_STREAM_REPLICAS",
     "consumer_name": "METRICS_BUS_CONSUMER",
     "stream_max_bytes": "METRICS_BUS_MAX_BYTES",
     "stream_max_msgs": "METRICS_BUS_MAX_MSGS",
@@ -40,6 +41,8 @@ class CollectedSettings:
     bus_url: str = "nats://127.0.0.1:4222"
     #: The stream's name; it owns the subjects ``<stream>.>`` (so runs can share one server).
     stream: str = "METRICS_COLLECTED"
+    #: Copies of the stream in a JetStream cluster (3 on the deploy/helm/nats cluster).
+    stream_replicas: int = 1
     consumer_name: str = "collected-writer"
     stream_max_bytes: int = 1 << 30
     stream_max_msgs: int = 10_000_000

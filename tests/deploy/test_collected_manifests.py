@@ -1,15 +1,14 @@
-"""deploy/k8s/collected/: the collector and consumer Deployments are valid Kubernetes, run real
-``metrics-pipeline`` commands, probe routes the collector serves, and read the bus URL from a
+"""deploy/k8s/collected/: the collector and consumer Deployments (their validity against the
+Kubernetes schemas: test_every_component.py) run real ``metrics-pipeline`` commands, probe routes the collector serves, and read the bus URL from a
 Secret of the example."""
 
-import kubernetes_validate
 import pytest
 
 from metrics_pipeline.cli import build_parser
 from metrics_pipeline.collected.collector import create_collector_app
 from metrics_pipeline.collected.settings import CollectedSettings
 
-from .chart import DEPLOY, EXAMPLE_IMAGE, KUBERNETES_VERSIONS, load_manifests
+from .chart import DEPLOY, EXAMPLE_IMAGE, load_manifests
 
 FOLDER = DEPLOY / "k8s" / "collected"
 DOCUMENTS = [doc for path in sorted(FOLDER.glob("*.yaml")) for doc in load_manifests(path)]
@@ -22,14 +21,6 @@ def named(kind: str) -> dict[str, dict]:
 def container(name: str) -> dict:
     (c,) = named("Deployment")[name]["spec"]["template"]["spec"]["containers"]
     return c
-
-
-@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize(
-    "doc", DOCUMENTS, ids=[f"{d['kind']}/{d['metadata']['name']}" for d in DOCUMENTS]
-)
-def test_manifest_is_valid_kubernetes(doc, version):
-    kubernetes_validate.validate(doc, version, strict=True)
 
 
 @pytest.mark.parametrize("name", ["metrics-collector", "metrics-consumer"])

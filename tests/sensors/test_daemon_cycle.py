@@ -14,7 +14,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psutil
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from sqlalchemy import create_engine, text
@@ -23,6 +22,7 @@ from metrics_pipeline.coverage import DATAPUMP, LedgerEntry
 from metrics_pipeline.demo import DEMO_BILLERS, create_demo_data
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
+from metrics_pipeline.up import stop_tree
 from tests.support import read_raw, reference
 
 pytestmark = pytest.mark.slow
@@ -126,18 +126,7 @@ def cycle(tmp_path):
             "log": tmp_path / "daemon.log",
         }
     finally:
-        children = psutil.Process(daemon.pid).children(recursive=True)
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        for child in children:  # its code server and run workers would outlive it
-            try:
-                child.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(children, timeout=10)
+        stop_tree(daemon, grace_s=30)  # its code server and run workers would outlive it
         log.close()
 
 

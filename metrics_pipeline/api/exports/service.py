@@ -148,12 +148,17 @@ def _decode_key(values: list) -> list:
     return out
 
 
-def _stamp(at: float) -> str:
+def stamp(at: float) -> str:
+    """Epoch seconds in the seed's time format, UTC: ``2019-05-02 10:39:36.560855``."""
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def times_of(record: dict[str, Any]) -> TaskTimes:
     return TaskTimes(record["last_activity"], record.get("completed_at"), record.get("canceled_at"))
+
+
+#: How a status answer shows one task: (service, task_id, record, events=...) -> dict.
+View = Callable[..., dict]
 
 
 class ExportService:
@@ -296,6 +301,10 @@ class ExportService:
         """Page ``token.page`` of the task: from the cache, else read (the same rows again)."""
         task_id, n = token.task_id, token.page
         record = self._live_record(task_id)
+        end = record.get("end_page")
+        if end is not None and n > end:
+            # The first token of a one-page export (biviews-status names tasks by it).
+            raise ApiError(400, f"{TOKEN}: export task {task_id} has only {end} page(s)", TOKEN)
         body = self.store.get_page(task_id, n)
         if body is None and n <= record.get("fetched", 0):
             # Served before and dropped from the cache: read again, from the same key.
@@ -481,8 +490,8 @@ class ExportService:
             "metric": record.get("metric"),
             "activity_tracker": {
                 "elapsed_time": str(timedelta(seconds=max(0.0, now - record["last_activity"]))),
-                "initiated_time": _stamp(record["initiated"]),
-                "last_activity": _stamp(record["last_activity"]),
+                "initiated_time": stamp(record["initiated"]),
+                "last_activity": stamp(record["last_activity"]),
             },
             "query_config": {
                 "filter_params": {k: v for k, v in query.items() if k != "objectName"},
@@ -496,11 +505,13 @@ class ExportService:
             "cached_bytes": record.get("cached_bytes", 0),
         }
         if events:
-            out["events"] = [{"event": e, "at": _stamp(at)} for e, at in self.store.events(task_id)]
+            out["events"] = [{"event": e, "at": stamp(at)} for e, at in self.store.events(task_id)]
         return out
 
-    def status(self, who: Principal) -> dict[str, list[dict]]:
-        """The tasks the caller started, by queue."""
+    def status(self, who: Principal, view: View | None = None) -> dict[str, list[dict]]:
+        """The tasks the caller started, by queue, each as ``view`` describes it (default:
+        ``describe``; the seed's own form is biviews.seed_task)."""
+        view = view or ExportService.describe
         queues: dict[str, list[dict]] = {q: [] for q in QUEUES}
         for task_id in self.store.task_ids():
             record = self.store.get(task_id)
@@ -511,10 +522,11 @@ class ExportService:
                 self.store.delete(task_id)
                 continue
             if self._mine(who, record):
-                queues[queue].append(self.describe(task_id, record))
-        for items in queues.values():
-            items.sort(key=lambda item: item["activity_tracker"]["initiated_time"])
-        return queues
+                queues[queue].append((record["initiated"], view(self, task_id, record)))
+        return {
+            q: [item for _, item in sorted(items, key=lambda i: i[0])]
+            for q, items in queues.items()
+        }
 
     def _own(self, who: Principal, task_id: str) -> dict[str, Any]:
         record = self.store.get(task_id)
@@ -522,10 +534,23 @@ class ExportService:
             raise ApiError(404, f"task_id: no export task {task_id} of this caller", "task_id")
         return record
 
-    def task(self, who: Principal, task_id: str) -> dict:
-        return self.describe(task_id, self._own(who, task_id), events=True)
+    def first_token(self, task_id: str, record: dict[str, Any]) -> str:
+        """The continuation token issued with the task's first page (seed 003 names a task by it):
+        tokens are deterministic, so it is the same even when the export had a single page."""
+        return PageToken(task_id, 2, record["caller"], record["query_digest"]).sign(self._secret())
 
-    def cancel(self, who: Principal, task_id: str) -> dict:
+    def resolve(self, ref: str) -> str:
+        """The task id that ``ref`` names: a continuation token of the task, or its id."""
+        try:
+            return PageToken.verify(ref, self._secret()).task_id
+        except BadToken:
+            return ref
+
+    def task(self, who: Principal, task_id: str, view: View | None = None) -> dict:
+        view = view or ExportService.describe
+        return view(self, task_id, self._own(who, task_id), events=True)
+
+    def cancel(self, who: Principal, task_id: str, view: View | None = None) -> dict:
         """Cancel the task: fetch-ahead stops before its next page, the cache is freed."""
         record = self._own(who, task_id)
         if record.get("canceled_at") is None:
@@ -534,7 +559,8 @@ class ExportService:
             self._event(task_id, CANCELED)
         pages = [int(k[5:]) for k in record if k.startswith("size:")]
         self.store.drop_pages(task_id, pages)
-        return self.describe(task_id, self.store.get(task_id) or record, events=True)
+        view = view or ExportService.describe
+        return view(self, task_id, self.store.get(task_id) or record, events=True)
 
 
 def key_of(obj: PublishedObject, columns: list[str], row) -> list:
