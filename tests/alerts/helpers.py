@@ -1,7 +1,6 @@
 """Driving alerts_sensor tick by tick, as the daemon would, on a real instance."""
 
 import os
-from contextlib import contextmanager
 from datetime import datetime
 
 from dagster import build_sensor_context, job, op
