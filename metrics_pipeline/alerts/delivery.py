@@ -45,12 +45,12 @@ def deliver(state: dict, current: dict, now, settings, post=post_json) -> tuple[
     failures = []
     pending_am = _still_resolved(state.get("pending_alertmanager", []) + resolved, firing)
     if settings.alertmanager_url:
+        outgoing = [*firing.values(), *pending_am]
         try:
-            post(
-                alertmanager_alerts_url(settings.alertmanager_url),
-                [*firing.values(), *pending_am],
-                settings.timeout_s,
-            )
+            if outgoing:
+                post(
+                    alertmanager_alerts_url(settings.alertmanager_url), outgoing, settings.timeout_s
+                )
             pending_am = []
         except DeliveryFailed as exc:
             failures.append(f"alertmanager: {exc}")
