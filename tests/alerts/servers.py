@@ -147,3 +147,67 @@ class Alertmanager:
             if a["status"]["state"] == "active"
             and all(a["labels"].get(k) == v for k, v in labels.items())
         ]
+
+
+@dataclass
+class Prometheus:
+    """One Prometheus scraping ``target`` (host:port) every second as job metrics-pipeline-api,
+    evaluating ``rules`` (a file) every second."""
+
+    folder: Path
+    target: str
+    rules: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Prometheus":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files: [{self.rules}]\n"
+            "scrape_configs:\n- job_name: metrics-pipeline-api\n  metrics_path: /metrics\n"
+            f"  static_configs:\n  - targets: ['{self.target}']\n"
+        )
+        self.process = subprocess.Popen(
+            [
+                need(PROMETHEUS),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "prometheus.log", "ab"),  # noqa: SIM115
+        )
+        wait_http(f"{self.url}/-/ready")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def query(self, expr: str) -> list[dict]:
+        from urllib.parse import quote
+
+        return get_json(f"{self.url}/api/v1/query?query={quote(expr)}")["data"]["result"]
+
+    def firing(self, name: str) -> list[dict]:
+        alerts = get_json(f"{self.url}/api/v1/alerts")["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == name and a["state"] == "firing"]
+
+
+def wait_until(what: str, probe, budget_s: float = 90):
+    """``probe()``'s first truthy answer, polled every half second for up to ``budget_s``."""
+    deadline = time.monotonic() + budget_s
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"not within {budget_s} s: {what}")
