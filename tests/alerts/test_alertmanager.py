@@ -160,3 +160,35 @@ def test_an_alertmanager_down_for_a_while_loses_nothing(instance, receiver, aler
     alertmanager.start()
     daemon.tick()
     receiver.wait_for("resolved", **COVERAGE)
+
+
+def run_hourly(env, instance):
+    from metrics_pipeline.definitions import build_definitions
+    from tests.sensors.test_busy import hours_range
+
+    job = build_definitions(env, resolve=True).resolve_job_def("hourly_job")
+    return job.execute_in_process(instance=instance, tags=hours_range(), raise_on_error=False)
+
+
+def test_a_failed_run_fires_until_a_newer_run_of_its_job_succeeds(tmp_path, instance, receiver):
+    env = sqlite_environment(tmp_path, per_hour=1)
+    # Shards where none exist: the run fails, every biller unreachable.
+    broken = {**env, "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{tmp_path}/none/{{shard}}.db"}
+    failed = run_hourly(broken, instance)
+    assert not failed.success
+    daemon = Daemon(
+        alert_env(METRICS_ALERT_WEBHOOK_URL=receiver.url, METRICS_DAGSTER_UI_URL="http://ui"),
+        instance,
+    )
+    daemon.tick()
+    [alert] = receiver.alerts("firing", alertname="MetricsRunFailed")
+    assert alert["labels"]["job"] == "hourly_job"
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["family"] == "datapump"
+    assert alert["annotations"]["dagster_url"] == f"http://ui/runs/{failed.run_id}"
+    assert failed.run_id in alert["annotations"]["summary"]
+
+    assert run_hourly(env, instance).success
+    daemon.tick()
+    [resolved] = receiver.alerts("resolved", alertname="MetricsRunFailed")
+    assert resolved["labels"]["job"] == "hourly_job"
