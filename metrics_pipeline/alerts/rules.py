@@ -38,7 +38,7 @@ class Evaluation:
     passed: bool
     severity: str  # "ERROR" or "WARN"
     description: str | None = None
-    metadata: Mapping = None  # plain values (MetadataValue unwrapped)
+    metadata: Mapping | None = None  # plain values (MetadataValue unwrapped)
 
     @property
     def key(self) -> str:
