@@ -57,11 +57,14 @@ api: install
 	$(BIN)/metrics-pipeline api --host $(HOST) --port $(API_PORT)
 
 # Chromium (Debian's) for the dashboard's browser test; Playwright drives it, never downloads one.
+# Prometheus and Alertmanager (Debian's) for the alert tests, which start their own on free ports.
 test-deps: install
-	./scripts/system-deps.sh chromium
+	./scripts/system-deps.sh chromium prometheus prometheus-alertmanager
 
 # The tests choose their own partitions start: the demo's setting is not theirs.
 test: install test-deps services
+	promtool check rules deploy/prometheus/rules.yml
+	promtool test rules deploy/prometheus/rules.test.yml
 	env -u METRICS_PARTITIONS_START $(BIN)/pytest -q
 
 bench: install services

@@ -22,6 +22,10 @@
   an event log that keeps every event but not the asset index (latest materialization per asset,
   asset event tags) — for ``materialize`` without DAGSTER_HOME, whose instance is dropped when
   the command ends. Dagster has no public switch for this; drop it if one appears.
+- Reading each check partition's latest evaluation incrementally (the alerts sensor):
+  ``get_asset_check_partition_info`` and ``get_asset_check_execution_history`` are public
+  methods of the event log storage, but their ``PartitionKeyFilter`` and
+  ``AssetCheckExecutionRecordStatus`` are not exported. Replace when Dagster exports them.
 """
 
 from collections import OrderedDict
@@ -179,3 +183,43 @@ class LeanSqliteEventLogStorage(SqliteEventLogStorage):
     def dispose(self) -> None:
         self._close_all()
         super().dispose()
+
+
+def changed_check_partitions(
+    instance: DagsterInstance, check_keys: list, after: int | None
+) -> list[tuple[Any, str | None, str, int]]:
+    """(check key, partition, status, storage id) of every check partition whose latest event
+    is newer than storage id ``after``; status is PLANNED, SUCCEEDED or FAILED."""
+    if not check_keys:
+        return []
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        list(check_keys), after_storage_id=after
+    )
+    return [
+        (
+            i.check_key,
+            i.partition_key,
+            i.latest_execution_status.value,
+            i.latest_check_event_storage_id,
+        )
+        for i in infos
+        if after is None or i.latest_check_event_storage_id > after
+    ]
+
+
+def latest_check_evaluation(instance: DagsterInstance, check_key, partition: str | None):
+    """The latest completed ``AssetCheckEvaluation`` of one check partition, or None."""
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import (
+        COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    )
+
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        check_key,
+        limit=1,
+        status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+        partition_filter=PartitionKeyFilter(key=partition),
+    )
+    if not records or records[0].event is None or records[0].event.dagster_event is None:
+        return None
+    return records[0].event.dagster_event.event_specific_data

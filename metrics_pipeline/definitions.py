@@ -4,6 +4,7 @@ import os
 
 from dagster import Definitions, definitions, in_process_executor
 
+from metrics_pipeline.alerts.settings import AlertSettings
 from metrics_pipeline.assets import build_datapump_assets
 from metrics_pipeline.assets.checks import build_checks
 from metrics_pipeline.availability.assets import build_availability_definitions
@@ -14,6 +15,7 @@ from metrics_pipeline.resources import build_resources
 from metrics_pipeline.retention import build_retention_definitions
 from metrics_pipeline.runs import build_dead_runs_sensor
 from metrics_pipeline.schedules import build_reconciliation_schedule, build_refresh_schedule
+from metrics_pipeline.sensors.alerts import build_alerts_sensor
 from metrics_pipeline.sensors.backlog import build_backlog_sensor
 from metrics_pipeline.sensors.refresh_chain import build_refresh_chain_sensor
 from metrics_pipeline.sensors.shard_retry import build_shard_retry_sensor
@@ -46,6 +48,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
             build_shard_retry_sensor(start, jobs, **every_s),
             build_backlog_sensor(start, **every_s),
             build_dead_runs_sensor(**every_s),
+            build_alerts_sensor(AlertSettings.from_env(environ)),
             *collected["sensors"],
         ],
         resources={**build_resources(environ, resolve=resolve), **retention["resources"]},

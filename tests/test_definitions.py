@@ -49,6 +49,15 @@ def test_definitions_load_without_databases(monkeypatch):
         assert loaded.resolve_sensor_def(sensor).default_status == DefaultSensorStatus.RUNNING
 
 
+def test_alerts_sensor_runs_by_default_once_a_receiver_is_set():
+    quiet = build_definitions({}).resolve_sensor_def("alerts_sensor")
+    assert quiet.default_status == DefaultSensorStatus.STOPPED
+    env = {"METRICS_ALERTMANAGER_URL": "http://am:9093", "METRICS_ALERTS_INTERVAL_S": "30"}
+    loud = build_definitions(env).resolve_sensor_def("alerts_sensor")
+    assert loud.default_status == DefaultSensorStatus.RUNNING
+    assert loud.minimum_interval_seconds == 30
+
+
 def test_every_aggregate_asset_is_documented_for_analysts():
     graph = build_definitions({}).resolve_asset_graph()
     for name in AGGREGATES:

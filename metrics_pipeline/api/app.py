@@ -38,6 +38,7 @@ from metrics_pipeline.api.routers import (
     exports,
     health,
     metrics,
+    prometheus,
     reference,
 )
 from metrics_pipeline.api.series_cache import SeriesCache
@@ -123,6 +124,7 @@ def create_app(settings: ApiSettings, clock: Callable[[], float] = time.time) ->
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, the 413 above included
 
     app.include_router(health.router)
+    app.include_router(prometheus.router)
     app.include_router(metrics.router)
     app.include_router(reference.router)
     app.include_router(exports.router)

@@ -1,8 +1,9 @@
 """Reading the warehouse for the API: series of points, billers, reference data."""
 
-from datetime import datetime
+from collections import defaultdict
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from metrics_pipeline.api.queries import (
@@ -15,9 +16,19 @@ from metrics_pipeline.api.queries import (
     series_query,
     timestamp_types_query,
 )
+from metrics_pipeline.backlog import BacklogSettings
+from metrics_pipeline.coverage import STALE, WRITTEN
+from metrics_pipeline.health import UNCOVERED_STATES, FamilyHealth, family_health
 from metrics_pipeline.resources.engines import DatabaseUnreachable, create_db_engine
+from metrics_pipeline.semantics import HOURLY
 from metrics_pipeline.sql.source import CatalogNames, as_naive_utc, catalog_table
-from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
+from metrics_pipeline.sql.warehouse import (
+    AGGREGATES,
+    build_warehouse,
+    ledger_states_query,
+    ledger_windows_query,
+    newest_window_query,
+)
 
 #: One point: the window's StartTime (naive UTC), the value, the window's RequestCount, and its
 #: CoveredHours and ExpectedHours.
@@ -114,6 +125,35 @@ class WarehouseReader:
             for chunk in chunks:
                 found.extend(int(r[0]) for r in conn.execute(billers_query(table, chunk, limit)))
         return sorted(found)[:limit]
+
+    def health(self, now: datetime, backlog: BacklogSettings) -> list[FamilyHealth]:
+        """Every family's freshness, backlog and uncovered hours (four grouped reads of the
+        coverage ledger); no family before anything was computed."""
+        ledger = self.tables.ledger
+        window = backlog.window(now, datetime.min)
+        done = (WRITTEN, STALE)
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table(ledger.name, schema=ledger.schema):
+                return []
+            states = defaultdict(list)
+            for r in conn.execute(ledger_states_query(ledger, HOURLY, UNCOVERED_STATES)):
+                states[r.Family].append((as_naive_utc(r.StartTime), r.State))
+            newest = {
+                r.Family: as_naive_utc(r.newest)
+                for r in conn.execute(newest_window_query(ledger, HOURLY, done))
+            }
+            written = defaultdict(set)
+            spans = [window] + [
+                (t - timedelta(hours=backlog.lookback_hours), t + HOURLY.length)
+                for t in newest.values()
+            ]
+            for lo, hi in spans:
+                for r in conn.execute(ledger_windows_query(ledger, HOURLY, done, lo, hi)):
+                    written[r.Family].add(as_naive_utc(r.StartTime))
+        return [
+            family_health(f, now, states[f], written[f], newest.get(f), window)
+            for f in sorted({*states, *newest})
+        ]
 
     def metric_types(self) -> list[dict]:
         with self.engine.connect() as conn:

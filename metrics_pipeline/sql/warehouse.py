@@ -395,3 +395,41 @@ def ledger_counts_query(
         )
         .group_by(ledger.c.StartTime)
     )
+
+
+def ledger_states_query(ledger: Table, level: Level, states: tuple[str, ...]) -> Select:
+    """Per family, window and state: the ledger rows in ``states``, however old (the not
+    written windows are few; the state index finds them)."""
+    return (
+        select(ledger.c.Family, ledger.c.StartTime, ledger.c.State, func.count().label("n"))
+        .where(and_(ledger.c.TimeStampTypeId == level.id, ledger.c.State.in_(list(states))))
+        .group_by(ledger.c.Family, ledger.c.StartTime, ledger.c.State)
+    )
+
+
+def ledger_windows_query(
+    ledger: Table, level: Level, states: tuple[str, ...], start: datetime | None, end: datetime
+) -> Select:
+    """Per family, the windows in [start, end) holding a ledger row in ``states`` (all before
+    ``end`` when ``start`` is None)."""
+    where = [
+        ledger.c.TimeStampTypeId == level.id,
+        ledger.c.State.in_(list(states)),
+        ledger.c.StartTime < end,
+    ]
+    if start is not None:
+        where.append(ledger.c.StartTime >= start)
+    return (
+        select(ledger.c.Family, ledger.c.StartTime)
+        .where(and_(*where))
+        .group_by(ledger.c.Family, ledger.c.StartTime)
+    )
+
+
+def newest_window_query(ledger: Table, level: Level, states: tuple[str, ...]) -> Select:
+    """Per family, the newest window with a ledger row in ``states``."""
+    return (
+        select(ledger.c.Family, func.max(ledger.c.StartTime).label("newest"))
+        .where(and_(ledger.c.TimeStampTypeId == level.id, ledger.c.State.in_(list(states))))
+        .group_by(ledger.c.Family)
+    )

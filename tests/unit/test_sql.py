@@ -211,3 +211,23 @@ def test_shard_query_applies_the_rules_exactly(backend, tmp_path, request):
         assert have.sketch.counts == want.sketch.counts
         for p in (50, 95, 99):
             assert have.percentile(p) == want.percentile(p), (hour, p)
+
+
+def test_health_queries_of_the_ledger_are_tsql():
+    from metrics_pipeline.coverage import NOT_WRITTEN, WRITTEN
+    from metrics_pipeline.sql.warehouse import (
+        ledger_states_query,
+        ledger_windows_query,
+        newest_window_query,
+    )
+
+    ledger = build_warehouse(schema="dbo").ledger
+    for statement in (
+        ledger_states_query(ledger, HOURLY, NOT_WRITTEN),
+        ledger_windows_query(
+            ledger, HOURLY, (WRITTEN,), WINDOW_START, WINDOW_START + HOURLY.length
+        ),
+        ledger_windows_query(ledger, HOURLY, (WRITTEN,), None, WINDOW_START),
+        newest_window_query(ledger, HOURLY, (WRITTEN,)),
+    ):
+        assert "GROUP BY" in assert_tsql(statement)

@@ -1,0 +1,1 @@
+"""Alerts that reach people: failed checks and runs delivered to Alertmanager (or a webhook)."""
