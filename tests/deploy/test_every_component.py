@@ -293,3 +293,31 @@ def test_redis_values_and_the_apis_redis_url_agree():
     url = urlsplit(of_kind("Secret")["metrics-api"]["stringData"]["REDIS_URL"])
     # Bitnami names the Service <release>-master; the values' comment names the release.
     assert url.scheme == "redis" and url.hostname == "metrics-redis-master" and url.port == 6379
+
+
+def test_the_service_monitor_scrapes_the_apis_metrics_route(tmp_path):
+    """deploy/prometheus/servicemonitor.yaml selects the API's Service by its labels, scrapes a
+    port of it by name on a path the API serves, and names the job the rules watch."""
+    monitor = load_yaml(DEPLOY / "prometheus" / "servicemonitor.yaml")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    [service] = [
+        s
+        for s in of_kind("Service").values()
+        if selector.items() <= s["metadata"].get("labels", {}).items()
+    ]
+    api = container("metrics-api")
+    assert service["spec"]["selector"].items() <= (
+        ours()["metrics-api"]["spec"]["template"]["metadata"]["labels"].items()
+    )
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    sqlite3.connect(tmp_path / "w.db").close()  # the API opens an existing warehouse
+    app = create_app(ApiSettings(warehouse_url=f"sqlite:///{tmp_path / 'w.db'}"))
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        scraped = client.get(endpoint["path"])
+    assert scraped.status_code == 200 and "metrics_pipeline_" in scraped.text
+    assert api["command"][1] == "api"
+    job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+    assert f'job="{job}"' in (DEPLOY / "prometheus" / "rules.yml").read_text()
