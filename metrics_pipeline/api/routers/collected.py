@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import inspect
 
 from metrics_pipeline.api.deps import Caller, State
-from metrics_pipeline.api.errors import ERRORS, ApiError, ErrorBody
+from metrics_pipeline.api.errors import ERRORS, INVALID, ApiError, ErrorBody
 from metrics_pipeline.api.responses import json_response
 from metrics_pipeline.api.routers.dashboard import page
 from metrics_pipeline.api.times import (
@@ -186,7 +186,7 @@ def series_hours(
 @router.get(
     "/api/collected/{key}/series",
     response_model=CollectedSeries,
-    responses={**ERRORS, 404: {"model": ErrorBody, "description": "Unknown key or app"}},
+    responses={**ERRORS, **INVALID, 404: {"model": ErrorBody, "description": "Unknown key or app"}},
 )
 def collected_series(
     key: Key,
@@ -232,7 +232,11 @@ def collected_series(
 @router.get(
     "/{key}/{stat_type}/{day}/{hour}",
     response_model=CollectedStat,
-    responses={**ERRORS, 404: {"model": ErrorBody, "description": "The key was never collected"}},
+    responses={
+        **ERRORS,
+        **INVALID,
+        404: {"model": ErrorBody, "description": "The key was never collected"},
+    },
 )
 def collected_stat(
     key: Key,
