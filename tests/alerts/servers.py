@@ -95,41 +95,24 @@ def get_json(url: str):
         return json.loads(response.read())
 
 
-@dataclass
-class Alertmanager:
-    """One Alertmanager, single-node, routing every alert to ``receiver_url`` with short waits;
-    ``stop`` and ``start`` again keep its port and data folder (a restart)."""
+class _Binary:
+    """A server binary run in ``folder`` on ``port``: started with a config written there, ready
+    when ``/-/ready`` answers; ``stop`` and ``start`` again keep its port and data (a restart)."""
 
-    folder: Path
-    receiver_url: str
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
+    name = ""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Alertmanager":
+    def launch(self, config_name: str, config: str, arguments: list[str]):
         self.folder.mkdir(parents=True, exist_ok=True)
-        config = self.folder / "alertmanager.yml"
-        config.write_text(
-            "global:\n  resolve_timeout: 2s\n"
-            "route:\n  receiver: hook\n  group_by: [alertname, biller, scenario, job]\n"
-            "  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n"
-            "receivers:\n- name: hook\n  webhook_configs:\n"
-            f"  - url: {self.receiver_url}\n    send_resolved: true\n"
-        )
+        path = self.folder / config_name
+        path.write_text(config)
         self.process = subprocess.Popen(
-            [
-                need(ALERTMANAGER),
-                f"--config.file={config}",
-                f"--storage.path={self.folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
+            [need(self.name), f"--config.file={path}", *arguments, "--log.level=warn"],
             stdout=subprocess.DEVNULL,
-            stderr=open(self.folder / "alertmanager.log", "ab"),  # noqa: SIM115
+            stderr=open(self.folder / f"{Path(config_name).stem}.log", "ab"),  # noqa: SIM115
         )
         wait_http(f"{self.url}/-/ready")
         return self
@@ -138,6 +121,34 @@ class Alertmanager:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+@dataclass
+class Alertmanager(_Binary):
+    """One Alertmanager, single-node, routing every alert to ``receiver_url`` with short waits;
+    ``stop`` and ``start`` again keep its port and data folder (a restart)."""
+
+    folder: Path
+    receiver_url: str
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    name = ALERTMANAGER
+
+    def start(self) -> "Alertmanager":
+        return self.launch(
+            "alertmanager.yml",
+            "global:\n  resolve_timeout: 2s\n"
+            "route:\n  receiver: hook\n  group_by: [alertname, biller, scenario, job]\n"
+            "  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n"
+            "receivers:\n- name: hook\n  webhook_configs:\n"
+            f"  - url: {self.receiver_url}\n    send_resolved: true\n",
+            [
+                f"--storage.path={self.folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+            ],
+        )
 
     def active(self, **labels) -> list[dict]:
         """The alerts Alertmanager holds as active whose labels include these."""
@@ -150,7 +161,7 @@ class Alertmanager:
 
 
 @dataclass
-class Prometheus:
+class Prometheus(_Binary):
     """One Prometheus scraping ``target`` (host:port) every second as job metrics-pipeline-api,
     evaluating ``rules`` (a file) every second."""
 
@@ -160,37 +171,20 @@ class Prometheus:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    name = PROMETHEUS
 
     def start(self) -> "Prometheus":
-        self.folder.mkdir(parents=True, exist_ok=True)
-        config = self.folder / "prometheus.yml"
-        config.write_text(
+        return self.launch(
+            "prometheus.yml",
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             f"rule_files: [{self.rules}]\n"
             "scrape_configs:\n- job_name: metrics-pipeline-api\n  metrics_path: /metrics\n"
-            f"  static_configs:\n  - targets: ['{self.target}']\n"
-        )
-        self.process = subprocess.Popen(
+            f"  static_configs:\n  - targets: ['{self.target}']\n",
             [
-                need(PROMETHEUS),
-                f"--config.file={config}",
                 f"--storage.tsdb.path={self.folder / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.folder / "prometheus.log", "ab"),  # noqa: SIM115
         )
-        wait_http(f"{self.url}/-/ready")
-        return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
 
     def query(self, expr: str) -> list[dict]:
         from urllib.parse import quote
