@@ -161,7 +161,11 @@ def test_last_days_starts_at_midnight_utc_and_ends_after_the_running_hour():
     start, end = materialize_bounds(build_parser().parse_args(["materialize", "--last-days", "3"]))
     after = utc_now()
     assert (start.hour, start.minute, start.second, start.microsecond) == (0, 0, 0, 0)
-    assert start.date() in {(before - timedelta(days=3)).date(), (after - timedelta(days=3)).date()}
+    # The window ends after the running hour (midnight when run at 23:xx) and starts 3 days earlier.
+    ends = {
+        t.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1) for t in (before, after)
+    }
+    assert start.date() in {(e - timedelta(days=3)).date() for e in ends}
     assert end.minute == 0 and before < end <= after.replace(
         minute=0, second=0, microsecond=0
     ) + timedelta(hours=1)

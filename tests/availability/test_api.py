@@ -92,7 +92,10 @@ def test_pivot_is_time_by_scenarios(client):
         },
     ).json()
     assert [s["scenarioId"] for s in body["scenarios"]] == ["Checkout", "Search"]
-    assert len(body["times"]) == 4 and all(len(row) == 2 for row in body["availability"])
+    # The demo's three days of hours end at END: four calendar days, or three when END is midnight.
+    days = {(END - timedelta(hours=h)).date() for h in range(1, 3 * 24 + 1)}
+    assert [t[:10] for t in body["times"]] == sorted(d.isoformat() for d in days)
+    assert all(len(row) == 2 for row in body["availability"])
     assert all(0 <= v <= 100 for row in body["availability"] for v in row if v is not None)
     whole = client.get("/api/availability/pivot", params={"timeStampTypeId": 1}).json()
     assert demo.UNKNOWN_SCENARIO not in {s["scenarioId"] for s in whole["scenarios"]}

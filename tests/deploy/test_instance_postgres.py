@@ -201,7 +201,8 @@ query { workspaceOrError { __typename ... on Workspace { locationEntries {
 """
 SENSOR_QUERY = """
 query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
-  __typename ... on Sensor { sensorState { id status ticks(limit: 1) { status } } } } }
+  __typename ... on Sensor { sensorState { id status ticks(limit: 1) { status timestamp }
+    typeSpecificData { ... on SensorData { lastTickTimestamp } } } } } }
 """
 STOP_SENSOR = """
 mutation ($id: String!) { stopSensor(id: $id) { __typename
@@ -299,10 +300,16 @@ def test_webserver_and_daemon_run_a_job_launched_through_graphql(dagster_home, t
         def first_sensor_tick_done():
             state = gql(SENSOR_QUERY, selector=sensor)["sensorOrError"]["sensorState"]
             ticks = state["ticks"]
-            return state if ticks and ticks[0]["status"] != "STARTED" else None
+            if not ticks or ticks[0]["status"] == "STARTED":
+                return None
+            # The daemon marks the tick finished, then writes the sensor's state (status
+            # DECLARED_IN_CODE, cursor, last tick): stopping before that write would be clobbered.
+            written = (state["typeSpecificData"] or {}).get("lastTickTimestamp")
+            return state if written == ticks[0]["timestamp"] else None
 
         # The daemon evaluates shard_retry_sensor (RUNNING by default) soon after it starts; the
-        # next tick is a minute later, so stopping it now does not race a tick in flight.
+        # next tick is a minute later, so stopping it once the first tick's state is written does
+        # not race a tick in flight.
         state = wait_for(
             "shard_retry_sensor's first tick", first_sensor_tick_done, BUDGET_S, processes
         )
