@@ -136,12 +136,18 @@ def best_of(fn, repeat: int) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def volume_parser(doc: str) -> argparse.ArgumentParser:
+    """The data's volume, as every benchmark of the shards takes it."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--billers", type=int, default=5)
     p.add_argument("--shards", type=int, default=5)
     p.add_argument("--days", type=int, default=14)
     p.add_argument("--per-hour", type=int, default=3000)
+    return p
+
+
+def main(argv=None) -> dict:
+    p = volume_parser(__doc__)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--forms", default="sqlalchemy6,text3,t_nofraction,postgresql")
     p.add_argument("--materialize", action="store_true", help="also time the user's paths")

@@ -174,11 +174,15 @@ def run_pandas(urls, backend, start, end) -> float:
     return time.perf_counter() - t0
 
 
-def materialize(env: dict, start: datetime, end: datetime) -> float:
+def materialize_command(start: datetime, end: datetime) -> list[str]:
     script = Path(sys.executable).parent / "metrics-pipeline"
+    return [str(script), "materialize", "--start", start.isoformat(), "--end", end.isoformat()]
+
+
+def materialize(env: dict, start: datetime, end: datetime) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [str(script), "materialize", "--start", start.isoformat(), "--end", end.isoformat()],
+        materialize_command(start, end),
         env=env,
         capture_output=True,
         text=True,

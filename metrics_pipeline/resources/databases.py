@@ -29,21 +29,25 @@ from metrics_pipeline.resources.engines import (
     safe_url,
 )
 from metrics_pipeline.semantics import Partial, Rules
+from metrics_pipeline.sql.dialect import PLAIN_SEPARATORS
 from metrics_pipeline.sql.source import (
     CatalogNames,
+    IrregularTimestamps,
     ShardForm,
     ShardNames,
     as_naive_utc,
     cell_counts_query,
     changed_cells_query,
     enabled_billers_query,
-    fold_hourly_rows,
+    fold_facts,
+    fold_percentiles,
     hourly_facts_query,
     hourly_percentiles_query,
     ids_query,
     max_id_query,
     processing_query,
     recent_cells_query,
+    separator_query,
     shard_form,
     undated_query,
 )
@@ -146,6 +150,8 @@ class ShardsResource(ConfigurableResource):
 
     _engines: EngineCache = PrivateAttr(default_factory=EngineCache)
     _forms: dict[str, ShardForm] = PrivateAttr(default_factory=dict)
+    #: SQLite shards: the separator of their plain CreatedDate text, or None (not plain).
+    _separators: dict[str, str | None] = PrivateAttr(default_factory=dict)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self._engines.dispose()
@@ -165,6 +171,30 @@ class ShardsResource(ConfigurableResource):
             types = {str(c["name"]).lower(): c["type"] for c in columns}
             self._forms[shard] = shard_form(types, names)
         return self._forms[shard]
+
+    def _fast_form(self, shard: str, conn, form: ShardForm, billers, start, end) -> ShardForm:
+        """``form`` with the plain separator of a SQLite shard's CreatedDate text, learned from
+        one row of the window (the reads verify every other row)."""
+        if conn.dialect.name != "sqlite":
+            return form
+        if shard not in self._separators:
+            names = self.names.to_names()
+            self._separators[shard] = conn.execute(
+                separator_query(names, billers, start, end)
+            ).scalar()
+        separator = self._separators[shard]
+        if separator not in PLAIN_SEPARATORS:
+            return form
+        return dataclasses.replace(form, plain_separator=separator)
+
+    def _read_chunk(self, conn, billers, start, end, form: ShardForm):
+        names, rules = self.names.to_names(), self.rules.to_rules()
+        window = (start, end) if form.plain_separator else None
+        facts = hourly_facts_query(names, rules, billers, start, end, form)
+        partials = fold_facts(conn.execute(facts), window)
+        ranks = hourly_percentiles_query(names, billers, start, end, form)
+        fold_percentiles(partials, conn.execute(ranks), window)
+        return partials
 
     def chunk_hours(self, billers: int) -> int:
         """Hours per shard query for this many billers: at most ``chunk_biller_hours`` in all."""
@@ -222,16 +252,23 @@ class ShardsResource(ConfigurableResource):
         biller and hour (sketch included) and one per percentile, never the raw calls.
         """
         engine = self._engine(shard)
-        names, rules = self.names.to_names(), self.rules.to_rules()
         step = timedelta(hours=self.chunk_hours(len(billers)))
         chunk_start = start
         while chunk_start < end:
             chunk_end = min(end, chunk_start + step)
             with self._unreachable_as_typed(shard), engine.connect() as conn:
                 form = self._form(shard, conn)
-                facts = hourly_facts_query(names, rules, billers, chunk_start, chunk_end, form)
-                ranks = hourly_percentiles_query(names, billers, chunk_start, chunk_end, form)
-                partials = fold_hourly_rows(conn.execute(facts), conn.execute(ranks))
+                fast = self._fast_form(shard, conn, form, billers, chunk_start, chunk_end)
+                partials = None
+                if fast.plain_separator:
+                    try:
+                        partials = self._read_chunk(conn, billers, chunk_start, chunk_end, fast)
+                    except IrregularTimestamps:
+                        # Not every row is plain: this window by the general statements, and
+                        # the next one asks the shard for its separator again.
+                        self._separators.pop(shard, None)
+                if partials is None:
+                    partials = self._read_chunk(conn, billers, chunk_start, chunk_end, form)
             yield chunk_start, chunk_end, partials
             chunk_start = chunk_end
 

@@ -232,6 +232,111 @@ def _created_between_sqlite(element, compiler, **kw):
     return f"({c} >= '{lo}' AND {c} < '{hi}' AND {exact})"
 
 
+# --- the fast path for a SQLite shard whose text timestamps are plain ----------------------------
+#
+# Most SQLite shards store every CreatedDate in one plain form: 'YYYY-MM-DD HH:MM:SS' (or with
+# 'T'), any fraction, no zone. For such rows the UTC hour is the first 13 characters and a window
+# is a text range, as a competent engineer would write it by hand; unixepoch() per row makes the
+# general statements about 1.6x slower. The fast statements read the margin-widened range (as the
+# general ones do) and keep every row that is not plain, which ``irregular`` counts: a window
+# with any such row (another separator, a zone, junk) is read again by the general statements, so
+# the figures are the same whichever path read them.
+
+#: The separators a plain text timestamp may have between its date and its time.
+PLAIN_SEPARATORS = (" ", "T")
+
+
+def _plain_pattern(separator: str) -> str:
+    return f"[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]{separator}[0-2][0-9]:[0-5][0-9]:[0-5][0-9]"
+
+
+def _plain_sqlite(column: str, separator: str) -> str:
+    """True for text of the plain form with ``separator``: no fraction, or '.' and digits only."""
+    if separator not in PLAIN_SEPARATORS:
+        raise ValueError(f"not a plain timestamp separator: {separator!r}")
+    pattern = _plain_pattern(separator)
+    return (
+        f"({column} GLOB '{pattern}' OR ({column} GLOB '{pattern}.[0-9]*' "
+        f"AND {column} NOT GLOB '*.*[^0-9]*'))"
+    )
+
+
+class plain_created_between(ColumnElement):  # noqa: N801
+    """A SQLite shard's fast window: the margin-widened text range (as ``created_between``) and,
+    within it, the plain rows of [start, end) by text comparison plus every row that is not plain
+    (so that ``irregular_timestamp`` sees them)."""
+
+    type = Boolean()
+    inherit_cache = False
+    _is_implicitly_boolean = True
+
+    def __init__(self, column: ColumnElement, start: datetime, end: datetime, separator: str):
+        self.column, self.start, self.end, self.separator = column, start, end, separator
+
+
+# A typed DATETIME column (SQL Server, PostgreSQL) holds nothing but plain timestamps: the fast
+# constructs are the general ones there, so every statement compiles for every shard dialect.
+@compiles(plain_created_between)
+def _plain_between_typed(element, compiler, **kw):
+    c = element.column
+    return compiler.process(and_(c >= element.start, c < element.end), **kw)
+
+
+@compiles(plain_created_between, "sqlite")
+def _plain_between_sqlite(element, compiler, **kw):
+    c = compiler.process(element.column, **kw)
+    fmt = f"%Y-%m-%d{element.separator}%H:%M:%S"
+    lo = (element.start - MAX_OFFSET).strftime("%Y-%m-%d %H:%M:%S")
+    hi = (element.end + MAX_OFFSET).strftime("%Y-%m-%dT%H:%M:%S")
+    first, last = element.start.strftime(fmt), element.end.strftime(fmt)
+    plain = _plain_sqlite(c, element.separator)
+    return (
+        f"({c} >= '{lo}' AND {c} < '{hi}' AND "
+        f"(({c} >= '{first}' AND {c} < '{last}') OR NOT {plain}))"
+    )
+
+
+class irregular_timestamp(FunctionElement):  # noqa: N801
+    """1 for a row that is not a plain timestamp with ``separator``, else 0 (SQLite)."""
+
+    type = BigInteger()
+    inherit_cache = False
+    name = "irregular_timestamp"
+
+    def __init__(self, column: ColumnElement, separator: str):
+        self.separator = separator
+        super().__init__(column)
+
+
+@compiles(irregular_timestamp)
+def _irregular_typed(element, compiler, **kw):
+    return "0"
+
+
+@compiles(irregular_timestamp, "sqlite")
+def _irregular_sqlite(element, compiler, **kw):
+    plain = _plain_sqlite(compiler.process(element.clauses, **kw), element.separator)
+    return f"CASE WHEN {plain} THEN 0 ELSE 1 END"
+
+
+class text_hour(FunctionElement):  # noqa: N801
+    """The hour of a plain text timestamp as text ('YYYY-MM-DD HH'), read as a naive UTC hour."""
+
+    type = String()
+    inherit_cache = True
+    name = "text_hour"
+
+
+@compiles(text_hour)
+def _text_hour_typed(element, compiler, **kw):
+    return compiler.process(hour_floor(*element.clauses), **kw)
+
+
+@compiles(text_hour, "sqlite")
+def _text_hour_sqlite(element, compiler, **kw):
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 13)"
+
+
 @_per_dialect
 class not_a_timestamp(FunctionElement):  # noqa: N801
     """True for a non-NULL value that is not a timestamp (only SQLite can hold one)."""

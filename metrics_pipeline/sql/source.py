@@ -21,6 +21,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    type_coerce,
 )
 
 from metrics_pipeline.semantics import PERCENTILES, Partial, Rules, nearest_rank, round2, to_decimal
@@ -30,9 +31,12 @@ from metrics_pipeline.sql.dialect import (
     created_between,
     digits_as_int,
     hour_floor,
+    irregular_timestamp,
     not_a_timestamp,
     parse_bucket_counts,
+    plain_created_between,
     sketch_bucket,
+    text_hour,
     trimmed,
 )
 
@@ -73,6 +77,14 @@ class ShardForm:
 
     response_time_text: bool = False
     status_code_numeric: bool = False
+    #: A SQLite shard whose CreatedDate text has this separator (' ' or 'T') in plain form: the
+    #: hourly statements take the fast path (``dialect.plain_created_between``); a window with
+    #: a row of another form raises ``IrregularTimestamps`` and is read by the general path.
+    plain_separator: str | None = None
+
+
+class IrregularTimestamps(Exception):
+    """A fast-path read met a CreatedDate that is not plain text of the shard's form."""
 
 
 def catalog_table(names: CatalogNames, metadata: MetaData | None = None) -> Table:
@@ -129,12 +141,23 @@ def enabled_billers_query(names: CatalogNames) -> Select:
     )
 
 
-def _window_filter(t: Table, names: ShardNames, billers, start: datetime, end: datetime):
-    """The billers' rows whose CreatedDate falls in [start, end) UTC, through the index."""
+def _window_filter(
+    t: Table, names: ShardNames, billers, start: datetime, end: datetime, plain: str | None = None
+):
+    """The billers' rows whose CreatedDate falls in [start, end) UTC, through the index (on the
+    fast path: and the rows that are not plain, see ``ShardForm.plain_separator``)."""
+    created = t.c[names.created]
     return and_(
         t.c[names.biller_id].in_(sorted(billers)),
-        created_between(t.c[names.created], start, end),
+        plain_created_between(created, start, end, plain)
+        if plain
+        else created_between(created, start, end),
     )
+
+
+def _hour(t: Table, names: ShardNames, form: ShardForm):
+    created = t.c[names.created]
+    return text_hour(created) if form.plain_separator else hour_floor(created)
 
 
 def undated_query(names: ShardNames, billers) -> Select:
@@ -166,7 +189,8 @@ def hourly_facts_query(
 
     Columns: biller_id, hour, request_count, timeout_count, failed_count, response_time_count,
     total_response_time, sketch (``bucket:count,…`` — see ``bucket_counts``; NULL when the hour
-    has no valid ResponseTime).
+    has no valid ResponseTime), irregular_rows (on the fast path, the rows that are not plain;
+    else 0).
 
     The rows are first grouped by hour, sketch bucket, raw StatusCode and the slow flag, so the
     status rules run once per group (a handful of distinct codes per hour) instead of once per
@@ -178,16 +202,19 @@ def hourly_facts_query(
     if form.status_code_numeric:
         status_code = cast(status_code, String(20))
     one, zero = literal_column("1"), literal_column("0")
+    plain = form.plain_separator
+    odd = irregular_timestamp(t.c[names.created], plain) if plain else zero
     rows = (
         select(
             t.c[names.biller_id].label("biller_id"),
-            hour_floor(t.c[names.created]).label("hour"),
+            _hour(t, names, form).label("hour"),
+            odd.label("odd"),
             sketch_bucket(rt).label("bucket"),
             status_code.label("status"),
             case((rt >= rules.timeout_threshold_ms, one), else_=zero).label("slow"),
             case((rt >= 0, rt)).label("valid_rt"),
         )
-        .where(_window_filter(t, names, billers, start, end))
+        .where(_window_filter(t, names, billers, start, end, plain))
         .subquery("r")
     )
     groups = (
@@ -200,6 +227,7 @@ def hourly_facts_query(
             func.count().label("calls"),
             func.count(rows.c.valid_rt).label("valid"),
             func.sum(rows.c.valid_rt).label("total"),
+            func.sum(rows.c.odd).label("odd"),
         )
         .group_by(rows.c.biller_id, rows.c.hour, rows.c.bucket, rows.c.status, rows.c.slow)
         .subquery("g")
@@ -227,6 +255,7 @@ def hourly_facts_query(
         func.sum(groups.c.valid).label("response_time_count"),
         func.sum(groups.c.total).label("total_response_time"),
         bucket_counts(groups.c.bucket, groups.c.valid).label("sketch"),
+        func.sum(groups.c.odd).label("irregular_rows"),
     ).group_by(groups.c.biller_id, groups.c.hour)
 
 
@@ -240,7 +269,7 @@ def hourly_percentiles_query(
     """
     t = detail_table(names)
     rt = as_number(t.c[names.response_time], text=form.response_time_text)
-    hour = hour_floor(t.c[names.created])
+    hour = _hour(t, names, form)
     ranked = (
         select(
             t.c[names.biller_id].label("biller_id"),
@@ -254,7 +283,7 @@ def hourly_percentiles_query(
             .over(partition_by=[t.c[names.biller_id], hour], order_by=rt, rows=(None, None))
             .label("n"),
         )
-        .where(and_(_window_filter(t, names, billers, start, end), rt >= 0))
+        .where(and_(_window_filter(t, names, billers, start, end, form.plain_separator), rt >= 0))
         .subquery("ranked")
     )
     # Integer arithmetic for ceil(p * n / 100): the same on SQL Server, PostgreSQL and SQLite.
@@ -262,6 +291,18 @@ def hourly_percentiles_query(
     return select(
         ranked.c.biller_id, ranked.c.hour, ranked.c.rn, ranked.c.n, ranked.c.response_time
     ).where(or_(*ranks))
+
+
+def separator_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
+    """The character between date and time of one CreatedDate of the window (SQLite text):
+    which plain form the fast path tries (see ``ShardForm.plain_separator``)."""
+    t = detail_table(names)
+    text_created = type_coerce(t.c[names.created], String)
+    return (
+        select(func.substr(text_created, 11, 1).label("separator"))
+        .where(_window_filter(t, names, billers, start, end))
+        .limit(1)
+    )
 
 
 def changed_cells_query(names: ShardNames, after_id: int, pending=()) -> Select:
@@ -365,11 +406,40 @@ def as_naive_utc(value) -> datetime:
     return value
 
 
-def fold_hourly_rows(fact_rows, percentile_rows) -> dict[tuple[int, datetime], Partial]:
+def fold_hourly_rows(
+    fact_rows, percentile_rows, window: tuple[datetime, datetime] | None = None
+) -> dict[tuple[int, datetime], Partial]:
     """Partials per (biller, hour) from the rows of the two shard queries above."""
+    partials = fold_facts(fact_rows, window)
+    fold_percentiles(partials, percentile_rows, window)
+    return partials
+
+
+def _fast_hour(value, window: tuple[datetime, datetime]) -> datetime:
+    """A fast-path hour, which must be a real hour of the window (else the general path reads
+    the window: SQLite's own date functions decide what an odd value means)."""
+    try:
+        hour = as_naive_utc(value)
+    except (TypeError, ValueError):
+        raise IrregularTimestamps(f"CreatedDate hour {value!r}") from None
+    if not window[0] <= hour < window[1] or hour.minute or hour.second or hour.microsecond:
+        raise IrregularTimestamps(f"CreatedDate hour {value!r} outside {window}")
+    return hour
+
+
+def fold_facts(fact_rows, window: tuple[datetime, datetime] | None = None):
+    """Partials per (biller, hour) from ``hourly_facts_query``'s rows. With ``window`` (the fast
+    path), a row that is not plain or an hour that is not one of the window's raises
+    ``IrregularTimestamps``."""
     partials: dict[tuple[int, datetime], Partial] = {}
     for row in fact_rows:
-        key = (int(row.biller_id), as_naive_utc(row.hour))
+        if window is None:
+            hour = as_naive_utc(row.hour)
+        elif row.irregular_rows:
+            raise IrregularTimestamps(f"{row.irregular_rows} row(s) not of the plain form")
+        else:
+            hour = _fast_hour(row.hour, window)
+        key = (int(row.biller_id), hour)
         p = partials.setdefault(key, Partial(exact_percentiles={q: None for q in PERCENTILES}))
         p.request_count += int(row.request_count)
         p.timeout_count += int(row.timeout_count or 0)
@@ -381,8 +451,21 @@ def fold_hourly_rows(fact_rows, percentile_rows) -> dict[tuple[int, datetime], P
             p.sketch.add(bucket, count)
     for p in partials.values():
         p.total_response_time = round2(p.total_response_time)
+    return partials
+
+
+def fold_percentiles(
+    partials: dict[tuple[int, datetime], Partial],
+    percentile_rows,
+    window: tuple[datetime, datetime] | None = None,
+) -> None:
+    """The exact percentiles of ``hourly_percentiles_query``'s rows into ``partials``."""
     for row in percentile_rows:
-        p = partials[(int(row.biller_id), as_naive_utc(row.hour))]
+        hour = as_naive_utc(row.hour) if window is None else _fast_hour(row.hour, window)
+        p = partials.get((int(row.biller_id), hour))
+        if p is None:
+            # Rows that arrived between the two statements: read the window again, whole.
+            raise IrregularTimestamps(f"percentile rows of biller {row.biller_id} at {hour}")
         n, rn = int(row.n), int(row.rn)
         for q in PERCENTILES:
             if nearest_rank(n, q) == rn:

@@ -70,6 +70,28 @@ def boundary_instants() -> list[datetime]:
     return out
 
 
+def write_shard(path, rows: list[tuple], index: str, columns: str) -> None:
+    """A shard as another program writes it: ``rows`` (CreatedDate, ResponseTime, StatusCode)
+    of BILLER as given, one index ``index`` on ``columns``, BILLER not busy."""
+    shard = sqlite3.connect(path)
+    shard.executescript(
+        f"""
+        CREATE TABLE DataPumpDetail (DataPumpDetailId INTEGER PRIMARY KEY, BillerId INT NOT NULL,
+            CreatedDate DATETIME NULL, ResponseTime DECIMAL(10,2) NULL, StatusCode VARCHAR(10) NULL);
+        CREATE INDEX {index} ON DataPumpDetail ({columns});
+        CREATE TABLE BillerDataPump (BillerId INT PRIMARY KEY, Processing BIT NOT NULL);
+        """
+    )
+    shard.execute("INSERT INTO BillerDataPump VALUES (?, 0)", (BILLER,))
+    shard.executemany(
+        "INSERT INTO DataPumpDetail (BillerId, CreatedDate, ResponseTime, StatusCode) "
+        "VALUES (?, ?, ?, ?)",
+        [(BILLER, *r) for r in rows],
+    )
+    shard.commit()
+    shard.close()
+
+
 @pytest.fixture
 def shard_env(tmp_path):
     catalog = sqlite3.connect(tmp_path / "catalog.db")
@@ -82,16 +104,6 @@ def shard_env(tmp_path):
     )
     catalog.commit()
     catalog.close()
-    shard = sqlite3.connect(tmp_path / "other.db")
-    shard.executescript(
-        """
-        CREATE TABLE DataPumpDetail (DataPumpDetailId INTEGER PRIMARY KEY, BillerId INT NOT NULL,
-            CreatedDate DATETIME NULL, ResponseTime DECIMAL(10,2) NULL, StatusCode VARCHAR(10) NULL);
-        CREATE INDEX IX_DataPumpDetail_Biller_Created ON DataPumpDetail (BillerId, CreatedDate);
-        CREATE TABLE BillerDataPump (BillerId INT PRIMARY KEY, Processing BIT NOT NULL);
-        """
-    )
-    shard.execute("INSERT INTO BillerDataPump VALUES (?, 0)", (BILLER,))
     rng = np.random.default_rng(5)
     rows = []
     junk = ["abc", "", "-", None, "12.5", 7, 30000]
@@ -105,13 +117,9 @@ def shard_env(tmp_path):
         rows.append((form, float(np.round(rng.lognormal(5, 0.5), 2)), statuses[k % 7]))
     undated = [(None, 10.0, "200"), ("not a date", 10.0, "200"), ("", 5.0, "500")]
     rows += undated
-    shard.executemany(
-        "INSERT INTO DataPumpDetail (BillerId, CreatedDate, ResponseTime, StatusCode) "
-        "VALUES (?, ?, ?, ?)",
-        [(BILLER, *r) for r in rows],
+    write_shard(
+        tmp_path / "other.db", rows, "IX_DataPumpDetail_Biller_Created", "BillerId, CreatedDate"
     )
-    shard.commit()
-    shard.close()
     env = {
         "METRICS_CATALOG_URL": f"sqlite:///{tmp_path}/catalog.db",
         "METRICS_SHARD_URL_TEMPLATE": f"sqlite:///{tmp_path}/{{shard}}.db",
