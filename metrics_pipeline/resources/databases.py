@@ -29,7 +29,7 @@ from metrics_pipeline.resources.engines import (
     safe_url,
 )
 from metrics_pipeline.semantics import Partial, Rules
-from metrics_pipeline.sql.dialect import PLAIN_SEPARATORS
+from metrics_pipeline.sql.dialect import PlainForm
 from metrics_pipeline.sql.source import (
     CatalogNames,
     IrregularTimestamps,
@@ -47,7 +47,7 @@ from metrics_pipeline.sql.source import (
     max_id_query,
     processing_query,
     recent_cells_query,
-    separator_query,
+    sample_created_query,
     shard_form,
     undated_query,
 )
@@ -150,8 +150,8 @@ class ShardsResource(ConfigurableResource):
 
     _engines: EngineCache = PrivateAttr(default_factory=EngineCache)
     _forms: dict[str, ShardForm] = PrivateAttr(default_factory=dict)
-    #: SQLite shards: the separator of their plain CreatedDate text, or None (not plain).
-    _separators: dict[str, str | None] = PrivateAttr(default_factory=dict)
+    #: SQLite shards: the plain form of their CreatedDate text, or None (not plain).
+    _plain: dict[str, PlainForm | None] = PrivateAttr(default_factory=dict)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self._engines.dispose()
@@ -173,23 +173,19 @@ class ShardsResource(ConfigurableResource):
         return self._forms[shard]
 
     def _fast_form(self, shard: str, conn, form: ShardForm, billers, start, end) -> ShardForm:
-        """``form`` with the plain separator of a SQLite shard's CreatedDate text, learned from
-        one row of the window (the reads verify every other row)."""
+        """``form`` with the plain form of a SQLite shard's CreatedDate text, learned from one
+        row of the window (the reads verify every other row)."""
         if conn.dialect.name != "sqlite":
             return form
-        if shard not in self._separators:
-            names = self.names.to_names()
-            self._separators[shard] = conn.execute(
-                separator_query(names, billers, start, end)
-            ).scalar()
-        separator = self._separators[shard]
-        if separator not in PLAIN_SEPARATORS:
-            return form
-        return dataclasses.replace(form, plain_separator=separator)
+        if shard not in self._plain:
+            sample = sample_created_query(self.names.to_names(), billers, start, end)
+            self._plain[shard] = PlainForm.of(conn.execute(sample).scalar())
+        plain = self._plain[shard]
+        return dataclasses.replace(form, plain=plain) if plain else form
 
     def _read_chunk(self, conn, billers, start, end, form: ShardForm):
         names, rules = self.names.to_names(), self.rules.to_rules()
-        window = (start, end) if form.plain_separator else None
+        window = (start, end) if form.plain else None
         facts = hourly_facts_query(names, rules, billers, start, end, form)
         partials = fold_facts(conn.execute(facts), window)
         ranks = hourly_percentiles_query(names, billers, start, end, form)
@@ -260,13 +256,13 @@ class ShardsResource(ConfigurableResource):
                 form = self._form(shard, conn)
                 fast = self._fast_form(shard, conn, form, billers, chunk_start, chunk_end)
                 partials = None
-                if fast.plain_separator:
+                if fast.plain:
                     try:
                         partials = self._read_chunk(conn, billers, chunk_start, chunk_end, fast)
                     except IrregularTimestamps:
                         # Not every row is plain: this window by the general statements, and
-                        # the next one asks the shard for its separator again.
-                        self._separators.pop(shard, None)
+                        # the next one asks the shard for its form again.
+                        self._plain.pop(shard, None)
                 if partials is None:
                     partials = self._read_chunk(conn, billers, chunk_start, chunk_end, form)
             yield chunk_start, chunk_end, partials

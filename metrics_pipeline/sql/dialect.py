@@ -4,6 +4,8 @@ Constants are rendered inline (never as bind parameters) so that an expression r
 GROUP BY or PARTITION BY is textually identical, which SQL Server requires.
 """
 
+import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func
@@ -234,31 +236,54 @@ def _created_between_sqlite(element, compiler, **kw):
 
 # --- the fast path for a SQLite shard whose text timestamps are plain ----------------------------
 #
-# Most SQLite shards store every CreatedDate in one plain form: 'YYYY-MM-DD HH:MM:SS' (or with
-# 'T'), any fraction, no zone. For such rows the UTC hour is the first 13 characters and a window
-# is a text range, as a competent engineer would write it by hand; unixepoch() per row makes the
-# general statements about 1.6x slower. The fast statements read the margin-widened range (as the
-# general ones do) and keep every row that is not plain, which ``irregular`` counts: a window
-# with any such row (another separator, a zone, junk) is read again by the general statements, so
-# the figures are the same whichever path read them.
+# Most SQLite shards store every CreatedDate in one plain form: 'YYYY-MM-DD HH:MM:SS' (or 'T'),
+# the same number of fractional digits on every row, no zone. For such rows the UTC hour is the
+# first 13 characters and a window is a text range, as a competent engineer would write it by
+# hand; unixepoch() per row makes the general statements about 1.6x slower. The fast statements
+# read the margin-widened range (as the general ones do) and keep every row that is not of the
+# form, which ``irregular_timestamp`` counts (one GLOB per row): a window with any such row
+# (another separator or fraction, a zone, junk) is read again by the general statements, so the
+# figures are the same whichever path read them.
 
-#: The separators a plain text timestamp may have between its date and its time.
-PLAIN_SEPARATORS = (" ", "T")
-
-
-def _plain_pattern(separator: str) -> str:
-    return f"[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]{separator}[0-2][0-9]:[0-5][0-9]:[0-5][0-9]"
+_DIGIT = "[0-9]"
+#: A plain timestamp as Python reads the probe row: date, ' ' or 'T', time, optional fraction.
+_PLAIN_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}([ T])\d{2}:\d{2}:\d{2}(?:\.(\d{1,9}))?")
 
 
-def _plain_sqlite(column: str, separator: str) -> str:
-    """True for text of the plain form with ``separator``: no fraction, or '.' and digits only."""
-    if separator not in PLAIN_SEPARATORS:
-        raise ValueError(f"not a plain timestamp separator: {separator!r}")
-    pattern = _plain_pattern(separator)
-    return (
-        f"({column} GLOB '{pattern}' OR ({column} GLOB '{pattern}.[0-9]*' "
-        f"AND {column} NOT GLOB '*.*[^0-9]*'))"
-    )
+@dataclass(frozen=True)
+class PlainForm:
+    """One plain text form of CreatedDate: the separator between date and time and the number
+    of fractional digits (0: none). A shard written by one program holds one such form; rows of
+    any other form (another fraction length included) are irregular to the fast path."""
+
+    separator: str
+    fraction_digits: int
+
+    @classmethod
+    def of(cls, text: object) -> "PlainForm | None":
+        match = _PLAIN_TEXT.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            return None
+        return cls(match.group(1), len(match.group(2) or ""))
+
+    @property
+    def glob(self) -> str:
+        """One GLOB for the whole form, digits checked where SQLite's date functions check them
+        (month, day, hour, minute, second); the cheapest exact test per row."""
+        pattern = (
+            f"{_DIGIT * 4}-[0-1]{_DIGIT}-[0-3]{_DIGIT}"
+            f"{self.separator}[0-2]{_DIGIT}:[0-5]{_DIGIT}:[0-5]{_DIGIT}"
+        )
+        return pattern + ("." + _DIGIT * self.fraction_digits if self.fraction_digits else "")
+
+    def bound(self, instant: datetime) -> str:
+        """A whole-second window bound as text of this form (fraction digits need not follow:
+        'HH:MM:SS' sorts before 'HH:MM:SS.fff')."""
+        return instant.strftime(f"%Y-%m-%d{self.separator}%H:%M:%S")
+
+
+def _plain_sqlite(column: str, form: PlainForm) -> str:
+    return f"{column} GLOB '{form.glob}'"
 
 
 class plain_created_between(ColumnElement):  # noqa: N801
@@ -270,8 +295,8 @@ class plain_created_between(ColumnElement):  # noqa: N801
     inherit_cache = False
     _is_implicitly_boolean = True
 
-    def __init__(self, column: ColumnElement, start: datetime, end: datetime, separator: str):
-        self.column, self.start, self.end, self.separator = column, start, end, separator
+    def __init__(self, column: ColumnElement, start: datetime, end: datetime, form: PlainForm):
+        self.column, self.start, self.end, self.form = column, start, end, form
 
 
 # A typed DATETIME column (SQL Server, PostgreSQL) holds nothing but plain timestamps: the fast
@@ -285,11 +310,10 @@ def _plain_between_typed(element, compiler, **kw):
 @compiles(plain_created_between, "sqlite")
 def _plain_between_sqlite(element, compiler, **kw):
     c = compiler.process(element.column, **kw)
-    fmt = f"%Y-%m-%d{element.separator}%H:%M:%S"
     lo = (element.start - MAX_OFFSET).strftime("%Y-%m-%d %H:%M:%S")
     hi = (element.end + MAX_OFFSET).strftime("%Y-%m-%dT%H:%M:%S")
-    first, last = element.start.strftime(fmt), element.end.strftime(fmt)
-    plain = _plain_sqlite(c, element.separator)
+    first, last = element.form.bound(element.start), element.form.bound(element.end)
+    plain = _plain_sqlite(c, element.form)
     return (
         f"({c} >= '{lo}' AND {c} < '{hi}' AND "
         f"(({c} >= '{first}' AND {c} < '{last}') OR NOT {plain}))"
@@ -297,14 +321,14 @@ def _plain_between_sqlite(element, compiler, **kw):
 
 
 class irregular_timestamp(FunctionElement):  # noqa: N801
-    """1 for a row that is not a plain timestamp with ``separator``, else 0 (SQLite)."""
+    """1 for a row that is not a timestamp of the plain ``form``, else 0 (SQLite)."""
 
     type = BigInteger()
     inherit_cache = False
     name = "irregular_timestamp"
 
-    def __init__(self, column: ColumnElement, separator: str):
-        self.separator = separator
+    def __init__(self, column: ColumnElement, form: PlainForm):
+        self.form = form
         super().__init__(column)
 
 
@@ -315,7 +339,7 @@ def _irregular_typed(element, compiler, **kw):
 
 @compiles(irregular_timestamp, "sqlite")
 def _irregular_sqlite(element, compiler, **kw):
-    plain = _plain_sqlite(compiler.process(element.clauses, **kw), element.separator)
+    plain = _plain_sqlite(compiler.process(element.clauses, **kw), element.form)
     return f"CASE WHEN {plain} THEN 0 ELSE 1 END"
 
 

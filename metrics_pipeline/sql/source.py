@@ -26,6 +26,7 @@ from sqlalchemy import (
 
 from metrics_pipeline.semantics import PERCENTILES, Partial, Rules, nearest_rank, round2, to_decimal
 from metrics_pipeline.sql.dialect import (
+    PlainForm,
     as_number,
     bucket_counts,
     created_between,
@@ -77,10 +78,10 @@ class ShardForm:
 
     response_time_text: bool = False
     status_code_numeric: bool = False
-    #: A SQLite shard whose CreatedDate text has this separator (' ' or 'T') in plain form: the
-    #: hourly statements take the fast path (``dialect.plain_created_between``); a window with
-    #: a row of another form raises ``IrregularTimestamps`` and is read by the general path.
-    plain_separator: str | None = None
+    #: A SQLite shard whose CreatedDate text is of this plain form: the hourly statements take
+    #: the fast path (``dialect.plain_created_between``); a window with a row of another form
+    #: raises ``IrregularTimestamps`` and is read by the general path.
+    plain: PlainForm | None = None
 
 
 class IrregularTimestamps(Exception):
@@ -142,10 +143,15 @@ def enabled_billers_query(names: CatalogNames) -> Select:
 
 
 def _window_filter(
-    t: Table, names: ShardNames, billers, start: datetime, end: datetime, plain: str | None = None
+    t: Table,
+    names: ShardNames,
+    billers,
+    start: datetime,
+    end: datetime,
+    plain: PlainForm | None = None,
 ):
     """The billers' rows whose CreatedDate falls in [start, end) UTC, through the index (on the
-    fast path: and the rows that are not plain, see ``ShardForm.plain_separator``)."""
+    fast path: and the rows that are not plain, see ``ShardForm.plain``)."""
     created = t.c[names.created]
     return and_(
         t.c[names.biller_id].in_(sorted(billers)),
@@ -157,7 +163,7 @@ def _window_filter(
 
 def _hour(t: Table, names: ShardNames, form: ShardForm):
     created = t.c[names.created]
-    return text_hour(created) if form.plain_separator else hour_floor(created)
+    return text_hour(created) if form.plain else hour_floor(created)
 
 
 def undated_query(names: ShardNames, billers) -> Select:
@@ -202,7 +208,7 @@ def hourly_facts_query(
     if form.status_code_numeric:
         status_code = cast(status_code, String(20))
     one, zero = literal_column("1"), literal_column("0")
-    plain = form.plain_separator
+    plain = form.plain
     odd = irregular_timestamp(t.c[names.created], plain) if plain else zero
     rows = (
         select(
@@ -283,7 +289,7 @@ def hourly_percentiles_query(
             .over(partition_by=[t.c[names.biller_id], hour], order_by=rt, rows=(None, None))
             .label("n"),
         )
-        .where(and_(_window_filter(t, names, billers, start, end, form.plain_separator), rt >= 0))
+        .where(and_(_window_filter(t, names, billers, start, end, form.plain), rt >= 0))
         .subquery("ranked")
     )
     # Integer arithmetic for ceil(p * n / 100): the same on SQL Server, PostgreSQL and SQLite.
@@ -293,13 +299,12 @@ def hourly_percentiles_query(
     ).where(or_(*ranks))
 
 
-def separator_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
-    """The character between date and time of one CreatedDate of the window (SQLite text):
-    which plain form the fast path tries (see ``ShardForm.plain_separator``)."""
+def sample_created_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
+    """One CreatedDate of the window as stored (SQLite text): which plain form the fast path
+    tries (see ``ShardForm.plain``)."""
     t = detail_table(names)
-    text_created = type_coerce(t.c[names.created], String)
     return (
-        select(func.substr(text_created, 11, 1).label("separator"))
+        select(type_coerce(t.c[names.created], String).label("created"))
         .where(_window_filter(t, names, billers, start, end))
         .limit(1)
     )

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, event
 
 from metrics_pipeline.resources.databases import ShardsResource
+from metrics_pipeline.sql.dialect import PlainForm
 from tests.assets.test_timestamps import BILLER, MS, H, expected_hours, parse_utc, write_shard
 
 START, END = H, H + timedelta(hours=4)
@@ -116,10 +117,12 @@ def test_an_hour_the_text_can_hold_but_a_clock_cannot_is_read_as_sqlite_reads_it
         (H + timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S") + "Z",
         (H + timedelta(hours=2, minutes=5)).strftime("%Y-%m-%dT%H:%M:%S"),
         (H + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S") + ".250-01:00",
+        # Another program's fraction beside the shard's three digits (plain, but not its form).
+        (H + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S.%f"),
         # Text that only looks like a time.
-        H.strftime("%Y-%m-%d") + " 10:61:00",
+        H.strftime("%Y-%m-%d") + " 10:61:00.000",
     ],
-    ids=["offset", "zulu", "other-separator", "fraction-and-zone", "minute-61"],
+    ids=["offset", "zulu", "other-separator", "fraction-and-zone", "six-digits", "minute-61"],
 )
 def test_one_row_that_is_not_plain_sends_the_window_to_the_general_statements(tmp_path, odd):
     created = [plain(t) for t in edges()]
@@ -130,3 +133,12 @@ def test_one_row_that_is_not_plain_sends_the_window_to_the_general_statements(tm
     assert fast(sent) and general(sent), sent
     dated = [r for r in rows if parse_utc(r[0]) is not None]
     assert_as_parsed(partials, dated)
+
+
+def test_the_plain_form_is_read_off_one_value():
+    assert PlainForm.of("2025-03-05 10:00:00") == PlainForm(" ", 0)
+    assert PlainForm.of("2025-03-05T10:00:00.123") == PlainForm("T", 3)
+    assert PlainForm.of("2025-03-05 10:00:00.123456") == PlainForm(" ", 6)
+    for odd in ("2025-03-05 10:00:00Z", "2025-03-05 10:00:00+02:00", "junk", "", None, 7):
+        assert PlainForm.of(odd) is None, odd
+    assert PlainForm(" ", 3).bound(H) == "2025-03-05 10:00:00"
