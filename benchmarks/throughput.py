@@ -34,8 +34,8 @@ from sqlalchemy import create_engine, text
 
 from benchmarks.daemon import pg_instance_storage
 from benchmarks.data import create_catalog, create_shards, shard_of
-from metrics_pipeline.semantics import DEFAULT_RULES, SKETCH_GAMMA
-from metrics_pipeline.sql.source import ShardNames, hourly_facts_query, hourly_percentiles_query
+from metrics_pipeline.resources.databases import ShardsResource
+from metrics_pipeline.semantics import SKETCH_GAMMA
 
 PG_ADMIN = os.environ.get(
     "METRICS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -116,17 +116,15 @@ def run_sql(urls, backend, statements, start, end, parallel) -> float:
 
 
 def run_pipeline_sql(shards: dict[str, list[int]], start, end, parallel) -> float:
-    """(b1) The pipeline's own shard statements (facts with the sketch, then the percentiles),
-    built by the same functions as the asset, run alone: what the shards cost without Dagster,
-    Python folding or warehouse writes. ``shards`` maps each shard URL to its billers."""
+    """(b1) The pipeline's own shard reads, alone: ``ShardsResource.read_hourly`` (the form
+    checks, the fast or general statements, chunk by chunk, folded into partials) without
+    Dagster or warehouse writes. ``shards`` maps each shard URL to its billers."""
 
     def one(url):
-        billers = shards[url]
-        engine = create_engine(url)
-        with engine.connect() as conn:
-            conn.execute(hourly_facts_query(ShardNames(), DEFAULT_RULES, billers, start, end)).all()
-            conn.execute(hourly_percentiles_query(ShardNames(), billers, start, end)).all()
-        engine.dispose()
+        reader = ShardsResource(url_template=url)
+        for _ in reader.read_hourly("shard", shards[url], start, end):
+            pass
+        reader.teardown_after_execution(None)
 
     return _timed_per_shard(one, list(shards), parallel)
 
