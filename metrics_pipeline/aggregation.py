@@ -252,7 +252,8 @@ def aggregate_hourly(
         free = [b for b in billers if b not in busy]
         if free:
             read_shard(shard, free)
-            undated = shards.undated_rows(shard, free)
+            hours = [h for b in free for h in requested[b]]
+            undated = shards.undated_rows(shard, free, min(hours), max(hours) + HOURLY.length)
             with write_lock:
                 outcome.undated.update(undated)
         return sorted(busy)

@@ -339,11 +339,15 @@ class ShardsResource(ConfigurableResource):
             rows = conn.execute(cell_counts_query(self.names.to_names(), billers, start, end))
             return {(int(r.biller_id), as_naive_utc(r.hour)): int(r.rows) for r in rows}
 
-    def undated_rows(self, shard: str, billers: list[int]) -> dict[int, int]:
-        """{BillerId: rows whose CreatedDate is NULL or not a timestamp} (they are in no hour)."""
+    def undated_rows(
+        self, shard: str, billers: list[int], start: datetime, end: datetime
+    ) -> dict[int, int]:
+        """{BillerId: rows whose CreatedDate is NULL or not a timestamp} (they are in no hour),
+        among the rows that could be of [start, end) (``sql.dialect.not_a_timestamp``)."""
         engine = self._engine(shard)
         with self._unreachable_as_typed(shard), engine.connect() as conn:
-            rows = conn.execute(undated_query(self.names.to_names(), billers)).all()
+            query = undated_query(self.names.to_names(), billers, start, end)
+            rows = conn.execute(query).all()
         return {int(r.biller_id): int(r.rows) for r in rows}
 
     def busy_billers(self, shard: str, billers: list[int]) -> set[int]:

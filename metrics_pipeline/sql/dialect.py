@@ -361,25 +361,38 @@ def _text_hour_sqlite(element, compiler, **kw):
     return f"substr({compiler.process(element.clauses, **kw)}, 1, 13)"
 
 
-@_per_dialect
-class not_a_timestamp(FunctionElement):  # noqa: N801
-    """True for a non-NULL value that is not a timestamp (only SQLite can hold one)."""
+class not_a_timestamp(ColumnElement):  # noqa: N801
+    """True for a non-NULL value that is not a timestamp and could be one of the window
+    [start, end) (only SQLite can hold one): text that does not start with a digit, wherever it
+    sorts, and within the window's margin-widened text range, text SQLite cannot read as a time.
+    Index range seeks, never a scan of the shard's history: junk that sorts elsewhere among
+    the timestamps is counted by the read of its own window."""
 
     type = Boolean()
-    inherit_cache = True
-    name = "not_a_timestamp"
+    inherit_cache = False
     _is_implicitly_boolean = True
 
+    def __init__(self, column: ColumnElement, start: datetime, end: datetime):
+        self.column, self.start, self.end = column, start, end
 
-@compiles(not_a_timestamp, "mssql")
-@compiles(not_a_timestamp, "postgresql")
+
+@compiles(not_a_timestamp)
 def _not_a_timestamp_typed(element, compiler, **kw):
     return "1 = 0"
 
 
 @compiles(not_a_timestamp, "sqlite")
 def _not_a_timestamp_sqlite(element, compiler, **kw):
-    return f"{_sqlite_seconds(compiler.process(element.clauses, **kw))} IS NULL"
+    c = compiler.process(element.column, **kw)
+    lo = (element.start - MAX_OFFSET).strftime("%Y-%m-%d %H:%M:%S")
+    hi = (element.end + MAX_OFFSET).strftime("%Y-%m-%dT%H:%M:%S")
+    seconds = _sqlite_seconds(c)
+    # '0-' rather than '0': a DATETIME column's numeric affinity would turn '0' into the number
+    # 0. Numbers sort before all text; one is a timestamp if SQLite reads it as a Julian day.
+    return (
+        f"(({c} < '0-' AND (typeof({c}) = 'text' OR {seconds} IS NULL)) OR {c} >= ':' OR "
+        f"({c} >= '{lo}' AND {c} < '{hi}' AND {seconds} IS NULL))"
+    )
 
 
 #: The one rule for a number stored as text (a ResponseTime column of a text type): an unsigned

@@ -166,9 +166,10 @@ def _hour(t: Table, names: ShardNames, form: ShardForm):
     return text_hour(created) if form.plain else hour_floor(created)
 
 
-def undated_query(names: ShardNames, billers) -> Select:
-    """Rows per biller whose CreatedDate is NULL or not a timestamp: they belong to no hour, so
-    they are counted and reported instead (only a SQLite shard can hold a non-timestamp)."""
+def undated_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
+    """Rows per biller whose CreatedDate is NULL or not a timestamp that could be one of
+    [start, end) (see ``not_a_timestamp``): they belong to no hour, so they are counted and
+    reported instead (only a SQLite shard can hold a non-timestamp)."""
     t = detail_table(names)
     created = t.c[names.created]
     return (
@@ -176,7 +177,7 @@ def undated_query(names: ShardNames, billers) -> Select:
         .where(
             and_(
                 t.c[names.biller_id].in_(sorted(billers)),
-                or_(created.is_(None), not_a_timestamp(created)),
+                or_(created.is_(None), not_a_timestamp(created, start, end)),
             )
         )
         .group_by(t.c[names.biller_id])

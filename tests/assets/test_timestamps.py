@@ -224,7 +224,16 @@ def test_the_index_on_biller_and_created_date_is_used(shard_env):
     with engine.connect() as conn:
         plan = " ".join(r[3] for r in conn.execute(text(f"EXPLAIN QUERY PLAN {statement}")))
         assert "IX_DataPumpDetail_Biller_Created" in plan and "CreatedDate>?" in plan, plan
-        counts = conn.execute(undated_query(ShardNames(), [BILLER])).all()
+        query = undated_query(ShardNames(), [BILLER], H, H + timedelta(hours=1))
+        plan = " ".join(
+            r[3]
+            for r in conn.execute(
+                text(f"EXPLAIN QUERY PLAN {render(query, sqlite_dialect.dialect())}")
+            )
+        )
+        # Index seeks (NULL, text before the digits and after them, the window), not a scan.
+        assert "SCAN" not in plan, plan
+        counts = conn.execute(query).all()
     engine.dispose()
     assert [tuple(r) for r in counts] == [(BILLER, 3)]
 
@@ -243,3 +252,31 @@ def test_junk_response_time_is_a_request_without_a_valid_time(shard_env, capsys)
     )
     assert junk > 0
     assert got[hour]["RequestCount"] - got[hour]["ResponseTimeCount"] == junk
+
+
+def test_undated_rows_are_those_that_could_be_of_the_window(tmp_path):
+    day = H.strftime("%Y-%m-%d")
+    undated = [
+        None,
+        "",
+        " " + day + " 10:00:00",
+        "not a date",
+        f"{day}t10:00:00",
+        f"{day} 11:00:00+0000",
+        f"{day} 10:61:00",
+        1e30,
+    ]
+    # SQLite reads a number as a Julian day: a timestamp, if of no hour of the window.
+    dated = [f"{day} 10:00:00", f"{day}T12:00:00Z", 2460740.0, 12.5]
+    elsewhere = ["2019-01-01 10:61:00"]  # junk among other windows' timestamps: theirs to count
+    write_shard(
+        tmp_path / "s.db",
+        [(c, 1.0, "200") for c in undated + dated + elsewhere],
+        "IX_DataPumpDetail_Biller_Created",
+        "BillerId, CreatedDate",
+    )
+    engine = create_engine(f"sqlite:///{tmp_path}/s.db")
+    with engine.connect() as conn:
+        counts = conn.execute(undated_query(ShardNames(), [BILLER], H, H + timedelta(hours=4)))
+        assert [tuple(r) for r in counts] == [(BILLER, len(undated))]
+    engine.dispose()
