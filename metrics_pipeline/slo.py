@@ -98,15 +98,20 @@ def evaluate(
     return states
 
 
-def alerts_json(states: list[AlertState]) -> list[dict]:
-    """The alert states as the API, the checks and ``/metrics`` report them."""
+def alerts_json(states: list[AlertState], grain: timedelta | None = None) -> list[dict]:
+    """The alert states as the API, the checks and ``/metrics`` report them; with ``grain``,
+    the windows as that grain read them (:func:`at_grain`)."""
+
+    def seconds(window: timedelta) -> int:
+        return int((at_grain(window, grain) if grain else window).total_seconds())
+
     return [
         {
             "name": a.alert.name,
             "severity": a.alert.severity,
             "factor": a.alert.factor,
-            "long": int(a.alert.long.total_seconds()),
-            "short": int(a.alert.short.total_seconds()),
+            "long": seconds(a.alert.long),
+            "short": seconds(a.alert.short),
             "longBurn": a.long_burn,
             "shortBurn": a.short_burn,
             "longRequests": a.long_requests,
