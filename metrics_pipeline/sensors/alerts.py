@@ -90,7 +90,7 @@ def build_alerts_sensor(settings: AlertSettings) -> SensorDefinition:
             for node in graph.asset_nodes
         }
         failing = state.get("failing", {})
-        latest = state.get("latest", {})
+        newest = state.get("newest", {})
         after = state.get("after")
         changed = changed_check_partitions(context.instance, list(graph.asset_check_keys), after)
         for check_key, partition, status, storage_id in sorted(changed, key=lambda c: c[3]):
@@ -104,7 +104,7 @@ def build_alerts_sensor(settings: AlertSettings) -> SensorDefinition:
             )
             evaluation = _evaluation(check_key, partition, status, latest)
             if evaluation is not None:
-                failing, latest = apply(failing, latest, evaluation)
+                failing, newest = apply(failing, newest, evaluation)
         ui = now_settings.dagster_ui_url
         current = {
             **alerts_of_checks(failing, families, ui),
@@ -112,7 +112,7 @@ def build_alerts_sensor(settings: AlertSettings) -> SensorDefinition:
         }
         delivered, failures = deliver(state, current, datetime.now(UTC), now_settings)
         context.update_cursor(
-            json.dumps({"after": after, "failing": failing, "latest": latest, **delivered})
+            json.dumps({"after": after, "failing": failing, "newest": newest, **delivered})
         )
         for failure in failures:
             context.log.warning(f"alerts not delivered (retried next tick): {failure}")
