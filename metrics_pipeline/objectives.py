@@ -56,10 +56,11 @@ class ObjectiveSettings:
 
 @dataclass(frozen=True)
 class RateKind:
-    """An objective on a share of calls: its key in the API, its words, its column, the hourly
-    table and count it is judged on."""
+    """An objective on a share of calls: its key in the API, its label value in ``/metrics``,
+    its words, its column, the hourly table and count it is judged on."""
 
     key: str
+    metric: str
     label: str
     column: str
     aggregate: Aggregate
@@ -67,8 +68,17 @@ class RateKind:
 
 
 RATE_KINDS = (
-    RateKind("errorRate", "error rate", "ErrorRateObjective", ERROR_RATE, "FailedRequests"),
-    RateKind("timeoutRate", "timeout rate", "TimeoutRateObjective", TIMEOUT_RATE, "TimeOutCount"),
+    RateKind(
+        "errorRate", "error_rate", "error rate", "ErrorRateObjective", ERROR_RATE, "FailedRequests"
+    ),
+    RateKind(
+        "timeoutRate",
+        "timeout_rate",
+        "timeout rate",
+        "TimeoutRateObjective",
+        TIMEOUT_RATE,
+        "TimeOutCount",
+    ),
 )
 P95_COLUMN = "P95ResponseTimeObjectiveMs"
 
