@@ -37,6 +37,14 @@ DEFAULT_SPAN = {
 MAX_INT32 = 2**31 - 1
 
 router = APIRouter(tags=["metrics"])
+#: The path parameter of every per-biller route.
+BillerIdPath = Annotated[int, PathParam(ge=1, le=MAX_INT32, description="BillerId")]
+
+
+def may_read(who, biller_id: int) -> None:
+    """A 403 naming the biller when the caller's token may not read it."""
+    if not who.can_read(biller_id):
+        raise ApiError(403, f"billerId: this token may not read biller {biller_id}", "billerId")
 
 
 def known(by_id, value: int, parameter: str, what: str, all_types):
@@ -60,7 +68,7 @@ def known(by_id, value: int, parameter: str, what: str, all_types):
 async def metrics(
     who: Caller,
     state: State,
-    billerId: Annotated[int, PathParam(ge=1, le=MAX_INT32, description="BillerId")],
+    billerId: BillerIdPath,
     # The ids are checked in the route (an unknown one is a 400 listing the known ones); the
     # spec lists them as the enum they are.
     metricTypeId: Annotated[
@@ -105,8 +113,7 @@ async def metrics(
     ] = None,
 ) -> Response:
     """Points of one metric of one biller, in time order, one per window of the level."""
-    if not who.can_read(billerId):
-        raise ApiError(403, f"billerId: this token may not read biller {billerId}", "billerId")
+    may_read(who, billerId)
     metric = known(METRICS_BY_ID, metricTypeId, "metricTypeId", "metric type", METRIC_TYPES)
     level = known(
         LEVELS_BY_ID, timeStampTypeId, "timeStampTypeId", "timestamp type", TIMESTAMP_TYPES
@@ -170,16 +177,12 @@ async def metrics(
 @router.get(
     "/api/metrics/{billerId}/objectives",
     response_model=BillerObjectivesOut,
-    responses={
-        **ERRORS,
-        **INVALID,
-        404: {"model": ErrorBody, "description": "No objective and no data for the biller"},
-    },
+    responses={**ERRORS, **INVALID, 404: {"model": ErrorBody, "description": "Unknown biller"}},
 )
 async def biller_objectives(
     who: Caller,
     state: State,
-    billerId: Annotated[int, PathParam(ge=1, le=MAX_INT32, description="BillerId")],
+    billerId: BillerIdPath,
     at: Annotated[
         str | None,
         Query(
@@ -194,8 +197,7 @@ async def biller_objectives(
     objective the 30-day error budget remaining and the page (14.4x over 1 h) and ticket (6x
     over 6 h and the last hour) burn rates; the hour's P95 against its objective; windows under
     METRICS_OBJECTIVE_MIN_REQUESTS requests never fire ("not enough traffic")."""
-    if not who.can_read(billerId):
-        raise ApiError(403, f"billerId: this token may not read biller {billerId}", "billerId")
+    may_read(who, billerId)
     end = HOURLY.floor(parse_time(at, "at") if at is not None else utc_now())
     min_requests = ObjectiveSettings.from_env().min_requests
     reader = state.reader
