@@ -185,3 +185,32 @@ def test_a_biller_over_its_p95_objective_is_a_ticket(env):
     assert not evaluation.passed and evaluation.severity.value == "WARN"
     why = evaluation.metadata["burning_billers"].value[str(BURNING)]
     assert "p95 950 ms over the 800 ms objective" in why
+
+
+def test_every_hourly_run_judges_the_objectives_of_its_hours(tmp_path):
+    from tests.support import WINDOW_START, sqlite_environment
+
+    env = sqlite_environment(tmp_path, per_hour=2)
+    WarehouseResource(url=env["METRICS_WAREHOUSE_URL"]).write_objectives([validate(7, 0.01)])
+    first = WINDOW_START + timedelta(hours=3)
+    tags = range_tags(HOURLY, parse_partitions_start(None), first, first + timedelta(hours=1))
+    job = build_definitions(env, resolve=True).resolve_job_def("hourly_job")
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, tags=tags)
+    assert result.success
+    judged = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == OBJECTIVES_CHECK
+        and e.event_specific_data.partition
+    ]
+    start = parse_partitions_start(None)
+    assert sorted(e.partition for e in judged) == [
+        partition_key(HOURLY, start, first + timedelta(hours=i)) for i in (0, 1)
+    ]
+    # Two calls an hour: biller 7 is judged, and too quiet to page.
+    assert all(e.passed for e in judged)
+    assert all(e.metadata["not_enough_traffic"].value == ["7"] for e in judged)
+    # Each evaluation belongs to its hour's materialization (the UI's per-partition status).
+    assert all(e.target_materialization_data is not None for e in judged)
