@@ -111,7 +111,7 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
         "the last hour >= 6x) and the hour's P95 against P95ResponseTimeObjectiveMs (WARN). "
         "A window under METRICS_OBJECTIVE_MIN_REQUESTS requests (default 100) never fires: "
         "'not enough traffic'. Hours not read are unknown, never zero. Billers without "
-        "objectives are listed, not failed.",
+        "objectives are listed, not failed. hourly_job runs it after every hourly run.",
     )
     def objectives(
         context: AssetCheckExecutionContext,
