@@ -97,10 +97,16 @@ def run_check(env: dict, instance, first: datetime, last: datetime | None = None
     tags = range_tags(HOURLY, parse_partitions_start(None), first, last or first)
     result = job.execute_in_process(instance=instance, tags=tags)
     assert result.success
+    return objective_evaluations(result)
+
+
+def objective_evaluations(result) -> list:
+    """The run's evaluations of the objectives check (its hours', and a range's summary)."""
     return [
         e.event_specific_data
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == OBJECTIVES_CHECK
     ]
 
 
@@ -198,13 +204,7 @@ def test_every_hourly_run_judges_the_objectives_of_its_hours(tmp_path):
     with DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(instance=instance, tags=tags)
     assert result.success
-    judged = [
-        e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and e.event_specific_data.check_name == OBJECTIVES_CHECK
-        and e.event_specific_data.partition
-    ]
+    judged = [e for e in objective_evaluations(result) if e.partition]
     start = parse_partitions_start(None)
     assert sorted(e.partition for e in judged) == [
         partition_key(HOURLY, start, first + timedelta(hours=i)) for i in (0, 1)
