@@ -518,6 +518,16 @@ def build_parser() -> argparse.ArgumentParser:
         "retention",
         help="delete what is older than the METRICS_RETENTION_* horizons (the retention job, once)",
     )
+    objectives = sub.add_parser(
+        "objectives",
+        help="set or list billers' objectives (the BillerObjective table; rates are shares in "
+        "(0, 1): 0.01 for 1 %%)",
+    )
+    objectives.add_argument("action", choices=("set", "list"))
+    objectives.add_argument("billers", nargs="*", help="BillerIds to set (set) or show (list)")
+    objectives.add_argument("--error-rate", help="ErrorRateObjective, a share in (0, 1)")
+    objectives.add_argument("--timeout-rate", help="TimeoutRateObjective, a share in (0, 1)")
+    objectives.add_argument("--p95-ms", help="P95ResponseTimeObjectiveMs, above 0")
     api = sub.add_parser("api", help="serve the metrics API and the dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=port_number, default=8000)
@@ -583,6 +593,12 @@ def run_demo_data(args, environ) -> int:
         urls["catalog"], urls["shards"], end, args.days, args.seed, args.scale
     )
     total = sum(written.values())
+    if urls["warehouse"].startswith("sqlite") or args.allow_server:
+        from metrics_pipeline.demo import DEMO_OBJECTIVES
+        from metrics_pipeline.resources.warehouse import WarehouseResource
+
+        WarehouseResource(url=urls["warehouse"]).write_objectives(DEMO_OBJECTIVES)
+        print(f"demo data: objectives of {len(DEMO_OBJECTIVES)} billers in BillerObjective")
     # The partitions begin on the Sunday on or before the demo's first day (every week whole).
     first_day = WEEKLY.floor(end - timedelta(days=args.days))
     print(
@@ -640,6 +656,37 @@ def main(argv: Sequence[str] | None = None, environ=None) -> int:
         return EXIT_FAILED
 
 
+def run_objectives(args, environ) -> int:
+    """``objectives set BILLER... --error-rate ...`` replaces those billers' rows (validated: a
+    bad value is one line on stderr, nothing written); ``objectives list`` prints the rows and
+    each biller's state at the current hour."""
+    from metrics_pipeline.objectives import InvalidObjective, ObjectiveSettings, validate
+    from metrics_pipeline.resources import resource_urls
+    from metrics_pipeline.resources.warehouse import WarehouseResource
+
+    warehouse = WarehouseResource(url=resource_urls(environ, resolve=True)["warehouse"])
+    if args.action == "set":
+        if not args.billers:
+            raise UsageError("objectives set: give at least one BillerId")
+        try:
+            found = [
+                validate(b, args.error_rate, args.timeout_rate, args.p95_ms) for b in args.billers
+            ]
+        except InvalidObjective as exc:
+            raise UsageError(f"objectives set: {exc}") from None
+        warehouse.write_objectives(found)
+        print(f"objectives: {len(found)} biller(s) set")
+        return EXIT_OK
+    now = hour_start(utc_now()).replace(tzinfo=None)
+    wanted = [int(b) for b in args.billers if b.isdigit()] or None
+    found = warehouse.objective_states(now, ObjectiveSettings.from_env().min_requests, wanted)
+    for biller, state in sorted(found.states.items()):
+        print(f"{biller}: {state['objectives']} {state['state']}: {state['why']}")
+    for biller, why in sorted(found.invalid.items()):
+        print(f"{biller}: invalid: {why}")
+    return EXIT_OK
+
+
 def _retention(environ) -> int:
     from metrics_pipeline.retention import run_retention
 
@@ -688,6 +735,8 @@ def _run(args, environ) -> int:
         return run_collected_command(args, environ)
     if args.command == "retention":
         return _retention(environ)
+    if args.command == "objectives":
+        return run_objectives(args, environ)
     if args.command == "api":
         from metrics_pipeline.api.server import serve
 

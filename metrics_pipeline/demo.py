@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy import Index, MetaData, delete, insert
 
+from metrics_pipeline.objectives import BillerObjective, validate
 from metrics_pipeline.resources.engines import create_db_engine
 from metrics_pipeline.sql.source import (
     CatalogNames,
@@ -39,6 +40,15 @@ DEMO_BILLERS = (
     DemoBiller(104, "Delta Telecom", "shard_west", True, 150, 230),
     DemoBiller(105, "Evergreen Waste", "shard_north", True, 90, 120),
     DemoBiller(106, "Frontier Cable", "shard_north", False, 80, 110),
+)
+
+#: Objectives of the demo's billers (shares, not percent): Delta Telecom has none, Evergreen
+#: Waste is often too quiet at night to page, bursts burn the others' budgets.
+DEMO_OBJECTIVES: tuple[BillerObjective, ...] = (
+    validate(101, error_rate=0.05, timeout_rate=0.01, p95_ms=600),
+    validate(102, error_rate=0.03, timeout_rate=0.008, p95_ms=900),
+    validate(103, error_rate=0.02, timeout_rate=0.006, p95_ms=400),
+    validate(105, error_rate=0.05, timeout_rate=0.01, p95_ms=800),
 )
 
 STATUS_OK = np.array(["200", "200", "200", "200", "201", "204", "302"])

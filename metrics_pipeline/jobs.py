@@ -1,4 +1,4 @@
-"""One job per level. In-process execution: each run is a single step, so no subprocess per step."""
+"""One job per level. In-process execution: no subprocess per step."""
 
 from dagster import AssetCheckKey, AssetSelection, define_asset_job, in_process_executor
 
@@ -12,9 +12,16 @@ DESCRIPTIONS = {
 
 
 def level_job(level: Level):
+    from metrics_pipeline.assets.reporting import COVERAGE_ASSET
+    from metrics_pipeline.objectives import OBJECTIVES_CHECK
+
+    # The steps log their coverage evaluations themselves; the billers' objectives are judged
+    # by their own step after every hourly run, over the run's hours.
+    checks = {"hourly": [AssetCheckKey(COVERAGE_ASSET, OBJECTIVES_CHECK)]}.get(level.name, [])
     return define_asset_job(
         level.job_name,
-        selection=AssetSelection.groups(level.group_name).without_checks(),
+        selection=AssetSelection.groups(level.group_name).without_checks()
+        | AssetSelection.checks(*checks),
         executor_def=in_process_executor,
         description=DESCRIPTIONS[level.name],
     )

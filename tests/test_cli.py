@@ -169,3 +169,27 @@ def test_last_days_starts_at_midnight_utc_and_ends_after_the_running_hour():
     assert end.minute == 0 and before < end <= after.replace(
         minute=0, second=0, microsecond=0
     ) + timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--error-rate", "1.5"], "biller 7: ErrorRateObjective must be a share strictly between"),
+        (["--p95-ms", "-3"], "biller 7: P95ResponseTimeObjectiveMs must be above 0 ms"),
+        ([], "biller 7: no objective given"),
+    ],
+)
+def test_an_impossible_objective_is_one_line_and_nothing_is_written(args, message, env, capsys):
+    code, _, err = run(["objectives", "set", "7", *args], env, capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    code, out, _ = run(["objectives", "list"], env, capsys)
+    assert code == 0 and out == ""
+
+
+def test_objectives_are_set_and_listed_with_their_state(env, capsys):
+    code, out, _ = run(["objectives", "set", "7", "8", "--error-rate", "0.01"], env, capsys)
+    assert code == 0 and "2 biller(s) set" in out
+    code, out, _ = run(["objectives", "list", "7"], env, capsys)
+    assert code == 0
+    assert out.startswith("7: {'errorRate': 0.01, 'timeoutRate': None, 'p95Ms': None} unknown:")
+    assert "8:" not in out

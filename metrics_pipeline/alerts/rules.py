@@ -20,7 +20,12 @@ ALERT_NAMES = {
     "coverage": "MetricsCoverage",
     "hourly_backlog": "MetricsBacklog",
     "burn_rate": "AvailabilityBurnRate",
+    "objectives": "MetricsObjectives",
 }
+#: Checks that judge the present at their partition's end (burn rates): the newest evaluated
+#: partition is the check's state, so a newer hour that passes resolves it, and an older
+#: partition's evaluation (a backfill) changes nothing.
+PRESENT_CHECKS = frozenset({"burn_rate", "objectives"})
 RUN_FAILED = "MetricsRunFailed"
 #: Run statuses (DagsterRunStatus values) that fire MetricsRunFailed, and their severity.
 RUN_SEVERITIES = {"FAILURE": "critical", "CANCELED": "warning"}
@@ -60,6 +65,8 @@ def entities(evaluation: Evaluation) -> tuple[str | None, dict[str, str]]:
     """The entity kind (``biller`` / ``scenario``) a failed evaluation names, and each entity's
     reason; (None, {}) for a check about no entity (the backlog)."""
     meta = evaluation.metadata or {}
+    if isinstance(meta.get("burning_billers"), Mapping):
+        return "biller", {str(b): str(why) for b, why in meta["burning_billers"].items()}
     if isinstance(meta.get("missing_billers"), Mapping):
         return "biller", {str(b): str(why) for b, why in meta["missing_billers"].items()}
     if isinstance(meta.get("firing"), Mapping):
@@ -79,15 +86,34 @@ def apply_evaluation(failing: dict, evaluation: Evaluation) -> dict:
         partitions.pop(part, None)
     else:
         kind, named = entities(evaluation)
+        own = (evaluation.metadata or {}).get("biller_severity")
         partitions[part] = {
             "severity": evaluation.severity,
             "description": evaluation.description or "",
             "kind": kind,
             "entities": named,
+            # An entity's own severity when the check gives one (a ticket-level biller in an
+            # hour where another biller pages stays a warning).
+            "severities": {
+                e: own[e] for e in named if isinstance(own, Mapping) and own.get(e) in SEVERITIES
+            },
         }
     if not partitions:
         out.pop(evaluation.key)
     return out
+
+
+def apply(failing: dict, latest: dict, evaluation: Evaluation) -> tuple[dict, dict]:
+    """(failing, latest) after this evaluation: :func:`apply_evaluation`, except for the
+    :data:`PRESENT_CHECKS`, whose newest partition (``latest``: check key -> partition)
+    replaces what they said before and whose older partitions are ignored."""
+    if evaluation.check_name not in PRESENT_CHECKS:
+        return apply_evaluation(failing, evaluation), latest
+    part = evaluation.partition or ""
+    if part < latest.get(evaluation.key, ""):
+        return failing, latest
+    older = {k: v for k, v in failing.items() if k != evaluation.key}
+    return apply_evaluation(older, evaluation), {**latest, evaluation.key: part}
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
@@ -125,22 +151,25 @@ def check_alerts(failing: Mapping, families: Mapping[str, str], ui_url: str = ""
     """{fingerprint: alert} for the failing check partitions: one alert per check and entity
     (biller, scenario) it names, else one per check; ``families`` maps an asset key to its
     family."""
-    groups: dict[tuple, list[tuple[str, dict, str | None]]] = {}
+    groups: dict[tuple, list[tuple[str, dict, str | None, str]]] = {}
     for key, partitions in failing.items():
         for partition, entry in partitions.items():
             if entry["entities"]:
+                own = entry.get("severities") or {}
                 for entity, why in entry["entities"].items():
                     groups.setdefault((key, entry["kind"], entity), []).append(
-                        (partition, entry, why)
+                        (partition, entry, why, own.get(entity, entry["severity"]))
                     )
             else:
-                groups.setdefault((key, None, None), []).append((partition, entry, None))
+                groups.setdefault((key, None, None), []).append(
+                    (partition, entry, None, entry["severity"])
+                )
     alerts = {}
     for (key, kind, entity), found in sorted(groups.items(), key=lambda kv: str(kv[0])):
         asset_key, check_name = key.rsplit(":", 1)
         family = families.get(asset_key, "")
         found.sort(key=lambda f: f[0])
-        severity = _worst(entry["severity"] for _, entry, _ in found)
+        severity = _worst(sev for _, _, _, sev in found)
         labels = {
             "alertname": alert_name(family, check_name),
             "severity": SEVERITIES[severity],
@@ -148,11 +177,11 @@ def check_alerts(failing: Mapping, families: Mapping[str, str], ui_url: str = ""
             "asset_key": asset_key,
             "check_name": check_name,
         }
-        parts = [p for p, _, _ in found if p]
+        parts = [p for p, _, _, _ in found if p]
         where = f" in {len(parts)} partition(s) ({_hours(parts)})" if parts else ""
         if kind:
             labels[kind] = entity
-            reasons = sorted({why for _, _, why in found})
+            reasons = sorted({why for _, _, why, _ in found})
             summary = f"{check_name}: {kind} {entity} failing{where}: {'; '.join(reasons)}"
         else:
             summary = f"{check_name} failing{where}: {found[-1][1]['description']}"

@@ -173,3 +173,66 @@ class BiviewsQueues(BaseModel):
     completed: list[BiviewsTask]
     draining: list[BiviewsTask]
     stale: list[BiviewsTask]
+
+
+class BurnAlertOut(BaseModel):
+    name: str = Field(description="page (severity ERROR) or ticket (WARN)")
+    severity: str
+    factor: float = Field(description="Burn rate both windows must reach to fire")
+    long: int = Field(description="Long window in seconds, as the hourly rows read it")
+    short: int = Field(description="Short window in seconds, as the hourly rows read it")
+    longBurn: float | None = Field(description="Burn rate over the long window; null unknown")
+    shortBurn: float | None
+    longRequests: int = Field(description="Requests of the read hours of the long window")
+    gated: bool = Field(description="Fewer requests than minRequests: never fires")
+    firing: bool
+
+
+class RateObjectiveOut(BaseModel):
+    objective: float = Field(description="Allowed share of calls (0.01 = 1 %)")
+    requests30d: int = Field(description="Calls of the read hours of the 30-day budget window")
+    bad30d: int = Field(description="Failed (or timed-out) calls among them")
+    coveredHours30d: int = Field(description="Hours of the 30 days that were read")
+    expectedHours30d: int
+    budgetRemaining: float | None = Field(
+        description="Share of the 30-day error budget left: 1 untouched, 0 spent, < 0 "
+        "overspent; null without calls"
+    )
+    alerts: list[BurnAlertOut]
+    state: str = Field(description="page, ticket, ok, not enough traffic or unknown")
+    severity: str | None
+    why: str
+
+
+class P95ObjectiveOut(BaseModel):
+    objectiveMs: float
+    p95Ms: float | None = Field(description="P95 of the evaluated hour; null when not read")
+    requests: int | None = Field(description="Calls with a response time in that hour")
+    hoursOver: int = Field(description="Read hours of the window over the objective")
+    hoursRead: int
+    hoursWindow: int
+    state: str = Field(description="ticket, ok, not enough traffic or unknown")
+    severity: str | None
+    why: str
+
+
+class ObjectivesOut(BaseModel):
+    errorRate: float | None
+    timeoutRate: float | None
+    p95Ms: float | None
+
+
+class BillerObjectivesOut(BaseModel):
+    billerId: int
+    at: str = Field(description="End of the hour the objectives are judged at, ISO 8601 UTC")
+    minRequests: int = Field(description="METRICS_OBJECTIVE_MIN_REQUESTS")
+    objectives: ObjectivesOut | None = Field(description="The BillerObjective row; null: none")
+    invalid: str | None = Field(description="Why the biller's row is not a valid objective")
+    errorRate: RateObjectiveOut | None
+    timeoutRate: RateObjectiveOut | None
+    p95: P95ObjectiveOut | None
+    state: str = Field(
+        description="page, ticket, ok, not enough traffic, unknown, no objective or invalid"
+    )
+    severity: str | None = Field(description="ERROR (a page), WARN (a ticket) or null")
+    why: str

@@ -19,6 +19,7 @@ from metrics_pipeline.api.queries import (
 from metrics_pipeline.backlog import BacklogSettings
 from metrics_pipeline.coverage import STALE, WRITTEN
 from metrics_pipeline.health import UNCOVERED_STATES, FamilyHealth, family_health
+from metrics_pipeline.objectives import Objectives, read_states
 from metrics_pipeline.resources.engines import DatabaseUnreachable, create_db_engine
 from metrics_pipeline.semantics import HOURLY
 from metrics_pipeline.sql.source import CatalogNames, as_naive_utc, catalog_table
@@ -100,6 +101,16 @@ class WarehouseReader:
         else:
             points = [(t, value, n, c, e) for t, c, e, n, value in rows]
         return points, more
+
+    def objectives(self, biller_id: int, end: datetime, min_requests: int) -> Objectives:
+        """The biller's objectives judged at ``end`` (an empty answer: it has none)."""
+        with self.engine.connect() as conn:
+            return read_states(conn, self.tables, end, min_requests, [biller_id])
+
+    def all_objectives(self, end: datetime, min_requests: int) -> Objectives:
+        """Every biller's objectives judged at ``end``."""
+        with self.engine.connect() as conn:
+            return read_states(conn, self.tables, end, min_requests)
 
     def biller_exists(self, biller_id: int) -> bool:
         """True when any aggregate table has a row of the biller."""

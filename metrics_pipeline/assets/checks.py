@@ -1,5 +1,5 @@
-"""Checks where Dagster users look: per-hour coverage, the backlog of the look-back window, and
-the daily reconciliation of the shards with the warehouse."""
+"""Checks where Dagster users look: per-hour coverage, per-hour billers' objectives, the backlog
+of the look-back window, and the daily reconciliation of the shards with the warehouse."""
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -23,8 +23,9 @@ from metrics_pipeline.assets.reporting import (
     oldest_not_written,
 )
 from metrics_pipeline.backlog import Backlog, BacklogSettings, find_backlog
-from metrics_pipeline.checks import each_partition, run_partition_keys
+from metrics_pipeline.checks import Verdict, each_partition, run_partition_keys
 from metrics_pipeline.coverage import DATAPUMP, judge
+from metrics_pipeline.objectives import OBJECTIVES_CHECK, ObjectiveSettings, check_verdict
 from metrics_pipeline.partitions import first_window, partitions_def, windows_of
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
@@ -102,6 +103,41 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
 
     @asset_check(
         asset=COVERAGE_ASSET,
+        name=OBJECTIVES_CHECK,
+        partitions_def=partitions,
+        description="Per hour, per enabled biller with a BillerObjective row: burn rates of the "
+        "error-rate and timeout-rate objectives over the read hourly rows ending with the hour "
+        "(page, severity ERROR: 1 h burning >= 14.4x the 30-day budget; ticket, WARN: 6 h and "
+        "the last hour >= 6x) and the hour's P95 against P95ResponseTimeObjectiveMs (WARN). "
+        "A window under METRICS_OBJECTIVE_MIN_REQUESTS requests (default 100) never fires: "
+        "'not enough traffic'. Hours not read are unknown, never zero. Billers without "
+        "objectives are listed, not failed. hourly_job runs it after every hourly run.",
+    )
+    def objectives(
+        context: AssetCheckExecutionContext,
+        catalog: CatalogResource,
+        warehouse: WarehouseResource,
+    ):
+        settings = ObjectiveSettings.from_env()
+        enabled = {b.biller_id: b.name for b in catalog.enabled_billers()}
+
+        def verdict(_key: str, _start: datetime, end: datetime) -> Verdict:
+            found = warehouse.objective_states(end, settings.min_requests, enabled)
+            judged = check_verdict(found, enabled, end)
+            return Verdict(
+                passed=judged["passed"],
+                severity=AssetCheckSeverity(judged["severity"]),
+                description=judged["description"],
+                metadata={
+                    k: MetadataValue.json(v) if isinstance(v, dict | list) else v
+                    for k, v in judged["metadata"].items()
+                },
+            )
+
+        yield from each_partition(context, partitions, verdict)
+
+    @asset_check(
+        asset=COVERAGE_ASSET,
         name=BACKLOG_CHECK,
         description="Fails (severity ERROR) when more hours than METRICS_BACKLOG_ALERT_THRESHOLD "
         "in the look-back window (METRICS_BACKLOG_LOOKBACK_HOURS, default 168) are not fully "
@@ -168,4 +204,4 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
             },
         )
 
-    return [coverage, hourly_backlog, reconciliation]
+    return [coverage, objectives, hourly_backlog, reconciliation]

@@ -217,7 +217,7 @@ def plan_refresh(store: Store, settings: AvailabilitySettings, now: datetime) ->
 
 def slo_counts(store: Store, now: datetime) -> dict[str, dict]:
     """{ScenarioId: {window: (total, failed)}} for every SLO window ending at ``now``."""
-    from metrics_pipeline.availability.slo import WINDOWS
+    from metrics_pipeline.slo import WINDOWS
 
     out: dict[str, dict] = {}
     for window in WINDOWS:

@@ -1,38 +1,11 @@
-"""Service-level objectives per scenario, pure: error budget over a rolling 30 days from summed
-counts, and multi-window burn-rate alerts (Google SRE workbook, chapter 5) with a minimum-request
-gate so that a quiet scenario does not page."""
+"""Service-level objectives per scenario: the availability family's targets are percentages;
+the budget and burn-rate maths is :mod:`metrics_pipeline.slo`, shared with the DataPump family."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 
-BUDGET_WINDOW = timedelta(days=30)
-
-
-@dataclass(frozen=True)
-class BurnAlert:
-    """Fires when both windows burn at least ``factor`` times the sustainable rate."""
-
-    name: str
-    factor: float
-    long: timedelta
-    short: timedelta
-    severity: str  # "ERROR" pages, "WARN" opens a ticket
-
-
-BURN_ALERTS = (
-    BurnAlert("page", 14.4, timedelta(hours=1), timedelta(minutes=5), "ERROR"),
-    BurnAlert("ticket", 6.0, timedelta(hours=6), timedelta(minutes=30), "WARN"),
-)
-#: Every window the alerts and the budget need, longest first.
-WINDOWS = tuple(
-    sorted(
-        {BUDGET_WINDOW, *(a.long for a in BURN_ALERTS), *(a.short for a in BURN_ALERTS)},
-        reverse=True,
-    )
-)
-
-Counts = tuple[int, int]  # (total requests, failed requests)
+from metrics_pipeline import slo
+from metrics_pipeline.slo import BUDGET_WINDOW, AlertState, Counts
 
 
 def allowed_error_rate(target_percent: float) -> float:
@@ -41,55 +14,20 @@ def allowed_error_rate(target_percent: float) -> float:
 
 
 def budget_remaining(target_percent: float, total: int, failed: int) -> float | None:
-    """Share of the window's error budget left: 1 untouched, 0 spent, negative overspent;
-    None without requests, or with a 100 % target (no budget) once a request failed."""
-    if total == 0:
-        return None
-    allowed = allowed_error_rate(target_percent) * total
-    if allowed == 0:
-        return 1.0 if failed == 0 else None
-    return 1.0 - failed / allowed
+    """:func:`metrics_pipeline.slo.budget_remaining` for a target in percent."""
+    return slo.budget_remaining(allowed_error_rate(target_percent), total, failed)
 
 
 def burn_rate(target_percent: float, total: int, failed: int) -> float | None:
-    """Error rate over the window divided by the allowed error rate (1 = spends the budget in
-    exactly the budget window)."""
-    allowed = allowed_error_rate(target_percent)
-    if total == 0 or allowed == 0:
-        return None
-    return (failed / total) / allowed
-
-
-@dataclass(frozen=True)
-class AlertState:
-    alert: BurnAlert
-    firing: bool
-    gated: bool  # fewer requests than the minimum in the long window
-    long_burn: float | None
-    short_burn: float | None
-    long_requests: int
+    """:func:`metrics_pipeline.slo.burn_rate` for a target in percent."""
+    return slo.burn_rate(allowed_error_rate(target_percent), total, failed)
 
 
 def evaluate(
     target_percent: float, counts: Mapping[timedelta, Counts], min_requests: int
 ) -> list[AlertState]:
-    """Each burn alert's state from the (total, failed) counts of its windows."""
-    states = []
-    for alert in BURN_ALERTS:
-        long_total, long_failed = counts.get(alert.long, (0, 0))
-        short_total, short_failed = counts.get(alert.short, (0, 0))
-        long_burn = burn_rate(target_percent, long_total, long_failed)
-        short_burn = burn_rate(target_percent, short_total, short_failed)
-        gated = long_total < min_requests
-        firing = (
-            not gated
-            and long_burn is not None
-            and short_burn is not None
-            and long_burn >= alert.factor
-            and short_burn >= alert.factor
-        )
-        states.append(AlertState(alert, firing, gated, long_burn, short_burn, long_total))
-    return states
+    """:func:`metrics_pipeline.slo.evaluate` for a target in percent."""
+    return slo.evaluate(allowed_error_rate(target_percent), counts, min_requests)
 
 
 def scenario_state(
@@ -104,21 +42,7 @@ def scenario_state(
         "failed30d": failed,
         "availability30d": None if not total else round(100.0 * (total - failed) / total, 4),
         "budgetRemaining": budget_remaining(target_percent, total, failed),
-        "alerts": [
-            {
-                "name": a.alert.name,
-                "severity": a.alert.severity,
-                "factor": a.alert.factor,
-                "long": int(a.alert.long.total_seconds()),
-                "short": int(a.alert.short.total_seconds()),
-                "longBurn": a.long_burn,
-                "shortBurn": a.short_burn,
-                "longRequests": a.long_requests,
-                "gated": a.gated,
-                "firing": a.firing,
-            }
-            for a in alerts
-        ],
+        "alerts": slo.alerts_json(alerts),
     }
 
 

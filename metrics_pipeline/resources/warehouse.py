@@ -17,12 +17,14 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    insert,
     select,
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarning
 
 from metrics_pipeline.coverage import DATAPUMP, NOT_WRITTEN, LedgerEntry
+from metrics_pipeline.objectives import BillerObjective, Objectives, read_states
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
@@ -574,6 +576,35 @@ class WarehouseResource(ConfigurableResource):
         except OperationalError as exc:
             raise self._unreachable(exc) from exc
         return out
+
+    def write_objectives(self, objectives: Iterable[BillerObjective]) -> int:
+        """Insert or replace these billers' objectives, in one transaction (validated
+        :class:`~metrics_pipeline.objectives.BillerObjective` values only)."""
+        self.ensure_schema()
+        rows = [o.as_row(utcnow()) for o in objectives]
+        table = self.tables.objectives
+        ids = [r["BillerId"] for r in rows]
+        try:
+            with self.engine().begin() as conn:
+                for i in range(0, len(ids), 500):
+                    conn.execute(delete(table).where(table.c.BillerId.in_(ids[i : i + 500])))
+                if rows:
+                    conn.execute(insert(table), rows)
+        except OperationalError as exc:
+            raise self._unreachable(exc) from exc
+        return len(rows)
+
+    def objective_states(
+        self, end: datetime, min_requests: int, billers: Iterable[int] | None = None
+    ) -> Objectives:
+        """Every biller's objectives judged at ``end`` (:func:`~metrics_pipeline.objectives.
+        read_states`)."""
+        self.ensure_schema()
+        try:
+            with self.engine().connect() as conn:
+                return read_states(conn, self.tables, end, min_requests, billers)
+        except OperationalError as exc:
+            raise self._unreachable(exc) from exc
 
     def read_ledger(
         self,

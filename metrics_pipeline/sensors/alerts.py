@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from metrics_pipeline.alerts.delivery import deliver
-from metrics_pipeline.alerts.rules import Evaluation, FinishedRun, apply_evaluation
+from metrics_pipeline.alerts.rules import Evaluation, FinishedRun, apply
 from metrics_pipeline.alerts.rules import check_alerts as alerts_of_checks
 from metrics_pipeline.alerts.rules import run_alerts as alerts_of_runs
 from metrics_pipeline.alerts.settings import AlertSettings
@@ -90,6 +90,7 @@ def build_alerts_sensor(settings: AlertSettings) -> SensorDefinition:
             for node in graph.asset_nodes
         }
         failing = state.get("failing", {})
+        newest = state.get("newest", {})
         after = state.get("after")
         changed = changed_check_partitions(context.instance, list(graph.asset_check_keys), after)
         for check_key, partition, status, storage_id in sorted(changed, key=lambda c: c[3]):
@@ -103,14 +104,16 @@ def build_alerts_sensor(settings: AlertSettings) -> SensorDefinition:
             )
             evaluation = _evaluation(check_key, partition, status, latest)
             if evaluation is not None:
-                failing = apply_evaluation(failing, evaluation)
+                failing, newest = apply(failing, newest, evaluation)
         ui = now_settings.dagster_ui_url
         current = {
             **alerts_of_checks(failing, families, ui),
             **alerts_of_runs(_latest_runs(context, families), ui),
         }
         delivered, failures = deliver(state, current, datetime.now(UTC), now_settings)
-        context.update_cursor(json.dumps({"after": after, "failing": failing, **delivered}))
+        context.update_cursor(
+            json.dumps({"after": after, "failing": failing, "newest": newest, **delivered})
+        )
         for failure in failures:
             context.log.warning(f"alerts not delivered (retried next tick): {failure}")
         firing = len(delivered["firing"])

@@ -23,11 +23,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    case,
     func,
     select,
 )
 
-from metrics_pipeline.semantics import PERCENTILES, Level, Partial
+from metrics_pipeline.semantics import HOURLY, PERCENTILES, Level, Partial
 
 
 def _id_type():
@@ -184,6 +185,7 @@ class Warehouse:
     job_log: Table
     ledger: Table
     cursors: Table
+    objectives: Table
 
     def table(self, aggregate: Aggregate) -> Table:
         return self.aggregates[aggregate.table]
@@ -280,7 +282,20 @@ def build_warehouse(schema: str | None = None) -> Warehouse:
         Column("Pending", Text),
         Column("UpdatedDate", DateTime, nullable=False),
     )
-    return Warehouse(md, timestamp_type, metric_type, aggregates, job_log, ledger, cursors)
+    # Operator-filled: a biller's service-level objectives (rates are shares in (0, 1), not
+    # percentages); a biller without a row has no objective, a NULL column none of that kind.
+    objectives = Table(
+        "BillerObjective",
+        md,
+        Column("BillerId", Integer, primary_key=True, autoincrement=False),
+        Column("ErrorRateObjective", Numeric(9, 6)),
+        Column("TimeoutRateObjective", Numeric(9, 6)),
+        Column("P95ResponseTimeObjectiveMs", Numeric(12, 2)),
+        Column("UpdatedDate", DateTime, nullable=False),
+    )
+    return Warehouse(
+        md, timestamp_type, metric_type, aggregates, job_log, ledger, cursors, objectives
+    )
 
 
 def add_column_ddl(table: Table, column: Column, dialect) -> str:
@@ -432,4 +447,55 @@ def newest_window_query(ledger: Table, level: Level, states: tuple[str, ...]) ->
         select(ledger.c.Family, func.max(ledger.c.StartTime).label("newest"))
         .where(and_(ledger.c.TimeStampTypeId == level.id, ledger.c.State.in_(list(states))))
         .group_by(ledger.c.Family)
+    )
+
+
+def objectives_query(objectives: Table) -> Select:
+    """Every biller's objectives row, by BillerId."""
+    return select(objectives).order_by(objectives.c.BillerId)
+
+
+def window_sums_query(
+    table: Table, bad_column: str, billers, end: datetime, hours: tuple[int, ...]
+) -> Select:
+    """Per biller, over each window of ``hours`` hours ending at ``end``: the summed
+    RequestCount and ``bad_column`` of the hourly rows that were read (CoveredHours > 0), and
+    how many such hours (``requests_<h>h``, ``bad_<h>h``, ``hours_<h>h``). An hour not read
+    has no row here: it is unknown, never zero."""
+    longest = max(hours)
+    columns = [table.c.BillerId]
+    for h in hours:
+        inside = table.c.StartTime >= end - HOURLY.length * h
+        columns += [
+            func.sum(case((inside, table.c.RequestCount), else_=0)).label(f"requests_{h}h"),
+            func.sum(case((inside, table.c[bad_column]), else_=0)).label(f"bad_{h}h"),
+            func.sum(case((inside, 1), else_=0)).label(f"hours_{h}h"),
+        ]
+    return (
+        select(*columns)
+        .where(
+            and_(
+                table.c.BillerId.in_(sorted(billers)),
+                table.c.TimeStampTypeId == HOURLY.id,
+                table.c.StartTime >= end - HOURLY.length * longest,
+                table.c.StartTime < end,
+                table.c.CoveredHours > 0,
+            )
+        )
+        .group_by(table.c.BillerId)
+    )
+
+
+def hourly_p95_query(table: Table, billers, start: datetime, end: datetime) -> Select:
+    """The read hourly rows' P95ResponseTime and ResponseTimeCount in [start, end)."""
+    return select(
+        table.c.BillerId, table.c.StartTime, table.c.ResponseTimeCount, table.c.P95ResponseTime
+    ).where(
+        and_(
+            table.c.BillerId.in_(sorted(billers)),
+            table.c.TimeStampTypeId == HOURLY.id,
+            table.c.StartTime >= start,
+            table.c.StartTime < end,
+            table.c.CoveredHours > 0,
+        )
     )

@@ -307,3 +307,56 @@ def test_axes_fit_every_biller_and_filter_changes_during_a_refresh_apply(browser
     finally:
         server.stop()
         warehouse._engines.dispose()
+
+
+def test_the_dashboard_shows_each_billers_error_budget_and_burn_state(browser, tmp_path):
+    from metrics_pipeline.objectives import validate
+    from tests.assets.test_objectives import write_hours
+
+    from .helpers import browser_page
+
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    current_hour = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    last = current_hour - timedelta(hours=1)
+    rows = []
+    for h in range(6):
+        hour = last - timedelta(hours=h)
+        # Biller 21 fails 20 % of its calls in the last whole hour (a page at 1 %).
+        rows.append((BILLER, hour, 1000, 200 if hour == last else 5, 1, 300.0, 1))
+        rows.append((OTHER, hour, 1000, 5, 1, 300.0, 1))
+    write_hours(url, rows)
+    WarehouseResource(url=url).write_objectives([validate(BILLER, 0.01, 0.01, 800)])
+    app = create_app(ApiSettings(warehouse_url=url, refresh_seconds=60))
+    with browser_page(browser, app, "/") as (page, problems):
+        page.wait_for_function(
+            "() => (document.getElementById('objectives-state').textContent || '') === 'page'",
+            timeout=15_000,
+        )
+        assert "state-page" in page.get_attribute("#objectives-state", "class")
+        assert "error rate burns the 30-day budget 20.0x over 1h" in page.inner_text(
+            "#objectives-why"
+        )
+        cells = page.eval_on_selector_all(
+            "#objectives-rows tr",
+            "(rows) => rows.map((r) => Array.from(r.children).map((c) => c.textContent))",
+        )
+        # 225 failed of 6,000 calls against 1 %: the 30-day budget is overspent 2.75 times.
+        assert cells[0] == ["Error rate", "1.0 %", "-275.0 %", "20.0x", "3.8x", "page"]
+        assert cells[1][0] == "Timeout rate" and cells[1][-1] == "ok"
+        assert cells[2] == [
+            "P95 response time",
+            "800 ms",
+            "-",
+            "300 ms in the hour",
+            "0 of 6 hours over",
+            "ok",
+        ]
+        # Another biller, without objectives, says so instead of a budget.
+        page.select_option("#biller", str(OTHER))
+        page.wait_for_function(
+            "() => document.getElementById('objectives-state').textContent === 'no objective'",
+            timeout=15_000,
+        )
+        assert page.is_hidden("#objectives-table")
+        assert "no BillerObjective row" in page.inner_text("#objectives-why")
+        assert problems == []

@@ -204,6 +204,7 @@ def test_one_hour_reads_equal_the_long_read_and_undated_rows_are_reported(shard_
                 e.event_specific_data
                 for e in result.all_events
                 if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                and e.event_specific_data.check_name == "coverage"
             ]
             assert check.passed
             assert check.metadata["undated_rows"].value == {str(BILLER): undated}

@@ -1,4 +1,5 @@
-"""``GET /api/metrics/{billerId}``: one MetricType of one biller at one level over a time range."""
+"""``GET /api/metrics/{billerId}``: one MetricType of one biller at one level over a time range;
+``GET /api/metrics/{billerId}/objectives``: the biller's objectives and error budget."""
 
 from datetime import timedelta
 from typing import Annotated
@@ -10,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from metrics_pipeline.api.deps import Caller, State
 from metrics_pipeline.api.errors import ERRORS, INVALID, ApiError, ErrorBody
-from metrics_pipeline.api.models import MetricSeries
+from metrics_pipeline.api.models import BillerObjectivesOut, MetricSeries
 from metrics_pipeline.api.paging import BadToken, Cursor
-from metrics_pipeline.api.responses import points_json, series_response
+from metrics_pipeline.api.responses import json_response, points_json, series_response
 from metrics_pipeline.api.settings import MAX_POINTS
 from metrics_pipeline.api.times import (
     RANGE_NOTE,
@@ -22,6 +23,7 @@ from metrics_pipeline.api.times import (
     utc_iso,
     utc_now,
 )
+from metrics_pipeline.objectives import ObjectiveSettings
 from metrics_pipeline.semantics import DAILY, HOURLY, METRIC_TYPES, TIMESTAMP_TYPES, WEEKLY
 
 METRICS_BY_ID = {m.id: m for m in METRIC_TYPES}
@@ -35,6 +37,14 @@ DEFAULT_SPAN = {
 MAX_INT32 = 2**31 - 1
 
 router = APIRouter(tags=["metrics"])
+#: The path parameter of every per-biller route.
+BillerIdPath = Annotated[int, PathParam(ge=1, le=MAX_INT32, description="BillerId")]
+
+
+def may_read(who, biller_id: int) -> None:
+    """A 403 naming the biller when the caller's token may not read it."""
+    if not who.can_read(biller_id):
+        raise ApiError(403, f"billerId: this token may not read biller {biller_id}", "billerId")
 
 
 def known(by_id, value: int, parameter: str, what: str, all_types):
@@ -58,7 +68,7 @@ def known(by_id, value: int, parameter: str, what: str, all_types):
 async def metrics(
     who: Caller,
     state: State,
-    billerId: Annotated[int, PathParam(ge=1, le=MAX_INT32, description="BillerId")],
+    billerId: BillerIdPath,
     # The ids are checked in the route (an unknown one is a 400 listing the known ones); the
     # spec lists them as the enum they are.
     metricTypeId: Annotated[
@@ -103,8 +113,7 @@ async def metrics(
     ] = None,
 ) -> Response:
     """Points of one metric of one biller, in time order, one per window of the level."""
-    if not who.can_read(billerId):
-        raise ApiError(403, f"billerId: this token may not read biller {billerId}", "billerId")
+    may_read(who, billerId)
     metric = known(METRICS_BY_ID, metricTypeId, "metricTypeId", "metric type", METRIC_TYPES)
     level = known(
         LEVELS_BY_ID, timeStampTypeId, "timeStampTypeId", "timestamp type", TIMESTAMP_TYPES
@@ -163,3 +172,55 @@ async def metrics(
         lambda: run_in_threadpool(load),
     )
     return series_response(body, how)
+
+
+@router.get(
+    "/api/metrics/{billerId}/objectives",
+    response_model=BillerObjectivesOut,
+    responses={**ERRORS, **INVALID, 404: {"model": ErrorBody, "description": "Unknown biller"}},
+)
+async def biller_objectives(
+    who: Caller,
+    state: State,
+    billerId: BillerIdPath,
+    at: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Judge at the end of the hour holding this time, ISO 8601; "
+            f"{RANGE_NOTE}. Default: the end of the last whole hour",
+            json_schema_extra={"pattern": TIME_PATTERN},
+        ),
+    ] = None,
+) -> Response:
+    """The biller's objectives (BillerObjective) judged over the read hourly rows: per rate
+    objective the 30-day error budget remaining and the page (14.4x over 1 h) and ticket (6x
+    over 6 h and the last hour) burn rates; the hour's P95 against its objective; windows under
+    METRICS_OBJECTIVE_MIN_REQUESTS requests never fire ("not enough traffic")."""
+    may_read(who, billerId)
+    end = HOURLY.floor(parse_time(at, "at") if at is not None else utc_now())
+    min_requests = ObjectiveSettings.from_env().min_requests
+    reader = state.reader
+
+    def load() -> dict:
+        found = reader.objectives(billerId, end, min_requests)
+        head = {"billerId": billerId, "at": utc_iso(end), "minRequests": min_requests}
+        if billerId in found.states:
+            return head | {"invalid": None, **found.states[billerId]}
+        if billerId not in found.invalid and not reader.biller_exists(billerId):
+            raise ApiError(
+                404, f"billerId: no objective and no data for biller {billerId}", "billerId"
+            )
+        invalid = found.invalid.get(billerId)
+        return head | {
+            "objectives": None,
+            "invalid": invalid,
+            "errorRate": None,
+            "timeoutRate": None,
+            "p95": None,
+            "state": "invalid" if invalid else "no objective",
+            "severity": None,
+            "why": invalid or "no BillerObjective row: the biller has no objective",
+        }
+
+    return json_response(await run_in_threadpool(load))

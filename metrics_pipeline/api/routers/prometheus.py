@@ -1,6 +1,6 @@
 """``GET /metrics``: the platform's health for Prometheus (text exposition format), read from
-the coverage ledger and the published availability tables, cached a few seconds so that any
-number of scrapers cost one read. Needs no token, like ``/api/health``."""
+the coverage ledger, the published availability tables and the billers' objectives, cached a
+few seconds so that any number of scrapers cost one read. Needs no token, like ``/api/health``."""
 
 import threading
 import time
@@ -17,8 +17,10 @@ from metrics_pipeline.api.times import utc_now
 from metrics_pipeline.availability.pipeline import slo_states
 from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.backlog import BacklogSettings
-from metrics_pipeline.health import burn_windows
+from metrics_pipeline.health import burn_windows, window_label
+from metrics_pipeline.objectives import RATE_KINDS, ObjectiveSettings
 from metrics_pipeline.resources.engines import DatabaseUnreachable
+from metrics_pipeline.semantics import HOURLY
 
 router = APIRouter(tags=["health"])
 #: Seconds one exposition is served again before the warehouse is read anew.
@@ -73,7 +75,44 @@ def exposition(state, store) -> bytes:
                 budget.labels(str(scenario)).set(slo["budgetRemaining"])
             for window, rate in burn_windows(slo["alerts"]).items():
                 burn.labels(str(scenario), window).set(rate)
+    biller_figures(registry, state.reader, now)
     return generate_latest(registry)
+
+
+def biller_figures(registry: CollectorRegistry, reader, now) -> None:
+    """Each biller's rate objectives at the end of the last whole hour: the 30-day budget left,
+    and the burn rate of each window with enough traffic to judge (a window of the read hours
+    under METRICS_OBJECTIVE_MIN_REQUESTS requests has no series: it never pages)."""
+    budget = Gauge(
+        "metrics_pipeline_slo_biller_error_budget_remaining_ratio",
+        "Share of the biller's 30-day error budget left for the objective (error_rate, "
+        "timeout_rate): 1 untouched, 0 spent, < 0 overspent",
+        ["biller", "objective"],
+        registry=registry,
+    )
+    burn = Gauge(
+        "metrics_pipeline_slo_biller_burn_rate",
+        "The objective's failing share over the window (read hourly rows) divided by the "
+        "allowed share (1 spends the budget in exactly 30 days)",
+        ["biller", "objective", "window"],
+        registry=registry,
+    )
+    min_requests = ObjectiveSettings.from_env().min_requests
+    found = reader.all_objectives(HOURLY.floor(now), min_requests)
+    for biller, state in found.states.items():
+        for kind in RATE_KINDS:
+            rate = state[kind.key]
+            if rate is None:
+                continue
+            if rate["budgetRemaining"] is not None:
+                budget.labels(str(biller), kind.metric).set(rate["budgetRemaining"])
+            # At hourly grain every window is some alert's long one, which counts its requests.
+            enough = {
+                window_label(a["long"]) for a in rate["alerts"] if a["longRequests"] >= min_requests
+            }
+            for window, value in burn_windows(rate["alerts"]).items():
+                if window in enough:
+                    burn.labels(str(biller), kind.metric, window).set(value)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -39,7 +39,9 @@
       }
       if (!response.ok) {
         const detail = body && body.detail ? body.detail : response.statusText;
-        throw new Error("HTTP " + response.status + ": " + detail);
+        const error = new Error("HTTP " + response.status + ": " + detail);
+        error.status = response.status;
+        throw error;
       }
       return body;
     }

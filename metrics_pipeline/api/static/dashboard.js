@@ -23,6 +23,8 @@
     levelNames: {},
     // Per level: points drawn, how many are partial, and the newest hour they hold.
     coverage: {},
+    // The biller's objectives as GET /api/metrics/{billerId}/objectives answered.
+    objectives: null,
   };
   window.metricsDashboard = dashboard;
 
@@ -202,6 +204,68 @@
     chart.dataset.dataSet = dataSet;
   }
 
+  // The biller's objectives: per objective its target, the 30-day budget left and the burn
+  // rates of the page and ticket windows; the state words are the server's.
+  const STATE_CLASS = { page: "state-page", ticket: "state-warning", ok: "state-ok" };
+  const percent = (share) => (share == null ? "no data" : (100 * share).toFixed(1) + " %");
+  const burn = (rate) => (rate == null ? "unknown" : rate.toFixed(1) + "x");
+
+  function objectiveCells(name, target, part) {
+    const alerts = Object.fromEntries((part.alerts || []).map((a) => [a.name, a]));
+    const gated = (a) => (a && a.gated ? " (too few requests)" : "");
+    if (part.objectiveMs !== undefined) {
+      const p95 = part.p95Ms == null ? "unknown" : part.p95Ms + " ms";
+      return [name, target, "-", p95 + " in the hour", part.hoursOver + " of " + part.hoursRead +
+        " hours over", part.state];
+    }
+    return [
+      name,
+      target,
+      percent(part.budgetRemaining),
+      burn(alerts.page && alerts.page.longBurn) + gated(alerts.page),
+      burn(alerts.ticket && alerts.ticket.longBurn) + gated(alerts.ticket),
+      part.state,
+    ];
+  }
+
+  function drawObjectives(body) {
+    dashboard.objectives = body;
+    const state = el("objectives-state");
+    state.textContent = body ? body.state : "no data";
+    state.className = (body && STATE_CLASS[body.state]) || "muted";
+    el("objectives-why").textContent = body ? body.why : "no data for this biller";
+    const rows = [];
+    if (body && body.objectives) {
+      const o = body.objectives;
+      if (body.errorRate) rows.push(objectiveCells("Error rate", percent(o.errorRate), body.errorRate));
+      if (body.timeoutRate) rows.push(objectiveCells("Timeout rate", percent(o.timeoutRate), body.timeoutRate));
+      if (body.p95) rows.push(objectiveCells("P95 response time", o.p95Ms + " ms", body.p95));
+    }
+    const tbody = el("objectives-rows");
+    tbody.replaceChildren();
+    for (const cells of rows) {
+      const tr = document.createElement("tr");
+      cells.forEach((text, i) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (i === cells.length - 1) td.className = STATE_CLASS[text] || "muted";
+        tr.appendChild(td);
+      });
+      tbody.appendChild(tr);
+    }
+    el("objectives-table").hidden = rows.length === 0;
+  }
+
+  async function fetchObjectives(biller) {
+    try {
+      return await api("/api/metrics/" + encodeURIComponent(biller) + "/objectives");
+    } catch (e) {
+      if (e instanceof AuthError) throw e;
+      if (e.status === 404) return null;
+      throw e;
+    }
+  }
+
   // The start of the level's window that contains `time` (UTC days; weeks start on Sunday), so
   // a graph also shows the day or week the period begins in.
   function windowStart(level, time) {
@@ -242,10 +306,12 @@
       const from = new Date(to.getTime() - Number(el("period").value) * 86400000);
       const period = el("period").value;
       const ranges = LEVELS.map((level) => [windowStart(level, from).toISOString(), to.toISOString()]);
-      const all = await Promise.all(
-        LEVELS.map((level, i) => fetchSeries(biller, metricId, level, ranges[i][0], ranges[i][1]))
-      );
+      const [objectives, ...all] = await Promise.all([
+        fetchObjectives(biller),
+        ...LEVELS.map((level, i) => fetchSeries(biller, metricId, level, ranges[i][0], ranges[i][1])),
+      ]);
       if (again) return; // the filters changed meanwhile: draw the newer choice instead
+      drawObjectives(objectives);
       LEVELS.forEach((level, i) =>
         draw(level, { ...all[i], biller, period, from: ranges[i][0], to: ranges[i][1] }, metric)
       );
