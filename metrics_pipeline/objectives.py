@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import inspect
+
 from metrics_pipeline import slo
 from metrics_pipeline.health import window_label
 from metrics_pipeline.semantics import HOURLY
@@ -311,8 +313,12 @@ class Objectives:
 def read_states(
     conn, wh: Warehouse, end: datetime, min_requests: int, billers: Iterable[int] | None = None
 ) -> Objectives:
-    """Every biller's objectives (of ``billers``, if given) judged at ``end``."""
+    """Every biller's objectives (of ``billers``, if given) judged at ``end``; none before the
+    warehouse has its BillerObjective table (a warehouse no run has written yet)."""
     objectives, invalid = {}, {}
+    table = wh.objectives
+    if not inspect(conn).has_table(table.name, schema=table.schema):
+        return Objectives({}, {})
     wanted = None if billers is None else set(billers)
     for row in conn.execute(objectives_query(wh.objectives)).mappings():
         if wanted is not None and row["BillerId"] not in wanted:
