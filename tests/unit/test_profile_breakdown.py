@@ -26,7 +26,8 @@ def test_each_part_of_the_work_has_its_category():
         "waiting for the write lock"
     )
     assert classify([RUN, *EVENTS.split(";")]) == "Dagster events"
-    assert classify([RUN, STEP, "as_completed (concurrent/futures/_base.py:243)"]) == (
+    wait = "aggregate_hourly (metrics_pipeline/aggregation.py:273)"
+    assert classify([RUN, STEP, wait, "as_completed (concurrent/futures/_base.py:243)"]) == (
         "waiting for the shard threads"
     )
     assert classify(["<module> (metrics_pipeline/cli.py:1)", "_find_and_load (<frozen>:1)"]) == (
