@@ -3,7 +3,6 @@
 import json
 import urllib.error
 import urllib.request
-from datetime import timedelta
 
 from metrics_pipeline.alerts.rules import fingerprint, plan, webhook_message
 
@@ -40,8 +39,7 @@ def deliver(state: dict, current: dict, now, settings, post=post_json) -> tuple[
     each). Alertmanager gets every firing alert on every tick (re-posted before it expires) and
     the resolved ones; the webhook gets an alert when it starts firing and when it is resolved.
     What could not be sent stays in the state and goes with the next tick: nothing is lost."""
-    ttl = timedelta(seconds=4 * settings.interval_s)
-    firing, resolved = plan(state.get("firing", {}), current, now, ttl)
+    firing, resolved = plan(state.get("firing", {}), current, now, settings.expiry)
     failures = []
     pending_am = _still_resolved(state.get("pending_alertmanager", []) + resolved, firing)
     if settings.alertmanager_url:

@@ -4,6 +4,7 @@ small webhook receiver that records what Alertmanager (or the sensor) sends."""
 
 import json
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -76,6 +77,52 @@ class Receiver:
                 return found
             time.sleep(0.2)
         raise AssertionError(f"no {status} alert {labels} within {budget_s} s: {self.messages}")
+
+
+@dataclass
+class Link:
+    """A TCP link on a port of its own to ``127.0.0.1:target``: ``cut`` refuses connections
+    (the network is down, the far side keeps running), ``start`` again restores it."""
+
+    target: int
+    port: int = field(default_factory=free_port)
+    listener: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Link":
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+        return self
+
+    def cut(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (Linux)
+        self.listener.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                near, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                far = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                near.close()  # the far side is down: the near side sees the connection drop
+                continue
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def wait_http(url: str, budget_s: float = 60) -> None:

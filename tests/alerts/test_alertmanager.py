@@ -9,7 +9,7 @@ from dagster import DagsterInstance, instance_for_test
 
 from metrics_pipeline.cli import main
 from tests.alerts.helpers import Daemon, alert_env, report_coverage
-from tests.alerts.servers import Alertmanager, Receiver
+from tests.alerts.servers import Alertmanager, Link, Receiver
 from tests.support import WINDOW_START, sqlite_environment
 
 pytestmark = pytest.mark.alerting
@@ -90,7 +90,11 @@ def test_busy_biller_pages_then_resolves_after_it_is_materialized_again(
 
 def test_reposting_keeps_an_alert_active_past_its_expiry(instance, receiver, alertmanager):
     # A tick every second, alerts posted to expire after 4 s; Alertmanager's resolve_timeout 2 s.
-    env = alert_env(METRICS_ALERTMANAGER_URL=alertmanager.url, METRICS_ALERTS_INTERVAL_S="1")
+    env = alert_env(
+        METRICS_ALERTMANAGER_URL=alertmanager.url,
+        METRICS_ALERTS_INTERVAL_S="1",
+        METRICS_ALERTS_EXPIRY_S="4",
+    )
     report_coverage(instance, HOUR, BUSY)
     daemon = Daemon(env, instance)
     daemon.tick()
@@ -141,25 +145,29 @@ def test_a_restarted_daemon_sends_no_duplicate_webhook(instance, receiver):
 
 
 def test_an_alertmanager_down_for_a_while_loses_nothing(instance, receiver, alertmanager):
-    env = alert_env(METRICS_ALERTMANAGER_URL=alertmanager.url)
-    alertmanager.stop()
+    # The daemon reaches Alertmanager through a link the test cuts (a network outage).
+    link = Link(alertmanager.port).start()
+    env = alert_env(METRICS_ALERTMANAGER_URL=link.url)
+    alertmanager.stop()  # not running at first: nothing was notified, nothing to remember
     report_coverage(instance, HOUR, BUSY)
     daemon = Daemon(env, instance)
     result = daemon.tick()
     assert "delivery failed" in result.skip_message  # the tick itself does not fail
     alertmanager.start()
-    daemon.tick()
+    assert "delivered" in daemon.tick().skip_message
     receiver.wait_for("firing", **COVERAGE)
 
-    # Down again while the check passes: the resolution waits in the cursor for it.
-    alertmanager.stop()
+    # Unreachable while the check passes: the resolution waits in the cursor for it.
+    link.cut()
     report_coverage(instance, HOUR, {})
     for _ in range(3):
         assert "delivery failed" in daemon.tick().skip_message
     assert not receiver.alerts("resolved", **COVERAGE)
-    alertmanager.start()
-    daemon.tick()
+    assert alertmanager.active(**COVERAGE)  # still firing there: it never heard otherwise
+    link.start()
+    assert "delivered" in daemon.tick().skip_message
     receiver.wait_for("resolved", **COVERAGE)
+    link.cut()
 
 
 def run_hourly(env, instance):

@@ -149,3 +149,22 @@ def test_undelivered_resolutions_wait_for_the_next_tick():
     sent.clear()
     deliver(state, {}, NOW, settings, up)
     assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "seconds"),
+    [
+        ({}, 240),  # four one-minute ticks
+        ({"METRICS_ALERTS_INTERVAL_S": "5"}, 240),  # fast ticks: still four minutes, as Prometheus
+        ({"METRICS_ALERTS_INTERVAL_S": "300"}, 1200),  # four ticks
+        ({"METRICS_ALERTS_INTERVAL_S": "1", "METRICS_ALERTS_EXPIRY_S": "4"}, 4),
+    ],
+)
+def test_a_firing_alert_outlives_a_daemon_restart(environ, seconds):
+    settings = AlertSettings.from_env({"METRICS_ALERTMANAGER_URL": "http://am", **environ})
+    assert settings.expiry == timedelta(seconds=seconds)
+    posted = []
+    a = {"labels": {"alertname": "A"}, "annotations": {}}
+    deliver({}, {"fa": a}, NOW, settings, post=lambda *args: posted.append(args))
+    [(_, [sent], _)] = posted
+    assert sent["endsAt"] == (NOW + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
