@@ -8,7 +8,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -140,6 +140,14 @@ def _batches(starts: list[datetime], size: int, length: timedelta) -> list[list[
     return batches
 
 
+def split_span(lo: datetime, hi: datetime, parts: int) -> list[tuple[datetime, datetime]]:
+    """[lo, hi) cut at whole hours into at most ``parts`` spans of nearly equal length."""
+    hours = int((hi - lo) / HOUR)
+    parts = max(1, min(parts, hours))
+    cuts = [lo + HOUR * (hours * i // parts) for i in range(parts + 1)]
+    return list(zip(cuts, cuts[1:], strict=False))
+
+
 def hour_segments(
     wanted: Mapping[int, set[datetime]], gap: int = 6
 ) -> list[tuple[datetime, datetime, list[int]]]:
@@ -211,52 +219,126 @@ def aggregate_hourly(
             for key, partial in batch.items():
                 outcome.request_counts[key] = partial.request_count
 
-    def read_shard(shard: str, billers: list[int]) -> None:
-        wanted = {b: set(requested[b]) for b in billers}
-        cursor = (DATAPUMP, shard, cursors[shard]) if shard in cursors else None
-        # With a cursor to advance (a refresh: few cells), the shard's cells and its cursor go in
-        # one transaction, so a crash leaves both or neither; without one, a batch per chunk.
-        together: dict = {}
+    def read_span(shard: str, wanted, lo: datetime, hi: datetime, billers, sink) -> int:
+        """Read [lo, hi) of ``billers`` from the shard chunk by chunk, each chunk's requested
+        cells to ``sink``; returns the calls read."""
         rows = 0
-        # Only the requested hours are read: a late row three weeks old costs one hour's read.
-        for lo, hi, segment_billers in hour_segments(wanted):
-            for chunk_start, chunk_end, partials in shards.read_hourly(
-                shard, segment_billers, lo, hi
-            ):
-                batch = {
-                    (b, h): partials.get((b, h), Partial())
-                    for b in segment_billers
-                    for h in wanted[b]
-                    if chunk_start <= h < chunk_end
-                }
-                if not batch:
-                    continue
+        for chunk_start, chunk_end, partials in shards.read_hourly(shard, billers, lo, hi):
+            batch = {
+                (b, h): partials.get((b, h), Partial())
+                for b in billers
+                for h in wanted[b]
+                if chunk_start <= h < chunk_end
+            }
+            if batch:
                 rows += sum(p.request_count for p in batch.values())
-                if cursor is None:
-                    write(batch)
-                else:
-                    together.update(batch)
+                sink(batch)
+        return rows
+
+    def read_with_cursor(shard: str, wanted, cursor) -> int:
+        """A refresh's read (few cells): the shard's cells and its cursor in one transaction, so
+        a crash leaves both or neither."""
+        together: dict = {}
+        rows = sum(
+            read_span(shard, wanted, lo, hi, billers, together.update)
+            for lo, hi, billers in hour_segments(wanted)
+        )
         if together:
             write(together, cursor)
-        elif cursor:
+        else:
             warehouse.advance_cursor(*cursor)
-        if not rows and cursor is None and max(map(len, wanted.values())) >= EMPTY_SHARD_HOURS:
-            # Not one call of any of its billers in a day or more: worth a look (a quiet hour
-            # is not).
-            with write_lock:
-                outcome.empty_shards[shard] = sorted(billers)
+        return rows
 
-    def attempt(shard: str, billers: list[int]) -> list[int]:
-        """Read the billers of a shard that are not busy; return the busy ones."""
-        busy = shards.busy_billers(shard, billers)
-        free = [b for b in billers if b not in busy]
-        if free:
-            read_shard(shard, free)
-            hours = [h for b in free for h in requested[b]]
-            undated = shards.undated_rows(shard, free, min(hours), max(hours) + HOURLY.length)
-            with write_lock:
-                outcome.undated.update(undated)
-        return sorted(busy)
+    def reads_of(shard: str, wanted, parts: int) -> list:
+        """The shard's reads as tasks: one (with its cursor) for a refresh; else one per span of
+        requested hours (only those are read: a late row three weeks old costs one hour's read),
+        cut in ``parts`` so that the pool stays full until the last shard is done."""
+        if shard in cursors:
+            cursor = (DATAPUMP, shard, cursors[shard])
+            return [lambda: read_with_cursor(shard, wanted, cursor)]
+        tasks = []
+        for lo, hi, billers in hour_segments(wanted):
+            for a, b in split_span(lo, hi, parts):
+                tasks.append(
+                    lambda a=a, b=b, billers=billers: read_span(shard, wanted, a, b, billers, write)
+                )
+        return tasks
+
+    def read_round(pending: dict[str, list[int]]) -> dict[str, list[int]]:
+        """Every shard of ``pending`` once: its busy billers (returned), the others read and
+        written, its undated rows counted; a shard that fails fails only its own billers."""
+        still_busy: dict[str, list[int]] = {}
+        workers = max(1, min(shards.max_parallel_shards, len(pending)))
+        # Two reads per worker at least, so no worker idles while one shard finishes alone.
+        parts = max(1, -(-2 * workers // len(pending))) if workers > 1 else 1
+        state = {s: _ShardProgress(b) for s, b in pending.items()}
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
+            futures = {
+                pool.submit(shards.busy_billers, s, b): ("busy", s) for s, b in pending.items()
+            }
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, shard = futures.pop(future)
+                    progress = state[shard]
+                    if progress.failed:
+                        continue  # the shard failed in another of its tasks
+                    try:
+                        result = future.result()
+                    except (ShardUnreachable, ShardMisconfigured) as exc:
+                        progress.failed = True
+                        fail_shard(shard, progress.billers, exc)
+                        continue
+                    if kind == "busy":
+                        progress.free = [b for b in progress.billers if b not in result]
+                        if result:
+                            still_busy[shard] = sorted(result)
+                        wanted = {b: set(requested[b]) for b in progress.free}
+                        tasks = reads_of(shard, wanted, parts) if wanted else []
+                        progress.left = len(tasks)
+                        for task in tasks:
+                            futures[pool.submit(task)] = ("read", shard)
+                        if not tasks:
+                            outcome.shards_read.add(shard)
+                    elif kind == "read":
+                        progress.rows += result
+                        progress.left -= 1
+                        if not progress.left:
+                            hours = [h for b in progress.free for h in requested[b]]
+                            futures[
+                                pool.submit(
+                                    shards.undated_rows,
+                                    shard,
+                                    progress.free,
+                                    min(hours),
+                                    max(hours) + HOURLY.length,
+                                )
+                            ] = ("undated", shard)
+                    else:
+                        outcome.undated.update(result)
+                        outcome.shards_read.add(shard)
+                        longest = max(len(requested[b]) for b in progress.free)
+                        if (
+                            not progress.rows
+                            and shard not in cursors
+                            and longest >= EMPTY_SHARD_HOURS
+                        ):
+                            # Not one call of any of its billers in a day or more: worth a look
+                            # (a quiet hour is not).
+                            outcome.empty_shards[shard] = sorted(progress.free)
+        return still_busy
+
+    def fail_shard(shard: str, billers: list[int], exc) -> None:
+        if isinstance(exc, ShardUnreachable):
+            log(f"shard {shard} unreachable: {exc.reason}")
+            for b in billers:
+                outcome.failed[b] = f"shard {shard} unreachable: {exc.reason}"
+                outcome.unreachable[b] = shard
+        else:
+            log(f"shard {shard} misconfigured (not retried): {exc.reason}")
+            for b in billers:
+                outcome.failed[b] = f"shard {shard} misconfigured: {exc.reason}"
+                outcome.misconfigured[b] = shard
 
     pending = dict(by_shard)
     for round_no in range(1 + max(0, shards.busy_retries)):
@@ -267,28 +349,7 @@ def aggregate_hourly(
                 f"{shards.busy_retry_delay_s:g}s ({round_no}/{shards.busy_retries})"
             )
             sleep(shards.busy_retry_delay_s)
-        still_busy: dict[str, list[int]] = {}
-        workers = max(1, min(shards.max_parallel_shards, len(pending)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
-            futures = {pool.submit(attempt, s, b): (s, b) for s, b in pending.items()}
-            for future in as_completed(futures):
-                shard, billers = futures[future]
-                try:
-                    busy = future.result()
-                    outcome.shards_read.add(shard)
-                    if busy:
-                        still_busy[shard] = busy
-                except ShardUnreachable as exc:
-                    log(f"shard {shard} unreachable: {exc.reason}")
-                    for b in billers:
-                        outcome.failed[b] = f"shard {shard} unreachable: {exc.reason}"
-                        outcome.unreachable[b] = shard
-                except ShardMisconfigured as exc:
-                    log(f"shard {shard} misconfigured (not retried): {exc.reason}")
-                    for b in billers:
-                        outcome.failed[b] = f"shard {shard} misconfigured: {exc.reason}"
-                        outcome.misconfigured[b] = shard
-        pending = still_busy
+        pending = read_round(pending)
         if not pending:
             break
     for shard, billers in pending.items():
@@ -297,6 +358,17 @@ def aggregate_hourly(
             outcome.busy[b] = shard
     warehouse.record_ledger(DATAPUMP, HOURLY, _failure_entries(requested, outcome), run_id)
     return outcome
+
+
+@dataclass
+class _ShardProgress:
+    """One shard in a round of reads: its billers, those not busy, reads still running."""
+
+    billers: list[int]
+    free: list[int] = field(default_factory=list)
+    left: int = 0
+    rows: int = 0
+    failed: bool = False
 
 
 def _failure_entries(requested: Mapping[int, list[datetime]], outcome: Outcome):

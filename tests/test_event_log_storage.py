@@ -3,7 +3,7 @@ by Dagster's stock class, written from several threads, and safe across a wipe."
 
 import threading
 
-from dagster import AssetKey, AssetMaterialization, DagsterEventType
+from dagster import AssetKey, AssetMaterialization, DagsterEventType, EventRecordsFilter
 from dagster._core.events import DagsterEvent, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
@@ -12,7 +12,7 @@ from metrics_pipeline.dagster_internal import LeanSqliteEventLogStorage
 from metrics_pipeline.runs import ensure_dagster_home, open_instance
 
 
-def materialization(run_id: str, i: int) -> EventLogEntry:
+def materialization(run_id: str, i: int, asset: str = "a") -> EventLogEntry:
     return EventLogEntry(
         error_info=None,
         level=20,
@@ -23,7 +23,7 @@ def materialization(run_id: str, i: int) -> EventLogEntry:
             DagsterEventType.ASSET_MATERIALIZATION.value,
             "job",
             event_specific_data=StepMaterializationData(
-                AssetMaterialization(AssetKey("a"), partition=f"p{i}")
+                AssetMaterialization(AssetKey(asset), partition=f"p{i}", tags={"dagster/x": str(i)})
             ),
         ),
     )
@@ -72,3 +72,27 @@ def test_a_new_dagster_home_uses_it_in_dagsters_usual_place(tmp_path):
     # Dagster's stock class reads the same files where it keeps them by default.
     stock = SqliteEventLogStorage(str(home / "history" / "runs"))
     assert len(stock.get_logs_for_run("r")) == 1
+
+
+def test_a_batch_reads_back_as_the_same_events_stored_one_by_one(tmp_path):
+    lean = LeanSqliteEventLogStorage(str(tmp_path / "lean"))
+    stock = SqliteEventLogStorage(str(tmp_path / "stock"))
+    for storage in (lean, stock):
+        storage.store_event_batch([materialization("r", i) for i in range(30)])
+        storage.store_event_batch([materialization("r", i, "b") for i in range(30, 35)])
+    # Read back by Dagster's own class from the lean files, as the webserver would.
+    reread = SqliteEventLogStorage(str(tmp_path / "lean"))
+    for storage in (reread, stock):
+        assert [e.timestamp for e in storage.get_logs_for_run("r")] == [
+            1_700_000_000.0 + i for i in range(35)
+        ]
+        assert storage.get_materialized_partitions(AssetKey("a")) == {f"p{i}" for i in range(30)}
+        [a] = storage.get_latest_materialization_events([AssetKey("a")]).values()
+        assert a.asset_materialization.partition == "p29"  # the asset's latest: the batch's last
+        [b] = storage.get_latest_materialization_events([AssetKey("b")]).values()
+        assert b.asset_materialization.partition == "p34"
+        records = storage.get_event_records(
+            EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey("a"))
+        )
+        assert len(records) == 30
+    lean.dispose()

@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta
 
-from metrics_pipeline.aggregation import hour_segments
+from metrics_pipeline.aggregation import hour_segments, split_span
 from metrics_pipeline.coverage import WRITTEN, LedgerEntry, judge
 from metrics_pipeline.refresh import decode_hours, encode_hours, refresh_hours
 
@@ -39,6 +39,22 @@ def test_a_shard_is_read_in_spans_of_requested_hours_only():
         (H, H + timedelta(hours=4), [7, 8]),
     ]
     assert hour_segments({7: {H, H + timedelta(hours=10)}}, gap=6)[1][0] == H + timedelta(hours=10)
+
+
+def test_a_span_is_cut_at_whole_hours_into_nearly_equal_parts():
+    week = split_span(H, H + timedelta(days=7), 2)
+    assert week == [(H, H + timedelta(hours=84)), (H + timedelta(hours=84), H + timedelta(days=7))]
+    five = split_span(H, H + timedelta(hours=11), 5)
+    assert [b - a for a, b in five] == [timedelta(hours=n) for n in (2, 2, 2, 2, 3)]
+    assert (
+        all(a < b for a, b in five) and five[0][0] == H and five[-1][1] == H + timedelta(hours=11)
+    )
+    # Never a part shorter than an hour, never more parts than asked.
+    assert split_span(H, H + timedelta(hours=2), 4) == [
+        (H, H + timedelta(hours=1)),
+        (H + timedelta(hours=1), H + timedelta(hours=2)),
+    ]
+    assert split_span(H, H + timedelta(hours=9), 1) == [(H, H + timedelta(hours=9))]
 
 
 def test_refresh_hours_keep_the_closed_hour_for_one_interval():
