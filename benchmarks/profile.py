@@ -46,7 +46,10 @@ CATEGORIES = [
         ("do_execute", "fetchall", "fetchone", "fetchmany", "_fetchiter_impl", "connect ("),
     ),
     # Before folding: the main thread waits inside aggregation.py too.
-    ("waiting for the shard threads", ("as_completed", "Thread.join", "_wait_for_tstate_lock")),
+    (
+        "waiting for the shard threads",
+        ("as_completed", "wait (concurrent/futures", "Thread.join", "_wait_for_tstate_lock"),
+    ),
     ("folding", ("fold_hourly_rows", "aggregation.py", "semantics.py", "sql/source.py")),
     ("start-up", ("_find_and_load", "definitions.py", "from_config")),
     ("Dagster (other)", ("dagster/",)),

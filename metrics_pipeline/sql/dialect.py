@@ -389,9 +389,11 @@ def _not_a_timestamp_sqlite(element, compiler, **kw):
     seconds = _sqlite_seconds(c)
     # '0-' rather than '0': a DATETIME column's numeric affinity would turn '0' into the number
     # 0. Numbers sort before all text; one is a timestamp if SQLite reads it as a Julian day.
+    # In the window's range, `unixepoch(c) IS NULL` first: it reads every usual form at a third
+    # of the cost of the general reading, which then decides only for the rest.
     return (
         f"(({c} < '0-' AND (typeof({c}) = 'text' OR {seconds} IS NULL)) OR {c} >= ':' OR "
-        f"({c} >= '{lo}' AND {c} < '{hi}' AND {seconds} IS NULL))"
+        f"({c} >= '{lo}' AND {c} < '{hi}' AND unixepoch({c}) IS NULL AND {seconds} IS NULL))"
     )
 
 

@@ -30,6 +30,10 @@ def test_each_part_of_the_work_has_its_category():
     assert classify([RUN, STEP, wait, "as_completed (concurrent/futures/_base.py:243)"]) == (
         "waiting for the shard threads"
     )
+    round_wait = "read_round (metrics_pipeline/aggregation.py:290)"
+    assert classify([RUN, STEP, round_wait, "wait (concurrent/futures/_base.py:305)"]) == (
+        "waiting for the shard threads"
+    )
     assert classify(["<module> (metrics_pipeline/cli.py:1)", "_find_and_load (<frozen>:1)"]) == (
         "start-up"
     )
