@@ -679,7 +679,9 @@ def run_objectives(args, environ) -> int:
         return EXIT_OK
     now = hour_start(utc_now()).replace(tzinfo=None)
     wanted = [int(b) for b in args.billers if b.isdigit()] or None
-    found = warehouse.objective_states(now, ObjectiveSettings.from_env().min_requests, wanted)
+    found = warehouse.objective_states([now], ObjectiveSettings.from_env().min_requests, wanted)[
+        now
+    ]
     for biller, state in sorted(found.states.items()):
         print(f"{biller}: {state['objectives']} {state['state']}: {state['why']}")
     for biller, why in sorted(found.invalid.items()):

@@ -315,10 +315,23 @@ def read_states(
 ) -> Objectives:
     """Every biller's objectives (of ``billers``, if given) judged at ``end``; none before the
     warehouse has its BillerObjective table (a warehouse no run has written yet)."""
+    return read_states_at(conn, wh, [end], min_requests, billers)[end]
+
+
+def read_states_at(
+    conn,
+    wh: Warehouse,
+    ends: Iterable[datetime],
+    min_requests: int,
+    billers: Iterable[int] | None = None,
+) -> dict[datetime, Objectives]:
+    """:func:`read_states` at each of ``ends`` (a run's hours), the objectives read once: a
+    warehouse where no biller has one costs one query, not one per hour."""
     objectives, invalid = {}, {}
     table = wh.objectives
+    ends = sorted(set(ends))
     if not inspect(conn).has_table(table.name, schema=table.schema):
-        return Objectives({}, {})
+        return {end: Objectives({}, {}) for end in ends}
     wanted = None if billers is None else set(billers)
     for row in conn.execute(objectives_query(wh.objectives)).mappings():
         if wanted is not None and row["BillerId"] not in wanted:
@@ -328,6 +341,10 @@ def read_states(
             invalid[int(row["BillerId"])] = str(found)
         else:
             objectives[found.biller_id] = found
+    return {end: _states(conn, wh, objectives, invalid, end, min_requests) for end in ends}
+
+
+def _states(conn, wh: Warehouse, objectives, invalid, end: datetime, min_requests: int):
     ids = sorted(objectives)
     sums: dict[int, dict[str, dict]] = {b: {} for b in ids}
     p95s: dict[int, dict] = {b: {} for b in ids}
@@ -356,7 +373,7 @@ def read_states(
                 p95,
             )
     states = {b: biller_state(objectives[b], sums[b], p95s[b], end, min_requests) for b in ids}
-    return Objectives(states, invalid)
+    return Objectives(states, dict(invalid))
 
 
 def check_verdict(found: Objectives, enabled: Mapping[int, str | None], end: datetime) -> dict:

@@ -31,6 +31,7 @@ from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
 from metrics_pipeline.settings import from_env
+from metrics_pipeline.sql.source import as_naive_utc
 
 BACKLOG_CHECK = "hourly_backlog"
 RECONCILIATION_CHECK = "reconciliation"
@@ -121,9 +122,15 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
         settings = ObjectiveSettings.from_env()
         enabled = {b.biller_id: b.name for b in catalog.enabled_billers()}
 
+        ends = [
+            as_naive_utc(partitions.time_window_for_partition_key(k).end)
+            for k in run_partition_keys(context)
+        ]
+        # One read for the run's hours: the objectives once, each hour's sums where there are.
+        found = warehouse.objective_states(ends, settings.min_requests, enabled)
+
         def verdict(_key: str, _start: datetime, end: datetime) -> Verdict:
-            found = warehouse.objective_states(end, settings.min_requests, enabled)
-            judged = check_verdict(found, enabled, end)
+            judged = check_verdict(found[end], enabled, end)
             return Verdict(
                 passed=judged["passed"],
                 severity=AssetCheckSeverity(judged["severity"]),

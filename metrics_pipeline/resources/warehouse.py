@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarning
 
 from metrics_pipeline.coverage import DATAPUMP, NOT_WRITTEN, LedgerEntry
-from metrics_pipeline.objectives import BillerObjective, Objectives, read_states
+from metrics_pipeline.objectives import BillerObjective, Objectives, read_states_at
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
@@ -595,14 +595,14 @@ class WarehouseResource(ConfigurableResource):
         return len(rows)
 
     def objective_states(
-        self, end: datetime, min_requests: int, billers: Iterable[int] | None = None
-    ) -> Objectives:
-        """Every biller's objectives judged at ``end`` (:func:`~metrics_pipeline.objectives.
-        read_states`)."""
+        self, ends: Iterable[datetime], min_requests: int, billers: Iterable[int] | None = None
+    ) -> dict[datetime, Objectives]:
+        """Every biller's objectives judged at each of ``ends`` (:func:`~metrics_pipeline.
+        objectives.read_states_at`)."""
         self.ensure_schema()
         try:
             with self.engine().connect() as conn:
-                return read_states(conn, self.tables, end, min_requests, billers)
+                return read_states_at(conn, self.tables, ends, min_requests, billers)
         except OperationalError as exc:
             raise self._unreachable(exc) from exc
 
