@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 from metrics_pipeline.semantics import DAILY, HOURLY, LEVELS, WEEKLY, Level, hour_start, rollup
 from metrics_pipeline.settings import port_number
@@ -52,10 +53,6 @@ def parse_billers(text: str | None) -> list[int] | None:
         return sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise UsageError(f"--billers: expected comma-separated BillerIds, got {text!r}") from None
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -181,7 +178,7 @@ def materialize_window(
 
     from metrics_pipeline.assets.common import BILLERS_TAG
     from metrics_pipeline.definitions import build_definitions
-    from metrics_pipeline.partitions import first_window, parse_partitions_start
+    from metrics_pipeline.partitions import first_window, partitions_start
     from metrics_pipeline.refresh import range_tags
     from metrics_pipeline.resources import build_resources
     from metrics_pipeline.runs import execute, lean_dagster_events, open_instance
@@ -189,10 +186,10 @@ def materialize_window(
     environ = os.environ if environ is None else environ
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        partitions_start = parse_partitions_start(environ.get("METRICS_PARTITIONS_START"))
+        first_day = partitions_start(environ)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    plan = plan_window(start, end, utc_now(), first_window(HOURLY, partitions_start), chunk_days)
+    plan = plan_window(start, end, utc_now(), first_window(HOURLY, first_day), chunk_days)
 
     resources = build_resources(environ, resolve=True)
     enabled = resources["catalog"].enabled_billers()
@@ -221,7 +218,7 @@ def materialize_window(
     with lean_dagster_events():
         for run in plan.runs:
             tags = {
-                **range_tags(run.level, partitions_start, run.first, run.last),
+                **range_tags(run.level, first_day, run.first, run.last),
                 **extra,
                 "metrics/source": "cli",
             }
@@ -248,7 +245,7 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     hour, the hour just closed, and every cell with rows beyond its shard's cursor), then the
     daily and weekly runs of what it touched."""
     from metrics_pipeline.definitions import build_definitions
-    from metrics_pipeline.partitions import parse_partitions_start
+    from metrics_pipeline.partitions import partitions_start
     from metrics_pipeline.refresh import (
         CHANGES_TAG,
         TOUCHED_TAG,
@@ -262,7 +259,7 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     environ = os.environ if environ is None else environ
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        partitions_start = parse_partitions_start(environ.get("METRICS_PARTITIONS_START"))
+        first_day = partitions_start(environ)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
@@ -280,9 +277,7 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     hours = refresh_hours(now, every)
     started = time.monotonic()
     with lean_dagster_events():
-        request = refresh_request(
-            HOURLY, partitions_start, hours, refresh_id, {CHANGES_TAG: "true"}
-        )
+        request = refresh_request(HOURLY, first_day, hours, refresh_id, {CHANGES_TAG: "true"})
         hourly = execute(
             defs.resolve_job_def(HOURLY.job_name),
             instance,
@@ -293,7 +288,7 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
         errors = [] if hourly.success else [_step_error(hourly)]
         extra = {TOUCHED_TAG: tags[TOUCHED_TAG]} if TOUCHED_TAG in tags else {}
         for level in (DAILY, WEEKLY):
-            request = refresh_request(level, partitions_start, hours, refresh_id, extra)
+            request = refresh_request(level, first_day, hours, refresh_id, extra)
             result = execute(
                 defs.resolve_job_def(level.job_name),
                 instance,

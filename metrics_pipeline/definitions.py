@@ -10,7 +10,7 @@ from metrics_pipeline.assets.checks import build_checks
 from metrics_pipeline.availability.assets import build_availability_definitions
 from metrics_pipeline.collected.assets import build_collected_definitions
 from metrics_pipeline.jobs import build_jobs
-from metrics_pipeline.partitions import parse_partitions_start
+from metrics_pipeline.partitions import partitions_start
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.retention import build_retention_definitions
 from metrics_pipeline.runs import build_dead_runs_sensor
@@ -25,7 +25,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     """The code location. ``resolve=True`` puts plain values in the resources instead of EnvVar
     (for the CLI, whose environment may be given explicitly)."""
     environ = os.environ if environ is None else environ
-    start = parse_partitions_start(environ.get("METRICS_PARTITIONS_START"))
+    start = partitions_start(environ)
     every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
     # One override for every sensor's interval (tests, or a deployment that wants them faster).
     interval = environ.get("METRICS_SENSOR_INTERVAL_S")

@@ -5,6 +5,8 @@ time only, and per-biller state lives in the warehouse's coverage ledger. Keys a
 parsed through Dagster's own definitions.
 """
 
+import os
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
@@ -35,6 +37,13 @@ def parse_partitions_start(text: str | None) -> date:
             f"METRICS_PARTITIONS_START must be a date YYYY-MM-DD, got {value!r}"
         ) from None
     return week_start(datetime.combine(day, datetime.min.time())).date()
+
+
+def partitions_start(environ: Mapping[str, str] | None = None) -> date:
+    """METRICS_PARTITIONS_START of ``environ`` (default: the process's), parsed: the one place
+    every family reads it."""
+    env = os.environ if environ is None else environ
+    return parse_partitions_start(env.get("METRICS_PARTITIONS_START"))
 
 
 @lru_cache(maxsize=32)

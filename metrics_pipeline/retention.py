@@ -165,7 +165,7 @@ def retention_resource(environ: Mapping[str, str] | None = None) -> RetentionRes
 def apply_retention_op(
     context: OpExecutionContext, warehouse: WarehouseResource, retention: RetentionResource
 ):
-    from metrics_pipeline.collected.rules import utc_now
+    from metrics_pipeline.clock import utc_now
 
     settings = retention.settings()
     now = utc_now()

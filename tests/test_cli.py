@@ -155,7 +155,8 @@ def test_console_script_is_quiet_without_a_terminal(env, tmp_path):
 def test_last_days_starts_at_midnight_utc_and_ends_after_the_running_hour():
     from datetime import timedelta
 
-    from metrics_pipeline.cli import build_parser, materialize_bounds, utc_now
+    from metrics_pipeline.cli import build_parser, materialize_bounds
+    from metrics_pipeline.clock import utc_now
 
     before = utc_now()
     start, end = materialize_bounds(build_parser().parse_args(["materialize", "--last-days", "3"]))

@@ -10,7 +10,8 @@ from sqlalchemy import DateTime, Integer, Numeric, String, func, select
 from sqlalchemy.dialects import mssql
 
 from metrics_pipeline.availability.sql import build_tables as availability_tables
-from metrics_pipeline.collected.rules import hour_start, utc_now
+from metrics_pipeline.clock import utc_now
+from metrics_pipeline.collected.rules import hour_start
 from metrics_pipeline.collected.store import CollectedStore
 from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.refresh import REFRESH_TAG

@@ -92,7 +92,3 @@ def within_range(value: datetime | None, parameter: str, text: str) -> datetime:
 def earliest(end: datetime, span) -> datetime:
     """``end - span``, but not before MIN_TIME (a default range near the start of time)."""
     return end - span if end - MIN_TIME > span else MIN_TIME
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)

@@ -2,7 +2,7 @@
 of the look-back window, and the daily reconciliation of the shards with the warehouse."""
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from dagster import (
     AssetCheckEvaluation,
@@ -24,6 +24,7 @@ from metrics_pipeline.assets.reporting import (
 )
 from metrics_pipeline.backlog import Backlog, BacklogSettings, find_backlog
 from metrics_pipeline.checks import Verdict, each_partition, run_partition_keys
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.coverage import DATAPUMP, judge
 from metrics_pipeline.objectives import OBJECTIVES_CHECK, ObjectiveSettings, check_verdict
 from metrics_pipeline.partitions import first_window, partitions_def, windows_of
@@ -159,7 +160,7 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
     ):
         settings = BacklogSettings.from_env()
         billers = [b.biller_id for b in catalog.enabled_billers()]
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = utc_now()
         backlog = find_backlog(warehouse, billers, now, settings, first_window(HOURLY, start))
         return AssetCheckResult(**backlog_verdict(backlog, settings))
 
@@ -179,7 +180,7 @@ def build_checks(start: date) -> list[AssetChecksDefinition]:
         warehouse: WarehouseResource,
     ):
         settings = ReconcileSettings.from_env()
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = utc_now()
         end = HOURLY.floor(now)
         begin = max(first_window(HOURLY, start), end - timedelta(days=settings.days))
         found = reconcile(

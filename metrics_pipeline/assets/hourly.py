@@ -16,11 +16,12 @@ from metrics_pipeline.assets.common import (
     run_billers,
 )
 from metrics_pipeline.assets.reporting import CoverageSettings, finish, plain_failures
+from metrics_pipeline.clock import utc_second
 from metrics_pipeline.coverage import DATAPUMP, RETRYABLE, STALE, WRITTEN
 from metrics_pipeline.partitions import first_window, partitions_def, windows_of
 from metrics_pipeline.refresh import CHANGES_TAG, TOUCHED_TAG, ChangeSettings, encode_hours
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
-from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
+from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DEFAULT_RULES, HOURLY
 from metrics_pipeline.sql.render import render
 from metrics_pipeline.sql.source import ShardNames, hourly_facts_query, hourly_percentiles_query
@@ -82,7 +83,7 @@ def build_hourly_aggregates(start: date) -> AssetsDefinition:
         shards: ShardsResource,
         warehouse: WarehouseResource,
     ):
-        started = utcnow()
+        started = utc_second()
         hours = windows_of(HOURLY, start, context.partition_keys)
         tags = context.run.tags
         with plain_failures():
@@ -148,7 +149,7 @@ def changed_cells(context, catalog, shards, warehouse, start: date, hours: list[
     """The refresh's change detection: cells beyond each shard's cursor, and the cells the
     ledger marks stale (reconciliation), limited to existing partitions."""
     settings = ChangeSettings.from_env()
-    now = utcnow()
+    now = utc_second()
     changes = detect_changes(
         catalog,
         shards,

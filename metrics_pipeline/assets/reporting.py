@@ -19,6 +19,7 @@ from dagster import (
 
 from metrics_pipeline.aggregation import Outcome
 from metrics_pipeline.checks import Verdict
+from metrics_pipeline.clock import utc_second
 from metrics_pipeline.coverage import (
     DATAPUMP,
     MISCONFIGURED,
@@ -30,7 +31,7 @@ from metrics_pipeline.coverage import (
 from metrics_pipeline.dagster_internal import materialization_targets
 from metrics_pipeline.partitions import partition_key
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
-from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
+from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY, Level
 from metrics_pipeline.settings import from_env
 from metrics_pipeline.sql.warehouse import AGGREGATES, ERROR_RATE
@@ -81,7 +82,7 @@ def coverage_verdict(
     gaps = {entity: f"{state}: {why}" for entity, (state, why) in sorted(coverage.gaps.items())}
     age = {}
     if oldest_missing is not None:
-        hours = int(((now or utcnow()) - oldest_missing) / HOURLY.length)
+        hours = int(((now or utc_second()) - oldest_missing) / HOURLY.length)
         age = {
             "oldest_missing_hour": oldest_missing.isoformat(),
             "oldest_missing_age_hours": max(0, hours),
@@ -163,7 +164,7 @@ def finish(
         warehouse.write_job_log(
             run_id=context.run_id,
             started=started,
-            ended=utcnow(),
+            ended=utc_second(),
             processed=outcome.billers_processed,
             skipped_busy=len(outcome.busy),
             failed=len(set(outcome.failed) - set(outcome.busy)),

@@ -8,10 +8,11 @@ from sqlalchemy.dialects import mssql
 from metrics_pipeline.aggregation import roll_up
 from metrics_pipeline.assets.common import aggregate_spec, requested_cells, run_billers
 from metrics_pipeline.assets.reporting import finish, plain_failures
+from metrics_pipeline.clock import utc_second
 from metrics_pipeline.partitions import first_window, partitions_def, windows_of
 from metrics_pipeline.refresh import TOUCHED_TAG, decode_hours
 from metrics_pipeline.resources.databases import CatalogResource
-from metrics_pipeline.resources.warehouse import WarehouseResource, utcnow
+from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Level
 from metrics_pipeline.sql.render import render
 from metrics_pipeline.sql.warehouse import AGGREGATES, aggregate_rows_query, build_warehouse
@@ -61,7 +62,7 @@ def build_rollup(level: Level, start: date) -> AssetsDefinition:
     def rollup_asset(
         context: AssetExecutionContext, catalog: CatalogResource, warehouse: WarehouseResource
     ):
-        started = utcnow()
+        started = utc_second()
         windows = windows_of(level, start, context.partition_keys)
         # A refresh that recomputed older hours (late rows) rolls their days and weeks up too.
         first = first_window(level, start)

@@ -6,7 +6,7 @@ import json
 import os
 import warnings
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from dagster import (
@@ -46,6 +46,7 @@ from metrics_pipeline.availability.partitions import availability_partitions
 from metrics_pipeline.availability.resource import AvailabilityResource
 from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.checks import Verdict, each_partition
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.sql.source import as_naive_utc
 
 GROUP = "availability"
@@ -463,7 +464,7 @@ def build_refresh_sensor(interval_s: int):
     def availability_refresh_sensor(
         context: SensorEvaluationContext, availability: AvailabilityResource
     ):
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = utc_now()
         store, cfg = availability.store(), availability.settings()
         hours = pipeline.plan_refresh(store, cfg, now)
         if not hours:

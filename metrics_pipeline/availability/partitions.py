@@ -1,7 +1,6 @@
 """The family's partitions: the platform's own (metrics_pipeline.partitions), hourly for the
 minute asset, daily for the daily and published ones."""
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ from dagster import (
     TimeWindowPartitionMapping,
 )
 
-from metrics_pipeline.partitions import parse_partitions_start, partitions_def, rollup_mapping
+from metrics_pipeline.partitions import partitions_def, partitions_start, rollup_mapping
 from metrics_pipeline.semantics import DAILY, HOURLY
 
 
@@ -25,8 +24,7 @@ class AvailabilityPartitions:
 
 def availability_partitions(environ: Mapping[str, str] | None = None) -> AvailabilityPartitions:
     """UTC partitions from METRICS_PARTITIONS_START, the same objects as the DataPump family's."""
-    env = os.environ if environ is None else environ
-    start = parse_partitions_start(env.get("METRICS_PARTITIONS_START"))
+    start = partitions_start(environ)
     return AvailabilityPartitions(
         hourly=partitions_def(HOURLY, start),
         daily=partitions_def(DAILY, start),

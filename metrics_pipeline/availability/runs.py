@@ -15,9 +15,10 @@ from metrics_pipeline.availability.assets import (
     build_availability_definitions,
 )
 from metrics_pipeline.availability.settings import AvailabilitySettings
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.partitions import (
     contiguous_runs,
-    parse_partitions_start,
+    partitions_start,
     require_partitioned,
 )
 from metrics_pipeline.refresh import partition_range_tags
@@ -59,7 +60,7 @@ def materialize_availability(
     of its days is materialized with it). Re-running it on the same files changes nothing."""
     env = os.environ if environ is None else environ
     start, end = as_naive_utc(start), as_naive_utc(end)
-    running = HOURLY.floor(datetime.now(UTC).replace(tzinfo=None))
+    running = HOURLY.floor(utc_now())
     days = DAILY.starts(start, end)
     hours = (
         [h for h in HOURLY.starts(days[0], days[-1] + DAILY.length) if h <= running] if days else []
@@ -85,9 +86,9 @@ def run_hours(hours: list[datetime], environ: Mapping[str, str], instance=None) 
     job per contiguous span of their days."""
     from metrics_pipeline.runs import execute, lean_dagster_events, open_instance, step_error
 
-    partitions_start = parse_partitions_start(environ.get("METRICS_PARTITIONS_START"))
+    first_day = partitions_start(environ)
     if hours:
-        require_partitioned(min(hours), partitions_start)
+        require_partitioned(min(hours), first_day)
     defs = build_availability_definitions(environ, resolve=True)
     instance = instance or open_instance(environ)
     out = AvailabilityRuns(hours=sorted(hours), days=sorted({DAILY.floor(h) for h in hours}))
@@ -99,7 +100,7 @@ def run_hours(hours: list[datetime], environ: Mapping[str, str], instance=None) 
             job = defs.resolve_job_def(job_name)
             for lo, hi in contiguous_runs(level, windows):
                 tags = {
-                    **partition_range_tags(level, partitions_start, lo, hi),
+                    **partition_range_tags(level, first_day, lo, hi),
                     "metrics/source": "cli",
                 }
                 result = execute(job, instance, tags)

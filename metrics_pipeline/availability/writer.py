@@ -9,13 +9,14 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Engine, Table, and_, bindparam, delete, select, true, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from metrics_pipeline.availability import sql
+from metrics_pipeline.clock import utc_second
 from metrics_pipeline.resources.engines import DatabaseUnreachable, describe_db_error, safe_url
 from metrics_pipeline.sql.source import as_naive_utc
 
@@ -43,10 +44,6 @@ class WriteCounts:
             "deleted": self.deleted,
             "unchanged": self.unchanged,
         }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 def _same(a, b) -> bool:
@@ -181,7 +178,7 @@ class Store:
                     [{"OperationName": o} for o in operations],
                 ),
             ):
-                replace_window(conn, table, key, value_cols, true(), rows, utcnow(), stamp=None)
+                replace_window(conn, table, key, value_cols, true(), rows, utc_second(), stamp=None)
 
         self.transaction(work)
 
@@ -198,7 +195,7 @@ class Store:
         """The hour's minute rows, latency sketches, ledger row and file cursor, together."""
         t = self.tables
         end = hour + sql.ONE_HOUR
-        now = utcnow()
+        now = utc_second()
 
         def work(conn):
             counts = replace_window(
@@ -265,7 +262,7 @@ class Store:
         if extra is not None:
             where = and_(where, extra)
         return self.transaction(
-            lambda conn: replace_window(conn, table, key, values, where, rows, utcnow())
+            lambda conn: replace_window(conn, table, key, values, where, rows, utc_second())
         )
 
     def cursor(self, start: datetime, end: datetime) -> dict[datetime, dict[str, tuple[int, int]]]:

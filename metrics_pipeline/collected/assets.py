@@ -31,7 +31,7 @@ from dagster import (
 
 from metrics_pipeline.collected.sql import build_tables
 from metrics_pipeline.collected.store import CollectedStore, RefreshPlan
-from metrics_pipeline.partitions import parse_partitions_start, partitions_def
+from metrics_pipeline.partitions import partitions_def, partitions_start
 from metrics_pipeline.refresh import partition_range_tags
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
@@ -41,12 +41,6 @@ JOB_NAME = "collected_hourly_job"
 #: Run tags carrying the cursor a refresh run moves once its hours are written.
 CURSOR_CURRENT_TAG = "collected/cursor_current"
 CURSOR_SEEN_TAG = "collected/cursor_seen"
-
-
-def partitions_start(environ: Mapping[str, str] | None = None) -> date:
-    """The first day of the platform's partitions (METRICS_PARTITIONS_START)."""
-    env = os.environ if environ is None else environ
-    return parse_partitions_start(env.get("METRICS_PARTITIONS_START"))
 
 
 def collected_partitions(environ: Mapping[str, str] | None = None) -> HourlyPartitionsDefinition:

@@ -35,6 +35,7 @@ from starlette.routing import Route
 from metrics_pipeline.api.auth import bearer_token
 from metrics_pipeline.api.middleware import DrainedBodies
 from metrics_pipeline.api.settings import is_loopback
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.collected import otlp
 from metrics_pipeline.collected.auth import AppKey, find_key, load_app_keys
 from metrics_pipeline.collected.bus import (
@@ -45,7 +46,7 @@ from metrics_pipeline.collected.bus import (
     encode_chunks,
 )
 from metrics_pipeline.collected.keycap import KeyCapReached, cap_message
-from metrics_pipeline.collected.rules import BadPoint, Item, utc_now, validate_item
+from metrics_pipeline.collected.rules import BadPoint, Item, validate_item
 from metrics_pipeline.collected.settings import CollectedSettings
 
 log = logging.getLogger(__name__)

@@ -41,10 +41,6 @@ class Item:
     metrics: dict[str, float]
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def parse_utc(text: str) -> datetime:
     """An ISO 8601 time as naive UTC (no offset means UTC); ValueError when it is not one."""
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))

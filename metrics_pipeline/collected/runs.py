@@ -6,15 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.collected.assets import (
     JOB_NAME,
     build_collected_definitions,
-    partitions_start,
     plan_tags,
 )
-from metrics_pipeline.collected.rules import hour_start, utc_now
+from metrics_pipeline.collected.rules import hour_start
 from metrics_pipeline.collected.store import CollectedStore
-from metrics_pipeline.partitions import require_partitioned
+from metrics_pipeline.partitions import partitions_start, require_partitioned
 from metrics_pipeline.refresh import partition_range_tags
 from metrics_pipeline.semantics import HOURLY
 

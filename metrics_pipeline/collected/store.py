@@ -10,8 +10,9 @@ from typing import NamedTuple
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.collected import sql
-from metrics_pipeline.collected.rules import EMPTY, HourStats, utc_now
+from metrics_pipeline.collected.rules import EMPTY, HourStats
 from metrics_pipeline.resources.engines import upgrade_schema
 
 #: Message ids per existence lookup (SQL Server takes at most 2,100 parameters).

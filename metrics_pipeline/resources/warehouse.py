@@ -6,7 +6,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from dagster import ConfigurableResource, InitResourceContext
@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarning
 
+from metrics_pipeline.clock import utc_second
 from metrics_pipeline.coverage import DATAPUMP, NOT_WRITTEN, LedgerEntry
 from metrics_pipeline.objectives import BillerObjective, Objectives, read_states_at
 from metrics_pipeline.resources.cursor import ShardCursor
@@ -80,10 +81,6 @@ class LedgerSummary:
     windows: int
     oldest: datetime
     states: tuple[str, ...]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 def _normalize(value, column_type):
@@ -499,7 +496,7 @@ class WarehouseResource(ConfigurableResource):
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 with self.engine().begin() as conn:
-                    return work(conn, now or utcnow())
+                    return work(conn, now or utc_second())
             except IntegrityError:
                 if attempt == WRITE_ATTEMPTS - 1:
                     raise
@@ -581,7 +578,7 @@ class WarehouseResource(ConfigurableResource):
         """Insert or replace these billers' objectives, in one transaction (validated
         :class:`~metrics_pipeline.objectives.BillerObjective` values only)."""
         self.ensure_schema()
-        rows = [o.as_row(utcnow()) for o in objectives]
+        rows = [o.as_row(utc_second()) for o in objectives]
         table = self.tables.objectives
         ids = [r["BillerId"] for r in rows]
         try:

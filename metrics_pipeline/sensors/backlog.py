@@ -1,6 +1,6 @@
 """Replaces the pending-aggregation queue: a Dagster backfill of the hours not fully covered."""
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 from dagster import (
     AssetSelection,
@@ -15,6 +15,7 @@ from dagster import (
 from metrics_pipeline.assets.checks import backlog_evaluation
 from metrics_pipeline.assets.common import SCOPE_INCOMPLETE, SCOPE_TAG
 from metrics_pipeline.backlog import BacklogSettings, backfill_partitions, find_backlog
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.dagster_internal import backfill_request, backfills_in_flight
 from metrics_pipeline.partitions import first_window
 from metrics_pipeline.resources.databases import CatalogResource
@@ -35,7 +36,7 @@ def build_backlog_sensor(start: date, minimum_interval_seconds: int = 300) -> Se
         billers = [b.biller_id for b in catalog.enabled_billers()]
         if not billers:
             return SkipReason("the catalog has no DataPump-enabled billers")
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = utc_now()
         backlog = find_backlog(warehouse, billers, now, settings, first_window(HOURLY, start))
         evaluation = backlog_evaluation(backlog, settings)
         if not evaluation.passed:

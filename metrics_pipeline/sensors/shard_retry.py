@@ -11,7 +11,7 @@ billers are not retried by the sensor.
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from dagster import (
     DagsterRunStatus,
@@ -26,6 +26,7 @@ from dagster import (
 )
 
 from metrics_pipeline.assets.common import BILLERS_TAG
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.coverage import BUSY, DATAPUMP, RETRYABLE, UNREACHABLE
 from metrics_pipeline.refresh import REFRESH_TAG, range_tags
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
@@ -111,7 +112,7 @@ def build_shard_retry_sensor(
         settings = RetrySettings.from_env()
         # Per biller: attempts so far and when the last retry was requested (for the backoff).
         state = json.loads(context.cursor) if context.cursor else {}
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = utc_now()
         # Billers with hours of any age whose latest read failed as busy or unreachable: one
         # grouped read (a row per biller), the hours themselves only for the billers retried.
         summary = warehouse.ledger_summary(DATAPUMP, HOURLY, RETRYABLE)

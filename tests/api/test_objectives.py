@@ -65,7 +65,7 @@ def test_a_quiet_biller_a_biller_without_objective_and_an_unknown_one(client):
 def test_metrics_exposes_each_billers_budget_and_the_burns_with_traffic(client, monkeypatch):
     import metrics_pipeline.api.routers.prometheus as prometheus
 
-    monkeypatch.setattr(prometheus, "utc_now", lambda: datetime(2025, 3, 1, 12, 20))
+    monkeypatch.setattr(prometheus, "utc_second", lambda: datetime(2025, 3, 1, 12, 20))
     text = client.get("/metrics").text
     budget = "metrics_pipeline_slo_biller_error_budget_remaining_ratio"
     burn = "metrics_pipeline_slo_biller_burn_rate"

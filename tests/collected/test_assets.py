@@ -11,8 +11,9 @@ from dagster import (
     build_sensor_context,
 )
 
+from metrics_pipeline.clock import utc_now
 from metrics_pipeline.collected.assets import collected_partitions
-from metrics_pipeline.collected.rules import hour_start, hour_stats, utc_now
+from metrics_pipeline.collected.rules import hour_start, hour_stats
 from metrics_pipeline.collected.runs import materialize_collected, refresh_collected
 from metrics_pipeline.collected.store import CollectedStore
 from metrics_pipeline.definitions import build_definitions

@@ -5,7 +5,8 @@ without points, the all-apps figure by default, an unknown range in words."""
 from datetime import timedelta
 
 from metrics_pipeline.api import ApiSettings, create_app
-from metrics_pipeline.collected.rules import hour_start, hour_stats, utc_now
+from metrics_pipeline.clock import utc_now
+from metrics_pipeline.collected.rules import hour_start, hour_stats
 from tests.api.helpers import browser_page
 from tests.api.test_browser import browser  # noqa: F401 - the Chromium fixture
 

@@ -112,8 +112,8 @@ def test_otlp_points_of_keys_beyond_the_cap_are_rejected_points_or_a_429(bus_set
         ExportMetricsServiceResponse,
     )
 
+    from metrics_pipeline.clock import utc_now
     from metrics_pipeline.collected.consumer import consume
-    from metrics_pipeline.collected.rules import utc_now
 
     from .conftest import sqlite_store
     from .test_otlp import gauge, request_of, stored

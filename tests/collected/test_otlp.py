@@ -203,7 +203,7 @@ def test_answers_are_otlp_messages():
 
 
 def now_request(app="web", *values, **labels):
-    from metrics_pipeline.collected.rules import utc_now
+    from metrics_pipeline.clock import utc_now
 
     return request_of(app, gauge("rt", *values, when=utc_now(), **labels))
 
@@ -288,7 +288,7 @@ def test_errors_are_statuses_with_the_collect_rules(bus_settings):
 def test_a_request_beyond_one_bus_message_is_split(bus_settings, tmp_path):
     """10,000 points encode to more than NATS's 1 MB message: several messages, all stored."""
     store = sqlite_store(tmp_path)
-    from metrics_pipeline.collected.rules import utc_now
+    from metrics_pipeline.clock import utc_now
 
     start = utc_now() - timedelta(hours=1)
     points = [

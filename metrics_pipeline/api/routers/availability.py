@@ -28,12 +28,12 @@ from metrics_pipeline.api.times import (
     To,
     earliest,
     parse_time,
-    utc_now,
 )
 from metrics_pipeline.availability import reads
 from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.availability.sql import DAILY, HOURLY, build_tables
 from metrics_pipeline.availability.writer import Store
+from metrics_pipeline.clock import utc_second
 from metrics_pipeline.resources.engines import DatabaseUnreachable
 
 router = APIRouter(tags=["availability"])
@@ -74,7 +74,7 @@ def _range(level: int, from_: str | None, to: str | None):
             "timeStampTypeId",
         )
     # An empty value is a bad one (400), as on every route, not an absent one.
-    end = parse_time(to, "to") if to is not None else utc_now() + timedelta(hours=1)
+    end = parse_time(to, "to") if to is not None else utc_second() + timedelta(hours=1)
     start = parse_time(from_, "from") if from_ is not None else earliest(end, DEFAULT_SPAN[level])
     if start >= end:
         raise ApiError(400, "from: must be before to", "from")
@@ -180,7 +180,7 @@ async def slo_state(
     """Per scenario: target, 30-day availability and error budget remaining, the burn-rate
     alerts (page: 14.4x over 1 h and 5 min; ticket: 6x over 6 h and 30 min; gated below
     METRICS_SLO_MIN_REQUESTS requests), and the budget remaining at the end of each day."""
-    when = parse_time(at, "at") if at is not None else utc_now()
+    when = parse_time(at, "at") if at is not None else utc_second()
     min_requests = AvailabilitySettings.from_env().slo_min_requests
     store = _store(request, state)
     if store is None:

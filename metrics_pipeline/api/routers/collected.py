@@ -32,9 +32,9 @@ from metrics_pipeline.api.times import (
     earliest,
     parse_time,
     utc_iso,
-    utc_now,
     within_range,
 )
+from metrics_pipeline.clock import utc_second
 from metrics_pipeline.collected.rules import APP_PATTERN, KEY_PATTERN, STAT_TYPES, hour_start
 from metrics_pipeline.collected.store import HOUR, CollectedStore
 
@@ -173,7 +173,7 @@ def series_hours(
     """The stored hours of first..last, and the hours from the previous one on that have no
     row yet computed from the raw rows (the running hour, one the refresh has not reached)."""
     stats = store.series(key, first, last, app)
-    recent = max(first, hour_start(utc_now()) - HOUR)
+    recent = max(first, hour_start(utc_second()) - HOUR)
     while recent <= last:
         if recent not in stats:
             raw = store.hour_stats(key, recent, from_raw=True, app=app)
@@ -203,7 +203,7 @@ def collected_series(
     """One statistic of a collected key per UTC hour over [from, to) (at most 366 days;
     default the last 24 hours), of all apps or of one (``?app=``): the hours with points."""
     check_stat(stat, "stat")
-    end = parse_time(to, "to") if to is not None else utc_now()
+    end = parse_time(to, "to") if to is not None else utc_second()
     start = parse_time(from_, "from") if from_ is not None else earliest(end, DEFAULT_SERIES)
     first = hour_start(start)
     if end <= first:

@@ -21,8 +21,8 @@ from metrics_pipeline.api.times import (
     earliest,
     parse_time,
     utc_iso,
-    utc_now,
 )
+from metrics_pipeline.clock import utc_second
 from metrics_pipeline.objectives import ObjectiveSettings
 from metrics_pipeline.semantics import DAILY, HOURLY, METRIC_TYPES, TIMESTAMP_TYPES, WEEKLY
 
@@ -118,7 +118,7 @@ async def metrics(
     level = known(
         LEVELS_BY_ID, timeStampTypeId, "timeStampTypeId", "timestamp type", TIMESTAMP_TYPES
     )
-    end = parse_time(to, "to") if to is not None else utc_now()
+    end = parse_time(to, "to") if to is not None else utc_second()
     start = (
         parse_time(from_, "from") if from_ is not None else earliest(end, DEFAULT_SPAN[level.id])
     )
@@ -198,7 +198,7 @@ async def biller_objectives(
     over 6 h and the last hour) burn rates; the hour's P95 against its objective; windows under
     METRICS_OBJECTIVE_MIN_REQUESTS requests never fire ("not enough traffic")."""
     may_read(who, billerId)
-    end = HOURLY.floor(parse_time(at, "at") if at is not None else utc_now())
+    end = HOURLY.floor(parse_time(at, "at") if at is not None else utc_second())
     min_requests = ObjectiveSettings.from_env().min_requests
     reader = state.reader
 

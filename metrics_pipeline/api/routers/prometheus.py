@@ -13,10 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from metrics_pipeline.api.deps import State
 from metrics_pipeline.api.routers.availability import _store
-from metrics_pipeline.api.times import utc_now
 from metrics_pipeline.availability.pipeline import slo_states
 from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.backlog import BacklogSettings
+from metrics_pipeline.clock import utc_second
 from metrics_pipeline.health import burn_windows, window_label
 from metrics_pipeline.objectives import RATE_KINDS, ObjectiveSettings
 from metrics_pipeline.resources.engines import DatabaseUnreachable
@@ -30,7 +30,7 @@ _lock = threading.Lock()
 
 def exposition(state, store) -> bytes:
     """The figures, read now, in Prometheus' text format."""
-    now = utc_now().replace(tzinfo=None)
+    now = utc_second()
     registry = CollectorRegistry()
     freshness = Gauge(
         "metrics_pipeline_freshness_seconds",
