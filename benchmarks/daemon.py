@@ -135,7 +135,7 @@ class Daemon:
 
 def runs_detail(records) -> list[dict]:
     """Status, partition range and seconds of each run record (for the results JSON)."""
-    from metrics_pipeline.refresh import RANGE_END, RANGE_START
+    from metrics_pipeline.tags import RANGE_END, RANGE_START
 
     return [
         {

@@ -34,9 +34,10 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 
 from benchmarks.data import create_catalog, create_shards, shard_of
-from metrics_pipeline.refresh import REFRESH_TAG, refresh_hours
+from metrics_pipeline.refresh import refresh_hours
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, hour_start
 from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
+from metrics_pipeline.tags import REFRESH_TAG
 
 BIN = Path(sys.executable).parent
 LEVEL_OF = {lvl.id: lvl for lvl in (HOURLY, DAILY, WEEKLY)}

@@ -28,13 +28,12 @@ from metrics_pipeline.resources.databases import Biller, CatalogResource, Shards
 from metrics_pipeline.resources.engines import ShardMisconfigured, ShardUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource, WriteStats
 from metrics_pipeline.semantics import HOURLY, Level, Partial, rollup, round2
+from metrics_pipeline.tags import EMPTY_SHARDS_TAG, UNDATED_TAG
 
 HOUR = timedelta(hours=1)
 Log = Callable[[str], None]
 
 
-UNDATED_TAG = "metrics/undated_rows"
-EMPTY_SHARDS_TAG = "metrics/empty_shards"
 #: A shard without a row of any of its billers over this many hours is reported.
 EMPTY_SHARD_HOURS = 24
 

@@ -176,12 +176,12 @@ def materialize_window(
     err=None,
 ) -> int:
 
-    from metrics_pipeline.assets.common import BILLERS_TAG
     from metrics_pipeline.definitions import build_definitions
     from metrics_pipeline.partitions import first_window, partitions_start
     from metrics_pipeline.refresh import range_tags
     from metrics_pipeline.resources import build_resources
     from metrics_pipeline.runs import execute, lean_dagster_events, open_instance
+    from metrics_pipeline.tags import BILLERS_TAG
 
     environ = os.environ if environ is None else environ
     out, err = out or sys.stdout, err or sys.stderr
@@ -246,15 +246,10 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     daily and weekly runs of what it touched."""
     from metrics_pipeline.definitions import build_definitions
     from metrics_pipeline.partitions import partitions_start
-    from metrics_pipeline.refresh import (
-        CHANGES_TAG,
-        TOUCHED_TAG,
-        decode_hours,
-        refresh_hours,
-        refresh_request,
-    )
+    from metrics_pipeline.refresh import decode_hours, refresh_hours, refresh_request
     from metrics_pipeline.resources import build_resources
     from metrics_pipeline.runs import execute, lean_dagster_events, open_instance
+    from metrics_pipeline.tags import CHANGES_TAG, TOUCHED_TAG
 
     environ = os.environ if environ is None else environ
     out, err = out or sys.stdout, err or sys.stderr
@@ -317,7 +312,7 @@ class Findings:
     empty_shards: dict[str, str] | None = None
 
     def add(self, tags) -> None:
-        from metrics_pipeline.aggregation import EMPTY_SHARDS_TAG, UNDATED_TAG
+        from metrics_pipeline.tags import EMPTY_SHARDS_TAG, UNDATED_TAG
 
         for item in filter(None, tags.get(UNDATED_TAG, "").split(",")):
             biller, rows = item.split(":")

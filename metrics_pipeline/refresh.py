@@ -13,16 +13,8 @@ from dagster import RunRequest
 from metrics_pipeline.partitions import contiguous_runs, partition_key, window_of
 from metrics_pipeline.semantics import HOURLY, Level, hour_start
 from metrics_pipeline.settings import from_env
+from metrics_pipeline.tags import LEVEL_TAG, RANGE_END, RANGE_START, REFRESH_TAG
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-REFRESH_TAG = "metrics/refresh"
-LEVEL_TAG = "metrics/level"
-#: On a refresh's hourly run: detect changes beyond each shard's cursor and recompute them too.
-CHANGES_TAG = "metrics/changes"
-#: Set by that run: the hours outside its partition range it recomputed (late rows), which the
-#: daily and weekly runs of the refresh roll up as well.
-TOUCHED_TAG = "metrics/touched_hours"
 HOUR_TEXT = "%Y-%m-%dT%H"
 
 

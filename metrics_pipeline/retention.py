@@ -23,12 +23,12 @@ from dagster import (
 )
 from sqlalchemy import Engine, inspect
 
-from metrics_pipeline.refresh import REFRESH_TAG
 from metrics_pipeline.resources.engines import ConfigurationError
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import hour_start
 from metrics_pipeline.settings import from_env
 from metrics_pipeline.sql.retention import delete_batch
+from metrics_pipeline.tags import REFRESH_TAG
 
 JOB_NAME = "retention_job"
 #: Environment variable of each setting.

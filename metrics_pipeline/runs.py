@@ -27,9 +27,7 @@ from dagster import (
 from filelock import FileLock, Timeout
 
 from metrics_pipeline.resources.engines import ConfigurationError
-
-HOST_TAG = "metrics/host"
-PID_TAG = "metrics/pid"
+from metrics_pipeline.tags import HOST_TAG, PID_TAG
 
 
 def process_tags() -> dict[str, str]:

@@ -4,8 +4,9 @@ from datetime import date
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition, ScheduleEvaluationContext
 
-from metrics_pipeline.refresh import CHANGES_TAG, refresh_hours, refresh_request
+from metrics_pipeline.refresh import refresh_hours, refresh_request
 from metrics_pipeline.semantics import HOURLY
+from metrics_pipeline.tags import CHANGES_TAG
 
 VALID_INTERVALS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)
 

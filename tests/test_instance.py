@@ -9,7 +9,8 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from metrics_pipeline.runs import HOST_TAG, PID_TAG, open_instance
+from metrics_pipeline.runs import open_instance
+from metrics_pipeline.tags import HOST_TAG, PID_TAG
 from tests.support import sqlite_environment
 
 SCRIPT = Path(sys.executable).parent / "metrics-pipeline"

@@ -14,12 +14,12 @@ from metrics_pipeline.clock import utc_now
 from metrics_pipeline.collected.rules import hour_start
 from metrics_pipeline.collected.store import CollectedStore
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.refresh import REFRESH_TAG
 from metrics_pipeline.resources.engines import ConfigurationError, create_db_engine
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.retention import RetentionSettings, delete_runs, horizons
 from metrics_pipeline.sql.retention import delete_batch
 from metrics_pipeline.sql.warehouse import build_warehouse
+from metrics_pipeline.tags import REFRESH_TAG
 
 NOW = datetime(2026, 12, 2, 12, 30)
 

@@ -19,6 +19,7 @@ from sqlalchemy import Table
 from metrics_pipeline.partitions import rollup_mapping
 from metrics_pipeline.semantics import Level
 from metrics_pipeline.sql.warehouse import Aggregate
+from metrics_pipeline.tags import BILLERS_TAG
 
 OWNERS = ["team:metrics-platform"]
 
@@ -26,11 +27,6 @@ SHARD_DETAIL = AssetKey(["shards", "DataPumpDetail"])
 SHARD_OCCUPANCY = AssetKey(["shards", "BillerDataPump"])
 CATALOG_BILLERS = AssetKey(["catalog", "BillerElasticOptions"])
 
-#: Run tags that narrow a run to some billers (an operator's rebuild, a retry) or to the billers
-#: whose ledger rows of each window are not "written" (the backlog's backfills).
-BILLERS_TAG = "metrics/billers"
-SCOPE_TAG = "metrics/scope"
-SCOPE_INCOMPLETE = "incomplete"
 
 #: Which raw shard columns each hourly column is computed from (analysts read it as lineage).
 _SHARD_SOURCES = {

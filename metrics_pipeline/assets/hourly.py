@@ -7,25 +7,19 @@ from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
 
 from metrics_pipeline.aggregation import aggregate_hourly, detect_changes, first_cursors
-from metrics_pipeline.assets.common import (
-    BILLERS_TAG,
-    SCOPE_INCOMPLETE,
-    SCOPE_TAG,
-    aggregate_spec,
-    requested_cells,
-    run_billers,
-)
+from metrics_pipeline.assets.common import aggregate_spec, requested_cells, run_billers
 from metrics_pipeline.assets.reporting import CoverageSettings, finish, plain_failures
 from metrics_pipeline.clock import utc_second
 from metrics_pipeline.coverage import DATAPUMP, RETRYABLE, STALE, WRITTEN
 from metrics_pipeline.partitions import first_window, partitions_def, windows_of
-from metrics_pipeline.refresh import CHANGES_TAG, TOUCHED_TAG, ChangeSettings, encode_hours
+from metrics_pipeline.refresh import ChangeSettings, encode_hours
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DEFAULT_RULES, HOURLY
 from metrics_pipeline.sql.render import render
 from metrics_pipeline.sql.source import ShardNames, hourly_facts_query, hourly_percentiles_query
 from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
+from metrics_pipeline.tags import BILLERS_TAG, CHANGES_TAG, SCOPE_INCOMPLETE, SCOPE_TAG, TOUCHED_TAG
 
 HOW_HOURLY = (
     "Computed inside each shard by one GROUP BY per biller and hour (plus a window query for the "

@@ -10,12 +10,13 @@ from metrics_pipeline.assets.common import aggregate_spec, requested_cells, run_
 from metrics_pipeline.assets.reporting import finish, plain_failures
 from metrics_pipeline.clock import utc_second
 from metrics_pipeline.partitions import first_window, partitions_def, windows_of
-from metrics_pipeline.refresh import TOUCHED_TAG, decode_hours
+from metrics_pipeline.refresh import decode_hours
 from metrics_pipeline.resources.databases import CatalogResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Level
 from metrics_pipeline.sql.render import render
 from metrics_pipeline.sql.warehouse import AGGREGATES, aggregate_rows_query, build_warehouse
+from metrics_pipeline.tags import TOUCHED_TAG
 
 HOW = {
     DAILY: "Sum of the day's written hourly rows (rates recomputed from the summed counts, "

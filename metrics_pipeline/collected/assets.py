@@ -35,6 +35,7 @@ from metrics_pipeline.partitions import partitions_def, partitions_start
 from metrics_pipeline.refresh import partition_range_tags
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
+from metrics_pipeline.tags import REFRESH_TAG
 
 GROUP = "collected"
 JOB_NAME = "collected_hourly_job"
@@ -189,7 +190,7 @@ def build_collected_sensor(start: date, minimum_interval_seconds: int = 300) -> 
         return RunRequest(
             run_key=f"collected-{plan.previous}-{plan.seen}",
             job_name=JOB_NAME,
-            tags={**plan_tags(plan, start), "metrics/refresh": "collected"},
+            tags={**plan_tags(plan, start), REFRESH_TAG: "collected"},
         )
 
     return sensor(

@@ -17,6 +17,7 @@ from metrics_pipeline.collected.store import CollectedStore
 from metrics_pipeline.partitions import partitions_start, require_partitioned
 from metrics_pipeline.refresh import partition_range_tags
 from metrics_pipeline.semantics import HOURLY
+from metrics_pipeline.tags import REFRESH_TAG
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def refresh_collected(environ: Mapping[str, str] | None = None, instance=None) -
         return CollectedRun(None, None, 0, True)
     tags = {
         **plan_tags(plan, partitions_start(env)),
-        "metrics/refresh": "collected",
+        REFRESH_TAG: "collected",
         "metrics/source": "cli",
     }
     ok, error = _execute(job, tags, env, instance)

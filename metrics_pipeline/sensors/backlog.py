@@ -13,7 +13,6 @@ from dagster import (
 )
 
 from metrics_pipeline.assets.checks import backlog_evaluation
-from metrics_pipeline.assets.common import SCOPE_INCOMPLETE, SCOPE_TAG
 from metrics_pipeline.backlog import BacklogSettings, backfill_partitions, find_backlog
 from metrics_pipeline.clock import utc_now
 from metrics_pipeline.dagster_internal import backfill_request, backfills_in_flight
@@ -21,6 +20,7 @@ from metrics_pipeline.partitions import first_window
 from metrics_pipeline.resources.databases import CatalogResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY, LEVELS
+from metrics_pipeline.tags import SCOPE_INCOMPLETE, SCOPE_TAG
 
 BACKLOG_TAG = {"metrics/backlog": "true"}
 

@@ -13,15 +13,9 @@ from dagster import (
     sensor,
 )
 
-from metrics_pipeline.assets.common import BILLERS_TAG
-from metrics_pipeline.refresh import (
-    LEVEL_TAG,
-    REFRESH_TAG,
-    TOUCHED_TAG,
-    refresh_request,
-    windows_from_tags,
-)
+from metrics_pipeline.refresh import refresh_request, windows_from_tags
 from metrics_pipeline.semantics import LEVELS, LEVELS_BY_NAME
+from metrics_pipeline.tags import BILLERS_TAG, LEVEL_TAG, REFRESH_TAG, TOUCHED_TAG
 
 DONE = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
 

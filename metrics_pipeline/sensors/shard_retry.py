@@ -25,18 +25,16 @@ from dagster import (
     sensor,
 )
 
-from metrics_pipeline.assets.common import BILLERS_TAG
 from metrics_pipeline.clock import utc_now
 from metrics_pipeline.coverage import BUSY, DATAPUMP, RETRYABLE, UNREACHABLE
-from metrics_pipeline.refresh import REFRESH_TAG, range_tags
+from metrics_pipeline.refresh import range_tags
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.engines import DatabaseUnreachable, ShardUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
 from metrics_pipeline.settings import from_env
+from metrics_pipeline.tags import ATTEMPT_TAG, BILLERS_TAG, REFRESH_TAG, RETRY_FLAG
 
-RETRY_FLAG = "metrics/retry"
-ATTEMPT_TAG = "metrics/attempt"
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,

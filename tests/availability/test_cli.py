@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from metrics_pipeline.availability.assets import DAILY, MINUTE, PUBLISHED
 from metrics_pipeline.cli import main
-from metrics_pipeline.runs import HOST_TAG
+from metrics_pipeline.tags import HOST_TAG
 from tests.availability import events as ev
 from tests.availability import reference as ref
 from tests.availability.conftest import HOUR, expected_minutes, write_hours

@@ -17,9 +17,9 @@ from metrics_pipeline.collected.rules import hour_start, hour_stats
 from metrics_pipeline.collected.runs import materialize_collected, refresh_collected
 from metrics_pipeline.collected.store import CollectedStore
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.refresh import RANGE_END, RANGE_START
 from metrics_pipeline.resources.engines import create_db_engine
 from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.tags import RANGE_END, RANGE_START
 
 from .test_sql import rows
 

@@ -7,7 +7,8 @@ from dagster import build_schedule_context, build_sensor_context, instance_for_t
 from sqlalchemy import create_engine, text
 
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.refresh import RANGE_END, RANGE_START, REFRESH_TAG, refresh_hours
+from metrics_pipeline.refresh import refresh_hours
+from metrics_pipeline.tags import RANGE_END, RANGE_START, REFRESH_TAG
 from tests.support import WINDOW_START, register_billers, sqlite_environment
 
 

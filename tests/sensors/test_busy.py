@@ -15,10 +15,11 @@ from metrics_pipeline.cli import main
 from metrics_pipeline.coverage import DATAPUMP, LedgerEntry
 from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.partitions import parse_partitions_start
-from metrics_pipeline.refresh import RANGE_END, RANGE_START, range_tags
+from metrics_pipeline.refresh import range_tags
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
+from metrics_pipeline.tags import RANGE_END, RANGE_START
 from tests.support import (
     PG_ADMIN_URL,
     WINDOW_START,
