@@ -101,12 +101,16 @@ def windows_of(level: Level, start: date, keys) -> list[datetime]:
     return sorted(window_of(level, start, k)[0] for k in keys)
 
 
-def contiguous_runs(level: Level, windows) -> list[tuple[datetime, datetime]]:
-    """Sorted windows of ``level`` as (first, last) pairs of consecutive windows: what one
-    ranged run each covers."""
+def contiguous_runs(
+    level: Level, windows, join_within: timedelta | None = None
+) -> list[tuple[datetime, datetime]]:
+    """Sorted window starts of ``level`` as (first, last) pairs of consecutive windows: what one
+    ranged run each covers. With ``join_within``, windows whose starts are less than that apart
+    are one run too (gaps merged: what one read covers)."""
+    within = join_within if join_within is not None else 2 * level.length
     runs: list[list[datetime]] = []
     for w in sorted(set(windows)):
-        if runs and runs[-1][1] + level.length == w:
+        if runs and w - runs[-1][1] < within:
             runs[-1][1] = w
         else:
             runs.append([w, w])

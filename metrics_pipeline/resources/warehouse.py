@@ -6,7 +6,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from dagster import ConfigurableResource, InitResourceContext
@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarni
 from metrics_pipeline.clock import utc_second
 from metrics_pipeline.coverage import DATAPUMP, NOT_WRITTEN, LedgerEntry
 from metrics_pipeline.objectives import BillerObjective, Objectives, read_states_at
+from metrics_pipeline.partitions import contiguous_runs
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
     DatabaseUnreachable,
@@ -106,17 +107,6 @@ def _covered(value, level: Level) -> int:
     return int(value)
 
 
-def _contiguous_runs(starts: list[datetime]) -> list[tuple[datetime, datetime]]:
-    """[min, max] spans of sorted start times, split where a gap is wider than a week."""
-    runs: list[tuple[datetime, datetime]] = []
-    for start in sorted(starts):
-        if runs and (start - runs[-1][1]).days < 7:
-            runs[-1] = (runs[-1][0], start)
-        else:
-            runs.append((start, start))
-    return runs
-
-
 SCHEMA_ATTEMPTS = 5
 
 
@@ -124,17 +114,6 @@ def _lost_schema_race(exc: DBAPIError) -> bool:
     """Another process created the same table, index or reference row a moment earlier."""
     text_ = str(exc.orig if exc.orig is not None else exc).lower()
     return isinstance(exc, IntegrityError) or "already exists" in text_ or "duplicate" in text_
-
-
-def _consecutive(starts: list[datetime], step) -> list[tuple[datetime, datetime]]:
-    """[first, last] runs of sorted window starts one ``step`` apart."""
-    runs: list[list[datetime]] = []
-    for start in starts:
-        if runs and start - runs[-1][1] == step:
-            runs[-1][1] = start
-        else:
-            runs.append([start, start])
-    return [(a, b) for a, b in runs]
 
 
 #: A write that lost a race for new keys is run again; each retry finds more of its rows.
@@ -159,7 +138,7 @@ def _upsert(
     # entities (SQL Server takes ~2,100 parameters), not one per entity.
     entities = sorted({ent for ent, _ in rows})
     existing: dict[tuple, dict] = {}
-    for lo, hi in _contiguous_runs([start for _, start in rows]):
+    for lo, hi in contiguous_runs(level, [start for _, start in rows], timedelta(days=7)):
         for i in range(0, len(entities), 500):
             query = select(
                 id_col, table.c[entity], table.c.StartTime, *(table.c[c] for c in compare)
@@ -707,6 +686,6 @@ class WarehouseResource(ConfigurableResource):
         """The ledger rows of these windows only (one read per run of consecutive windows), for
         a refresh whose hours lie weeks apart."""
         out: dict[datetime, dict[str, LedgerEntry]] = {}
-        for lo, hi in _consecutive(sorted(set(starts)), level.length):
+        for lo, hi in contiguous_runs(level, starts):
             out.update(self.read_ledger(family, level, lo, hi + level.length))
         return out

@@ -27,6 +27,7 @@ from dagster import (
 
 from metrics_pipeline.clock import utc_now
 from metrics_pipeline.coverage import BUSY, DATAPUMP, RETRYABLE, UNREACHABLE
+from metrics_pipeline.partitions import contiguous_runs
 from metrics_pipeline.refresh import range_tags
 from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.engines import DatabaseUnreachable, ShardUnreachable
@@ -67,17 +68,6 @@ class RetrySettings:
 
     def backoff(self, attempt: int) -> timedelta:
         return timedelta(seconds=min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
-
-
-def contiguous_hours(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
-    """[first, last] runs of consecutive hours."""
-    runs: list[tuple[datetime, datetime]] = []
-    for h in sorted(hours):
-        if runs and h - runs[-1][1] == HOURLY.length:
-            runs[-1] = (runs[-1][0], h)
-        else:
-            runs.append((h, h))
-    return runs
 
 
 def retry_request(
@@ -161,7 +151,7 @@ def build_shard_retry_sensor(
                 entities=[str(biller)],
                 limit=settings.max_hours_per_tick,
             )
-            for first, last in contiguous_hours(list(hours)):
+            for first, last in contiguous_runs(HOURLY, hours):
                 requests.append(retry_request(start, biller, first, last, attempts + 1, reason))
             state[str(biller)] = [attempts + 1, now.timestamp()]
             if len(requests) >= settings.max_requests_per_tick:

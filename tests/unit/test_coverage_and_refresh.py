@@ -79,3 +79,12 @@ def test_contiguous_runs_cut_windows_where_one_is_missing():
         (datetime(2025, 3, 4), datetime(2025, 3, 4)),
     ]
     assert contiguous_runs(HOURLY, []) == []
+    # Gaps narrower than join_within are merged (one read over them).
+    assert contiguous_runs(HOURLY, hours, join_within=timedelta(hours=3)) == [
+        (h, h + timedelta(hours=5))
+    ]
+    assert contiguous_runs(HOURLY, hours, join_within=timedelta(hours=2)) == [
+        (h, h + timedelta(hours=1)),
+        (h + timedelta(hours=3), h + timedelta(hours=3)),
+        (h + timedelta(hours=5), h + timedelta(hours=5)),
+    ]
