@@ -14,9 +14,8 @@ source_specs = [
         key=CATALOG_BILLERS,
         description=(
             "Catalog of billers: the ones with IsDataPumpEnabled = 1 are aggregated, each read "
-            "from "
-            "the shard database named by ShardName. Kept in sync with the 'billers' partitions by "
-            "billers_sensor."
+            "from the shard database named by ShardName. Billers are rows inside each time "
+            "partition: every run reads the catalog as it is then."
         ),
         group_name="sources",
         owners=OWNERS,

@@ -6,7 +6,7 @@ import sys
 from datetime import datetime
 
 from metrics_pipeline.availability.duckdb_sql import EventFilesUnreadable
-from metrics_pipeline.availability.pipeline import materialize_window, refresh_once
+from metrics_pipeline.availability.pipeline import compute_window, refresh_once
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
 
 
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
         if args.command == "materialize":
             if args.end <= args.start:
                 parser.error("--end must be after --start")
-            report = materialize_window(args.start, args.end)
+            report = compute_window(args.start, args.end)
         else:
             report = refresh_once()
     except (EventFilesUnreadable, DatabaseUnreachable, ConfigurationError) as exc:

@@ -176,7 +176,7 @@ def _run_hours(store: Store, settings: AvailabilitySettings, hours: list[datetim
     return report
 
 
-def materialize_window(
+def compute_window(
     start: datetime,
     end: datetime,
     environ: Mapping[str, str] | None = None,

@@ -32,7 +32,7 @@ def test_the_availability_view_draws_and_refreshes_in_place(browser, tmp_path): 
         "METRICS_EVENTS_ROOT": str(tmp_path / "events"),
     }
     demo.create_availability_demo(env, end - timedelta(hours=1), days=2, seed=5, scale=0.2)
-    pipeline.materialize_window(now - timedelta(days=2), end, env)
+    pipeline.compute_window(now - timedelta(days=2), end, env)
     store = pipeline.open_store(env)
     settings = ApiSettings(warehouse_url=str(store.engine.url), refresh_seconds=REFRESH_S)
     port = free_port()

@@ -1,4 +1,4 @@
-"""materialize_window and refresh_once on real files and a real warehouse (SQLite and
+"""compute_window and refresh_once on real files and a real warehouse (SQLite and
 PostgreSQL): every table equals the independent reference, re-runs change nothing, late files are
 counted by the next refresh, and two concurrent writers of one hour leave one correct copy."""
 
@@ -71,7 +71,7 @@ def test_duckdb_hour_equals_reference(tmp_path, kind):
 
 def test_tables_equal_the_reference(store, settings):
     written = write_hours(settings.events_root)
-    report = pipeline.materialize_window(*WINDOW, store=store, settings=settings)
+    report = pipeline.compute_window(*WINDOW, store=store, settings=settings)
     assert [h.hour for h in report.hours] == [HOUR + timedelta(hours=i) for i in range(3)]
     assert report.days == [datetime(2025, 3, 1), datetime(2025, 3, 2)]
     want = expected_minutes(written)
@@ -108,12 +108,12 @@ def test_tables_equal_the_reference(store, settings):
 
 def test_a_rerun_changes_nothing(store, settings):
     write_hours(settings.events_root)
-    pipeline.materialize_window(*WINDOW, store=store, settings=settings)
+    pipeline.compute_window(*WINDOW, store=store, settings=settings)
     before = {
         t.name: store.read(select(t).order_by(*t.primary_key.columns))
         for t in (store.tables.minute, store.tables.daily, store.tables.published)
     }
-    again = pipeline.materialize_window(*WINDOW, store=store, settings=settings)
+    again = pipeline.compute_window(*WINDOW, store=store, settings=settings)
     for writes in (again.minute_writes, again.daily_writes, again.published_writes):
         assert writes.inserted == writes.updated == writes.deleted == 0
         assert writes.unchanged > 0
@@ -127,7 +127,7 @@ def test_a_rerun_changes_nothing(store, settings):
 
 def test_a_late_file_is_counted_by_the_next_refresh(store, settings):
     written = write_hours(settings.events_root)
-    pipeline.materialize_window(*WINDOW, store=store, settings=settings)
+    pipeline.compute_window(*WINDOW, store=store, settings=settings)
     published_before = {
         (r["ScenarioId"], r["TimeStampTypeId"], r["StartTime"]): r
         for r in store.read(select(store.tables.published))
@@ -167,7 +167,7 @@ def test_refresh_looks_back_only_as_far_as_configured(store, settings):
 
 def test_a_removed_file_removes_its_rows(store, settings):
     write_hours(settings.events_root)
-    pipeline.materialize_window(*WINDOW, store=store, settings=settings)
+    pipeline.compute_window(*WINDOW, store=store, settings=settings)
     (ev.hour_folder(settings.events_root, HOUR + timedelta(hours=1)) / "c.parquet").unlink()
     report = pipeline.refresh_once(now=WINDOW[1], store=store, settings=settings)
     assert [h.hour for h in report.hours] == [HOUR + timedelta(hours=1)]
