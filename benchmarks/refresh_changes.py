@@ -134,7 +134,7 @@ def environment(folder: Path, start_day: datetime) -> dict:
 
 
 def environ(env: dict):
-    from metrics_pipeline.runs import environment
+    from metrics_pipeline.execution import environment
 
     return environment(env)
 
@@ -267,7 +267,7 @@ def timed_phases() -> None:
     functions it looks up at call time are wrapped with a stopwatch; behaviour is unchanged."""
     import metrics_pipeline.cli as cli_module
     import metrics_pipeline.definitions as definitions_module
-    import metrics_pipeline.runs as runs_module
+    import metrics_pipeline.execution as runs_module
 
     def timed(name, fn, key=None):
         def wrapper(*args, **kwargs):
@@ -279,7 +279,7 @@ def timed_phases() -> None:
 
         return wrapper
 
-    # refresh_cycle imports these from metrics_pipeline.runs when it is called.
+    # refresh_cycle imports these from metrics_pipeline.execution when it is called.
     runs_module.open_instance = timed("open_instance", runs_module.open_instance)
     definitions_module.build_definitions = timed(
         "build_definitions", definitions_module.build_definitions

@@ -156,7 +156,7 @@ ENVIRONMENT_ERRORS = ("DatabaseUnreachable", "ConfigurationError")
 
 
 def _step_error(result) -> str:
-    from metrics_pipeline.runs import step_error
+    from metrics_pipeline.execution import step_error
 
     message, kind = step_error(result)
     if kind in ENVIRONMENT_ERRORS:
@@ -177,10 +177,10 @@ def materialize_window(
 ) -> int:
 
     from metrics_pipeline.definitions import build_definitions
+    from metrics_pipeline.execution import execute, lean_dagster_events, open_instance
     from metrics_pipeline.partitions import first_window, partitions_start
     from metrics_pipeline.refresh import range_tags
     from metrics_pipeline.resources import build_resources
-    from metrics_pipeline.runs import execute, lean_dagster_events, open_instance
     from metrics_pipeline.tags import BILLERS_TAG
 
     environ = os.environ if environ is None else environ
@@ -245,10 +245,10 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     hour, the hour just closed, and every cell with rows beyond its shard's cursor), then the
     daily and weekly runs of what it touched."""
     from metrics_pipeline.definitions import build_definitions
+    from metrics_pipeline.execution import execute, lean_dagster_events, open_instance
     from metrics_pipeline.partitions import partitions_start
     from metrics_pipeline.refresh import decode_hours, refresh_hours, refresh_request
     from metrics_pipeline.resources import build_resources
-    from metrics_pipeline.runs import execute, lean_dagster_events, open_instance
     from metrics_pipeline.tags import CHANGES_TAG, TOUCHED_TAG
 
     environ = os.environ if environ is None else environ

@@ -9,11 +9,11 @@ from metrics_pipeline.assets import build_datapump_assets
 from metrics_pipeline.assets.checks import build_checks
 from metrics_pipeline.availability.assets import build_availability_definitions
 from metrics_pipeline.collected.assets import build_collected_definitions
+from metrics_pipeline.execution import build_dead_runs_sensor
 from metrics_pipeline.jobs import build_jobs
 from metrics_pipeline.partitions import partitions_start
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.retention import build_retention_definitions
-from metrics_pipeline.runs import build_dead_runs_sensor
 from metrics_pipeline.schedules import build_reconciliation_schedule, build_refresh_schedule
 from metrics_pipeline.sensors.alerts import build_alerts_sensor
 from metrics_pipeline.sensors.backlog import build_backlog_sensor

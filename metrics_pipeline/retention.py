@@ -219,8 +219,8 @@ def run_retention(environ: Mapping[str, str] | None = None, instance=None) -> di
     the failed step's error when the run fails."""
     from dagster import Definitions
 
+    from metrics_pipeline.execution import execute, open_instance, step_error
     from metrics_pipeline.resources import build_resources
-    from metrics_pipeline.runs import execute, open_instance, step_error
 
     env = os.environ if environ is None else environ
     family = build_retention_definitions(env)

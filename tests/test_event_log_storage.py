@@ -9,7 +9,7 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from metrics_pipeline.dagster_internal import LeanSqliteEventLogStorage
-from metrics_pipeline.runs import ensure_dagster_home, open_instance
+from metrics_pipeline.execution import ensure_dagster_home, open_instance
 
 
 def materialization(run_id: str, i: int, asset: str = "a") -> EventLogEntry:

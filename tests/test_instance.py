@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from metrics_pipeline.runs import open_instance
+from metrics_pipeline.execution import open_instance
 from metrics_pipeline.tags import HOST_TAG, PID_TAG
 from tests.support import sqlite_environment
 
@@ -70,7 +70,7 @@ def test_a_run_left_not_started_by_a_dead_process_is_marked_failed(tmp_path):
         f"""
         import os
         from dagster import DagsterInstance, job, op
-        from metrics_pipeline.runs import process_tags
+        from metrics_pipeline.execution import process_tags
 
         @op
         def nothing():

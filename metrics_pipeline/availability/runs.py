@@ -84,7 +84,7 @@ def refresh_availability(
 def run_hours(hours: list[datetime], environ: Mapping[str, str], instance=None) -> AvailabilityRuns:
     """One run of the hourly job per contiguous span of ``hours``, then one run of the daily
     job per contiguous span of their days."""
-    from metrics_pipeline.runs import execute, lean_dagster_events, open_instance, step_error
+    from metrics_pipeline.execution import execute, lean_dagster_events, open_instance, step_error
 
     first_day = partitions_start(environ)
     if hours:

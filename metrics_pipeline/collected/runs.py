@@ -43,7 +43,7 @@ def _job_and_resources(environ: Mapping[str, str]):
 
 
 def _execute(job, tags: dict, environ: Mapping[str, str], instance) -> tuple[bool, str | None]:
-    from metrics_pipeline.runs import execute, lean_dagster_events, open_instance, step_error
+    from metrics_pipeline.execution import execute, lean_dagster_events, open_instance, step_error
 
     with lean_dagster_events():
         result = execute(job, instance or open_instance(environ), tags)

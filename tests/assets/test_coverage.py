@@ -18,9 +18,9 @@ from sqlalchemy import create_engine, text
 from metrics_pipeline.api import ApiSettings, create_app
 from metrics_pipeline.cli import main
 from metrics_pipeline.definitions import build_definitions
+from metrics_pipeline.execution import execute
 from metrics_pipeline.partitions import hours_between, parse_partitions_start
 from metrics_pipeline.refresh import range_tags
-from metrics_pipeline.runs import execute
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY
 from tests.support import WINDOW_END, WINDOW_START, read_raw, reference, sqlite_environment
 
