@@ -31,16 +31,12 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     interval = environ.get("METRICS_SENSOR_INTERVAL_S")
     every_s = {"minimum_interval_seconds": int(interval)} if interval else {}
     jobs = build_jobs()
-    # The other source families, each with its own assets, import task and checks.
-    collected = build_collected_definitions(environ)
-    retention = build_retention_definitions(environ)
     datapump = Definitions(
-        assets=[*build_datapump_assets(start), *collected["assets"]],
-        jobs=[*jobs, *collected["jobs"], *retention["jobs"]],
+        assets=build_datapump_assets(start),
+        jobs=jobs,
         schedules=[
             build_refresh_schedule(start, every),
             build_reconciliation_schedule(environ.get("METRICS_RECONCILE_CRON") or "15 2 * * *"),
-            *retention["schedules"],
         ],
         asset_checks=build_checks(start),
         sensors=[
@@ -49,15 +45,17 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
             build_backlog_sensor(start, **every_s),
             build_dead_runs_sensor(**every_s),
             build_alerts_sensor(AlertSettings.from_env(environ)),
-            *collected["sensors"],
         ],
-        resources={**build_resources(environ, resolve=resolve), **retention["resources"]},
+        resources=build_resources(environ, resolve=resolve),
     )
-    # Every job, the implicit asset job of backfills and UI launches included, runs its steps in
-    # the run's own process: one process (one pod with dagster-k8s) per run, none per step.
+    # Each family's Definitions, merged the same way. Every job, the implicit asset job of
+    # backfills and UI launches included, runs its steps in the run's own process: one process
+    # (one pod with dagster-k8s) per run, none per step.
     return Definitions.merge(
         datapump,
         build_availability_definitions(environ, resolve),
+        build_collected_definitions(environ),
+        build_retention_definitions(environ),
         Definitions(executor=in_process_executor),
     )
 

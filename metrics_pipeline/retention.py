@@ -12,6 +12,7 @@ from dagster import (
     ConfigurableResource,
     DagsterRunStatus,
     DefaultScheduleStatus,
+    Definitions,
     MetadataValue,
     OpExecutionContext,
     Output,
@@ -184,7 +185,7 @@ def apply_retention_op(
     return Output(deleted, metadata=metadata)
 
 
-def build_retention_definitions(environ: Mapping[str, str] | None = None) -> dict:
+def build_retention_definitions(environ: Mapping[str, str] | None = None) -> Definitions:
     """The retention job, its daily schedule (METRICS_RETENTION_CRON) and its resource."""
     env = os.environ if environ is None else environ
     cron = env.get("METRICS_RETENTION_CRON") or "45 3 * * *"
@@ -206,27 +207,25 @@ def build_retention_definitions(environ: Mapping[str, str] | None = None) -> dic
         default_status=DefaultScheduleStatus.RUNNING,
         description="Daily (METRICS_RETENTION_CRON): the retention job.",
     )
-    return {
-        "jobs": [retention_job],
-        "schedules": [schedule],
-        "resources": {"retention": retention_resource(env)},
-    }
+    return Definitions(
+        jobs=[retention_job],
+        schedules=[schedule],
+        resources={"retention": retention_resource(env)},
+    )
 
 
 def run_retention(environ: Mapping[str, str] | None = None, instance=None) -> dict[str, int]:
     """The ``retention`` command: one run of the job in this process (through DAGSTER_HOME's
     instance, whose refresh runs it prunes); what it deleted per table. RuntimeError naming
     the failed step's error when the run fails."""
-    from dagster import Definitions
 
     from metrics_pipeline.execution import execute, open_instance, step_error
     from metrics_pipeline.resources import build_resources
 
     env = os.environ if environ is None else environ
-    family = build_retention_definitions(env)
     warehouse = build_resources(env, resolve=True)["warehouse"]
-    defs = Definitions(
-        jobs=family["jobs"], resources={"warehouse": warehouse, **family["resources"]}
+    defs = Definitions.merge(
+        build_retention_definitions(env), Definitions(resources={"warehouse": warehouse})
     )
     result = execute(
         defs.resolve_job_def(JOB_NAME), instance or open_instance(env), {"metrics/source": "cli"}

@@ -15,6 +15,7 @@ from dagster import (
     BackfillPolicy,
     BetaWarning,
     DefaultSensorStatus,
+    Definitions,
     HourlyPartitionsDefinition,
     MaterializeResult,
     RunRequest,
@@ -203,15 +204,15 @@ def build_collected_sensor(start: date, minimum_interval_seconds: int = 300) -> 
     )(collected_refresh_sensor)
 
 
-def build_collected_definitions(environ: Mapping[str, str] | None = None) -> dict:
-    """The family's Dagster objects, for ``Definitions(**...)``-style assembly."""
+def build_collected_definitions(environ: Mapping[str, str] | None = None) -> Definitions:
+    """The family's Dagster objects (its resource, the warehouse, is the platform's)."""
     env = os.environ if environ is None else environ
     asset_def = build_collected_asset(collected_partitions(env))
     interval = int(
         env.get("METRICS_SENSOR_INTERVAL_S") or env.get("METRICS_COLLECTED_REFRESH_S") or 300
     )
-    return {
-        "assets": [raw_spec(), asset_def],
-        "jobs": [build_collected_job(asset_def)],
-        "sensors": [build_collected_sensor(partitions_start(env), interval)],
-    }
+    return Definitions(
+        assets=[raw_spec(), asset_def],
+        jobs=[build_collected_job(asset_def)],
+        sensors=[build_collected_sensor(partitions_start(env), interval)],
+    )

@@ -36,9 +36,10 @@ def _job_and_resources(environ: Mapping[str, str]):
 
     from metrics_pipeline.resources import build_resources
 
-    family = build_collected_definitions(environ)
     warehouse = build_resources(environ, resolve=True)["warehouse"]
-    defs = Definitions(**family, resources={"warehouse": warehouse})
+    defs = Definitions.merge(
+        build_collected_definitions(environ), Definitions(resources={"warehouse": warehouse})
+    )
     return defs.resolve_job_def(JOB_NAME), warehouse
 
 
