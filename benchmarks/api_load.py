@@ -33,9 +33,9 @@ import numpy as np
 import psutil
 from sqlalchemy import create_engine, text
 
-from metrics_pipeline.api.auth import token_digest
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch
+from metrics_pipeline.web.auth import token_digest
 
 TOKEN = "benchmark-token"
 PG_ADMIN_URL = os.environ.get(

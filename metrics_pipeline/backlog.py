@@ -6,7 +6,6 @@ from datetime import date, datetime, timedelta
 
 from dagster import AssetKey
 
-from metrics_pipeline.assets.common import asset_key
 from metrics_pipeline.coverage import DATAPUMP, MISCONFIGURED, RETRYABLE, WRITTEN
 from metrics_pipeline.partitions import partition_key
 from metrics_pipeline.resources.warehouse import WarehouseResource
@@ -113,5 +112,5 @@ def backfill_partitions(hours, start: date) -> list[tuple[AssetKey, str]]:
         for level in LEVELS:
             key = partition_key(level, start, hour)
             for agg in AGGREGATES:
-                out.add((asset_key(agg, level), key))
+                out.add((AssetKey(agg.asset_name(level)), key))
     return sorted(out, key=lambda x: (x[0].to_user_string(), x[1]))

@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from metrics_pipeline.api.settings import is_loopback
 from metrics_pipeline.collected.settings import CollectedSettings
 from metrics_pipeline.resources import data_dir
+from metrics_pipeline.web.hosts import is_loopback
 
 #: A started process gets this long to stop on SIGTERM before it is killed.
 STOP_GRACE_S = 15.0

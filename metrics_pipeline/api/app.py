@@ -22,13 +22,11 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from metrics_pipeline.api.auth import load_tokens
 from metrics_pipeline.api.cache import MetadataCache
 from metrics_pipeline.api.deps import AppState, reject_unknown_query
 from metrics_pipeline.api.errors import install_error_handlers
 from metrics_pipeline.api.exports.service import ExportService
 from metrics_pipeline.api.exports.store import MemoryStore, RedisStore
-from metrics_pipeline.api.middleware import DrainedBodies, SecurityHeaders
 from metrics_pipeline.api.reader import CatalogNamesReader, WarehouseReader
 from metrics_pipeline.api.routers import (
     availability,
@@ -45,6 +43,8 @@ from metrics_pipeline.api.series_cache import SeriesCache
 from metrics_pipeline.api.settings import ApiSettings
 from metrics_pipeline.api.vendor import ChartLibrary
 from metrics_pipeline.resources.engines import safe_url
+from metrics_pipeline.web.auth import load_tokens
+from metrics_pipeline.web.middleware import DrainedBodies, SecurityHeaders
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: The API reads no request body; a larger one than this is refused (413).

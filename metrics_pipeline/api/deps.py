@@ -9,14 +9,15 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from metrics_pipeline.api.auth import LOOPBACK_PRINCIPAL, Principal, token_digest
 from metrics_pipeline.api.cache import MetadataCache
 from metrics_pipeline.api.errors import ApiError
 from metrics_pipeline.api.exports.service import ExportService
 from metrics_pipeline.api.reader import CatalogNamesReader, WarehouseReader
 from metrics_pipeline.api.series_cache import SeriesCache
-from metrics_pipeline.api.settings import ApiSettings, is_loopback
+from metrics_pipeline.api.settings import ApiSettings
 from metrics_pipeline.api.vendor import ChartLibrary
+from metrics_pipeline.web.auth import LOOPBACK_PRINCIPAL, Principal, token_digest
+from metrics_pipeline.web.hosts import is_loopback
 
 
 @dataclass

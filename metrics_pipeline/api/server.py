@@ -13,8 +13,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from metrics_pipeline.api.app import create_app
-from metrics_pipeline.api.settings import ApiSettings, is_loopback
+from metrics_pipeline.api.settings import ApiSettings
 from metrics_pipeline.resources.engines import ConfigurationError
+from metrics_pipeline.web.hosts import is_loopback
 
 EXIT_OK, EXIT_FAILED = 0, 1
 

@@ -1,6 +1,5 @@
 """The API's settings, read from the environment once, when the app or the server is built."""
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,16 +69,6 @@ class ApiSettings:
             export_secret=environ.get("METRICS_API_EXPORT_SECRET") or None,
             exports=_export_settings(environ),
         )
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and the loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _export_settings(environ: Mapping[str, str]) -> ExportSettings:

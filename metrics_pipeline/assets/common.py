@@ -58,7 +58,7 @@ _ROLLUP_SOURCES = {
 
 
 def asset_key(aggregate: Aggregate, level: Level) -> AssetKey:
-    return AssetKey(f"{aggregate.asset_stem}_{level.name}")
+    return AssetKey(aggregate.asset_name(level))
 
 
 def column_lineage(aggregate: Aggregate, level: Level) -> TableColumnLineage:

@@ -4,7 +4,7 @@ all ("*"), in the format of the metrics API's tokens file (``apps`` instead of `
 from dataclasses import dataclass
 from pathlib import Path
 
-from metrics_pipeline.api.auth import load_digest_file, token_digest
+from metrics_pipeline.web.auth import load_digest_file, token_digest
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from metrics_pipeline.api.auth import bearer_token
-from metrics_pipeline.api.middleware import DrainedBodies
-from metrics_pipeline.api.settings import is_loopback
 from metrics_pipeline.clock import utc_now
 from metrics_pipeline.collected import otlp
 from metrics_pipeline.collected.auth import AppKey, find_key, load_app_keys
@@ -48,6 +45,9 @@ from metrics_pipeline.collected.bus import (
 from metrics_pipeline.collected.keycap import KeyCapReached, cap_message
 from metrics_pipeline.collected.rules import BadPoint, Item, validate_item
 from metrics_pipeline.collected.settings import CollectedSettings
+from metrics_pipeline.web.auth import bearer_token
+from metrics_pipeline.web.hosts import is_loopback
+from metrics_pipeline.web.middleware import DrainedBodies
 
 log = logging.getLogger(__name__)
 

@@ -57,6 +57,10 @@ class Aggregate:
     def id_column(self) -> str:
         return f"{self.table}Id"
 
+    def asset_name(self, level) -> str:
+        """The name of this table's asset at ``level`` (``error_rate_hourly``)."""
+        return f"{self.asset_stem}_{level.name}"
+
 
 def _count(name: str, description: str, attr: str) -> ValueColumn:
     return ValueColumn(name, BigInteger, description, lambda p: getattr(p, attr))

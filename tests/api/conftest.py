@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from metrics_pipeline.api import ApiSettings, create_app
-from metrics_pipeline.api.auth import token_digest
+from metrics_pipeline.web.auth import token_digest
 
 from .helpers import (
     ADMIN_TOKEN,

@@ -7,9 +7,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from metrics_pipeline.api import ApiSettings, create_app
-from metrics_pipeline.api.auth import load_tokens, token_digest
 from metrics_pipeline.api.server import check_exposure, serve
 from metrics_pipeline.resources.engines import ConfigurationError
+from metrics_pipeline.web.auth import load_tokens, token_digest
 
 from .helpers import ADMIN_TOKEN, LOOPBACK_CLIENT, PORTAL_TOKEN
 

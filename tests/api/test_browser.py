@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from metrics_pipeline.api import ApiSettings, create_app
-from metrics_pipeline.api.auth import token_digest
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Partial, Sketch
+from metrics_pipeline.web.auth import token_digest
 
 from .helpers import ThreadedServer, free_port, watched_page
 

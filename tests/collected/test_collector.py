@@ -13,9 +13,9 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from metrics_pipeline.api.auth import token_digest
 from metrics_pipeline.collected.collector import create_collector_app
 from metrics_pipeline.collected.consumer import consume
+from metrics_pipeline.web.auth import token_digest
 from tests.api.helpers import oversized_requests
 
 from .conftest import sqlite_store

@@ -12,9 +12,9 @@ from sqlalchemy import event
 from sqlalchemy.dialects import mssql
 
 from metrics_pipeline.api import ApiSettings, create_app
-from metrics_pipeline.api.auth import token_digest
 from metrics_pipeline.clock import utc_now
 from metrics_pipeline.collected.rules import hour_start, hour_stats
+from metrics_pipeline.web.auth import token_digest
 
 from .test_sql import rows
 

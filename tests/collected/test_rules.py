@@ -130,8 +130,8 @@ def test_a_malformed_app_keys_file_is_a_configuration_error(tmp_path, content, m
 
 
 def test_app_keys_name_the_apps_a_key_may_send_for(tmp_path):
-    from metrics_pipeline.api.auth import token_digest
     from metrics_pipeline.collected.auth import find_key, load_app_keys
+    from metrics_pipeline.web.auth import token_digest
 
     path = tmp_path / "keys.json"
     path.write_text(

@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from metrics_pipeline.api.auth import Principal
 from metrics_pipeline.api.errors import ApiError
 from metrics_pipeline.api.exports.lifecycle import (
     DRAINING,
@@ -37,6 +36,7 @@ from metrics_pipeline.api.exports.render import CSV, render_csv, render_json
 from metrics_pipeline.api.exports.store import TaskStore
 from metrics_pipeline.api.exports.tokens import BadToken, PageToken, digest
 from metrics_pipeline.sql.warehouse import Warehouse
+from metrics_pipeline.web.auth import Principal
 
 log = logging.getLogger(__name__)
 

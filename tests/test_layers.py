@@ -1,0 +1,33 @@
+"""What a process loads: each service only its own part of the house (checked in a fresh
+interpreter, since this one has imported everything already)."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def loaded_by(module: str) -> set[str]:
+    code = (
+        f"import sys, {module}; "
+        "print(' '.join(m for m in sys.modules if m.startswith('metrics_pipeline')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("module", "not_loaded"),
+    [
+        # The collector process shares the web helpers, not the portal API and its exports.
+        ("metrics_pipeline.collected.collector", "metrics_pipeline.api"),
+        ("metrics_pipeline.collected.consumer", "metrics_pipeline.api"),
+        # The API reads the warehouse; it never loads the DataPump family's assets or sensors.
+        ("metrics_pipeline.api.app", "metrics_pipeline.assets"),
+        ("metrics_pipeline.api.app", "metrics_pipeline.sensors"),
+    ],
+)
+def test_a_service_loads_only_its_part(module, not_loaded):
+    loaded = loaded_by(module)
+    assert module in loaded
+    assert not {m for m in loaded if m == not_loaded or m.startswith(not_loaded + ".")}
