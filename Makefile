@@ -65,6 +65,7 @@ test-deps: install
 test: install test-deps services
 	promtool check rules deploy/prometheus/rules.yml
 	promtool test rules deploy/prometheus/rules.test.yml
+	$(BIN)/lint-imports
 	env -u METRICS_PARTITIONS_START $(BIN)/pytest -q
 
 bench: install services
@@ -74,6 +75,7 @@ bench: install services
 lint: install
 	$(BIN)/ruff check metrics_pipeline tests benchmarks
 	$(BIN)/ruff format --check metrics_pipeline tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf data .dagster_home

@@ -3,8 +3,11 @@ interpreter, since this one has imported everything already)."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def loaded_by(module: str) -> set[str]:
@@ -31,3 +34,11 @@ def test_a_service_loads_only_its_part(module, not_loaded):
     loaded = loaded_by(module)
     assert module in loaded
     assert not {m for m in loaded if m == not_loaded or m.startswith(not_loaded + ".")}
+
+
+def test_the_layering_contracts_hold():
+    # pyproject.toml's [tool.importlinter] contracts, as `make lint` checks them.
+    lint = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "0 broken" in result.stdout
