@@ -26,9 +26,10 @@ from metrics_pipeline.refresh import ChangeSettings
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.databases import Biller, CatalogResource, ShardsResource
 from metrics_pipeline.resources.engines import ShardMisconfigured, ShardUnreachable
-from metrics_pipeline.resources.warehouse import WarehouseResource, WriteStats
+from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY, Level, Partial, rollup, round2
 from metrics_pipeline.tags import EMPTY_SHARDS_TAG, UNDATED_TAG
+from metrics_pipeline.writes import WriteCounts
 
 HOUR = timedelta(hours=1)
 Log = Callable[[str], None]
@@ -114,7 +115,7 @@ class Outcome:
             )
         return tags
 
-    def add_stats(self, stats: WriteStats) -> None:
+    def add_stats(self, stats: WriteCounts) -> None:
         for table, counts in stats.by_table.items():
             mine = self.written.setdefault(
                 table, {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}

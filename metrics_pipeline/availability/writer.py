@@ -19,31 +19,10 @@ from metrics_pipeline.availability import sql
 from metrics_pipeline.clock import utc_second
 from metrics_pipeline.resources.engines import DatabaseUnreachable, describe_db_error, safe_url
 from metrics_pipeline.sql.source import as_naive_utc
+from metrics_pipeline.writes import WriteCounts
 
 #: Attempts of a window write that loses an insert race (unique key) to a concurrent writer.
 WRITE_ATTEMPTS = 5
-
-
-@dataclass
-class WriteCounts:
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-
-    def add(self, other: "WriteCounts") -> None:
-        self.inserted += other.inserted
-        self.updated += other.updated
-        self.deleted += other.deleted
-        self.unchanged += other.unchanged
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "inserted": self.inserted,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "unchanged": self.unchanged,
-        }
 
 
 def _same(a, b) -> bool:

@@ -5,7 +5,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -57,6 +57,7 @@ from metrics_pipeline.sql.warehouse import (
     ledger_query,
     ledger_summary_query,
 )
+from metrics_pipeline.writes import WriteCounts
 
 # SQLite stores NUMERIC as REAL; values are rounded to 2 decimals on the way in and out.
 warnings.filterwarnings(
@@ -64,15 +65,6 @@ warnings.filterwarnings(
 )
 
 PartialKey = tuple[int, datetime]
-
-
-@dataclass
-class WriteStats:
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    by_table: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -317,7 +309,7 @@ class WarehouseResource(ConfigurableResource):
         now: datetime | None = None,
         cursor: tuple[str, str, ShardCursor] | None = None,
         deletes: Iterable[PartialKey] = (),
-    ) -> WriteStats:
+    ) -> WriteCounts:
         """Upsert the three tables' rows for these (biller, StartTime) keys, delete the rows of
         the ``deletes`` keys (windows that no longer sum any written hour), and write their
         ledger rows, in one transaction.
@@ -333,8 +325,8 @@ class WarehouseResource(ConfigurableResource):
         deletes = sorted(set(deletes) - set(partials))
         wh = self.tables
 
-        def work(conn, when) -> WriteStats:
-            stats = WriteStats()
+        def work(conn, when) -> WriteCounts:
+            stats = WriteCounts()
             for agg in AGGREGATES:
                 table = wh.table(agg)
                 gone = _delete_keys(conn, table, level, deletes)
