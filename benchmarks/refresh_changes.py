@@ -231,7 +231,7 @@ def in_process_cycle(env, counter: StatementCounter) -> dict:
     """`metrics-pipeline refresh` in this process, so that the shards' statements are counted."""
     import io
 
-    from metrics_pipeline.cli import refresh_cycle
+    from metrics_pipeline.runs import refresh_cycle
 
     counter.reset()
     phases.clear()

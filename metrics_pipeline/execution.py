@@ -29,6 +29,16 @@ from filelock import FileLock, Timeout
 from metrics_pipeline.resources.engines import ConfigurationError
 from metrics_pipeline.tags import HOST_TAG, PID_TAG
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """Bad input to a command (a window, a setting, a name): one line, exit code 2."""
+
+
+class EnvironmentFailure(RuntimeError):
+    """A run failed as a whole because a database or a setting failed (exit code 2)."""
+
 
 def process_tags() -> dict[str, str]:
     """Tags that let a later process tell whether this one is still alive."""

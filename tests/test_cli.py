@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from metrics_pipeline.cli import UsageError, main, plan_window
+from metrics_pipeline.cli import main
+from metrics_pipeline.execution import UsageError
+from metrics_pipeline.runs import plan_window
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY
 from tests.support import sqlite_environment
 

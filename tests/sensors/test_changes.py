@@ -7,9 +7,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import MetaData, create_engine, text
 
-from metrics_pipeline.cli import main, refresh_cycle
+from metrics_pipeline.cli import main
 from metrics_pipeline.coverage import DATAPUMP
 from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.runs import refresh_cycle
 from metrics_pipeline.semantics import HOURLY
 from metrics_pipeline.sql.source import ShardNames, detail_table, occupancy_table
 from tests.support import read_raw, reference, sqlite_environment, warehouse_rows
