@@ -136,17 +136,12 @@ def materialize_window(
 
     from metrics_pipeline.definitions import build_definitions
     from metrics_pipeline.execution import execute, lean_dagster_events, open_instance
-    from metrics_pipeline.partitions import first_window, partitions_start
+    from metrics_pipeline.partitions import first_window
     from metrics_pipeline.refresh import range_tags
     from metrics_pipeline.resources import build_resources
     from metrics_pipeline.tags import BILLERS_TAG
 
-    environ = os.environ if environ is None else environ
-    out, err = out or sys.stdout, err or sys.stderr
-    try:
-        first_day = partitions_start(environ)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    environ, out, err, first_day = _command(environ, out, err)
     plan = plan_window(start, end, utc_now(), first_window(HOURLY, first_day), chunk_days)
 
     resources = build_resources(environ, resolve=True)
@@ -204,17 +199,11 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     daily and weekly runs of what it touched."""
     from metrics_pipeline.definitions import build_definitions
     from metrics_pipeline.execution import execute, lean_dagster_events, open_instance
-    from metrics_pipeline.partitions import partitions_start
     from metrics_pipeline.refresh import decode_hours, refresh_hours, refresh_request
     from metrics_pipeline.resources import build_resources
     from metrics_pipeline.tags import CHANGES_TAG, TOUCHED_TAG
 
-    environ = os.environ if environ is None else environ
-    out, err = out or sys.stdout, err or sys.stderr
-    try:
-        first_day = partitions_start(environ)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    environ, out, err, first_day = _command(environ, out, err)
     every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
     resources = build_resources(environ, resolve=True)
     enabled = resources["catalog"].enabled_billers()
@@ -365,3 +354,16 @@ def print_summary(out, warehouse, billers, plan: Plan, results, gaps, elapsed) -
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value}"
+
+
+def _command(environ, out, err):
+    """A command's environment (the process's by default), its streams and the partitions' first
+    day (a bad METRICS_PARTITIONS_START is bad input)."""
+    from metrics_pipeline.partitions import partitions_start
+
+    environ = os.environ if environ is None else environ
+    try:
+        first_day = partitions_start(environ)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return environ, out or sys.stdout, err or sys.stderr, first_day
