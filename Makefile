@@ -66,7 +66,7 @@ test: install test-deps services
 	promtool check rules deploy/prometheus/rules.yml
 	promtool test rules deploy/prometheus/rules.test.yml
 	$(BIN)/lint-imports
-	env -u METRICS_PARTITIONS_START $(BIN)/pytest -q
+	env -u METRICS_PARTITIONS_START $(BIN)/pytest -q --durations=15
 
 bench: install services
 	./scripts/system-deps.sh wrk
