@@ -21,7 +21,7 @@ def warehouse(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("avail_api")
     env = {"METRICS_DATA_DIR": str(tmp / "data"), "METRICS_EVENTS_ROOT": str(tmp / "events")}
     demo.create_availability_demo(env, END, days=3, seed=3, scale=0.3)
-    pipeline.materialize_window(END - timedelta(days=3), END, env)
+    pipeline.compute_window(END - timedelta(days=3), END, env)
     store = pipeline.open_store(env)
     yield env, store
     store.engine.dispose()

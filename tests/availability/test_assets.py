@@ -108,7 +108,7 @@ def test_refresh_sensor_requests_changed_hours(tmp_path):
     write_hours(tmp_path / "events")
     store = pipeline.open_store(env)
     reference_rows(store)
-    pipeline.materialize_window(HOUR, HOUR + timedelta(hours=3), env)
+    pipeline.compute_window(HOUR, HOUR + timedelta(hours=3), env)
     defs = build_definitions(env, resolve=True)
     sensor = defs.get_sensor_def("availability_refresh_sensor")
     # The events are from 2025, beyond the 7-day look-back of "now": widen it for the test.

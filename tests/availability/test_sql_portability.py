@@ -31,7 +31,7 @@ def captured(tmp_path_factory) -> list[ClauseElement]:
     store.ensure_schema()
     reference_rows(store)
     write_hours(tmp / "events")
-    pipeline.materialize_window(HOUR, HOUR + timedelta(hours=3), env, store=store)
+    pipeline.compute_window(HOUR, HOUR + timedelta(hours=3), env, store=store)
     late = HOUR + timedelta(hours=1)
     ev.write_jsonl(
         ev.hour_folder(tmp / "events", late) / "late.jsonl", ev.random_events(late, 200, 8)
