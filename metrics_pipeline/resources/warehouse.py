@@ -103,9 +103,16 @@ SCHEMA_ATTEMPTS = 5
 
 
 def _lost_schema_race(exc: DBAPIError) -> bool:
-    """Another process created the same table, index or reference row a moment earlier."""
+    """Another process created the same table, index or reference row a moment earlier, or
+    (SQLite) was switching a new file to WAL at the same moment: SQLite answers a lock
+    deadlock between them at once ("database is locked") instead of waiting."""
     text_ = str(exc.orig if exc.orig is not None else exc).lower()
-    return isinstance(exc, IntegrityError) or "already exists" in text_ or "duplicate" in text_
+    return (
+        isinstance(exc, IntegrityError)
+        or "already exists" in text_
+        or "duplicate" in text_
+        or "database is locked" in text_
+    )
 
 
 #: A write that lost a race for new keys is run again; each retry finds more of its rows.
