@@ -287,6 +287,7 @@ def aggregate_hourly(
                         result = future.result()
                     except (ShardUnreachable, ShardMisconfigured) as exc:
                         progress.failed = True
+                        still_busy.pop(shard, None)  # failed as a whole, as its busy billers
                         fail_shard(shard, progress.billers, exc)
                         continue
                     if kind == "busy":
