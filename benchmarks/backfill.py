@@ -21,7 +21,7 @@ from dagster import DagsterInstance, RunsFilter
 from benchmarks.daemon import Daemon, pg_instance_storage, runs_detail
 from benchmarks.data import create_catalog, create_shards
 from benchmarks.throughput import drop
-from metrics_pipeline.backlog import BacklogSettings, find_backlog
+from metrics_pipeline.datapump.backlog import BacklogSettings, find_backlog
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import DAILY, hour_start
 

@@ -12,14 +12,14 @@ import numpy as np
 from sqlalchemy import Index, MetaData, create_engine, insert
 from sqlalchemy.engine import make_url
 
-from metrics_pipeline.resources.engines import normalize_url
-from metrics_pipeline.sql.source import (
+from metrics_pipeline.datapump.sql import (
     CatalogNames,
     ShardNames,
     catalog_table,
     detail_table,
     occupancy_table,
 )
+from metrics_pipeline.resources.engines import normalize_url
 
 STATUSES = np.array(["200"] * 90 + ["201"] * 3 + ["302"] * 2 + ["500", "503", "404", "504", "408"])
 

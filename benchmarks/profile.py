@@ -40,7 +40,7 @@ CATEGORIES = [
     ("Dagster events", ("_core/storage/event_log", "handle_new_event", "store_event")),
     ("rollups (daily, weekly)", ("assets/rollups.py", "roll_up (")),
     ("warehouse reads and writes", ("resources/warehouse.py",)),
-    ("waiting for the write lock", ("write (metrics_pipeline/aggregation.py",)),
+    ("waiting for the write lock", ("write (metrics_pipeline/datapump/pipeline.py",)),
     (
         "in the shard's database",
         ("do_execute", "fetchall", "fetchone", "fetchmany", "_fetchiter_impl", "connect ("),

@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 
 from benchmarks.data import create_catalog, create_shards, shard_of
-from metrics_pipeline.refresh import refresh_hours
+from metrics_pipeline.datapump.refresh import refresh_hours
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, hour_start
 from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
 from metrics_pipeline.tags import REFRESH_TAG
@@ -231,7 +231,7 @@ def in_process_cycle(env, counter: StatementCounter) -> dict:
     """`metrics-pipeline refresh` in this process, so that the shards' statements are counted."""
     import io
 
-    from metrics_pipeline.runs import refresh_cycle
+    from metrics_pipeline.datapump.runs import refresh_cycle
 
     counter.reset()
     phases.clear()

@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, text
 
 from benchmarks.daemon import pg_instance_storage
 from benchmarks.data import create_catalog, create_shards, shard_of
-from metrics_pipeline.resources.databases import ShardsResource
+from metrics_pipeline.datapump.shards import ShardsResource
 from metrics_pipeline.semantics import SKETCH_GAMMA
 
 PG_ADMIN = os.environ.get(

@@ -33,10 +33,9 @@ from dagster import DagsterInstance, RunsFilter, build_sensor_context
 from benchmarks.daemon import Daemon, pg_instance_storage, runs_detail, sample_tree
 from benchmarks.data import create_catalog, create_shards
 from benchmarks.throughput import drop
-from metrics_pipeline.assets.common import asset_key
-from metrics_pipeline.definitions import build_definitions
+from metrics_pipeline.datapump.assets.common import asset_key
+from metrics_pipeline.definitions import build_definitions, build_resources
 from metrics_pipeline.partitions import parse_partitions_start, partition_key
-from metrics_pipeline.resources import build_resources
 from metrics_pipeline.semantics import DAILY, HOURLY, hour_start
 from metrics_pipeline.sql.warehouse import AGGREGATES
 

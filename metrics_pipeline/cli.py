@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from metrics_pipeline.clock import utc_now
+from metrics_pipeline.datapump.runs import materialize_window, refresh_cycle
 from metrics_pipeline.execution import (
     EXIT_FAILED,
     EXIT_OK,
@@ -20,7 +21,6 @@ from metrics_pipeline.execution import (
     UsageError,
 )
 from metrics_pipeline.resources.engines import ConfigurationError, DatabaseUnreachable
-from metrics_pipeline.runs import materialize_window, refresh_cycle
 from metrics_pipeline.semantics import DAILY, WEEKLY, hour_start
 from metrics_pipeline.settings import port_number
 
@@ -206,7 +206,7 @@ def materialize_bounds(args) -> tuple[datetime, datetime]:
 
 
 def run_demo_data(args, environ) -> int:
-    from metrics_pipeline.demo import create_demo_data
+    from metrics_pipeline.datapump.demo import create_demo_data
     from metrics_pipeline.resources import data_dir, resource_urls
 
     urls = resource_urls(environ, resolve=True)
@@ -225,10 +225,11 @@ def run_demo_data(args, environ) -> int:
     )
     total = sum(written.values())
     if urls["warehouse"].startswith("sqlite") or args.allow_server:
-        from metrics_pipeline.demo import DEMO_OBJECTIVES
+        from metrics_pipeline.datapump.demo import DEMO_OBJECTIVES
+        from metrics_pipeline.datapump.objectives import write_objectives
         from metrics_pipeline.resources.warehouse import WarehouseResource
 
-        WarehouseResource(url=urls["warehouse"]).write_objectives(DEMO_OBJECTIVES)
+        write_objectives(WarehouseResource(url=urls["warehouse"]), DEMO_OBJECTIVES)
         print(f"demo data: objectives of {len(DEMO_OBJECTIVES)} billers in BillerObjective")
     # The partitions begin on the Sunday on or before the demo's first day (every week whole).
     first_day = WEEKLY.floor(end - timedelta(days=args.days))
@@ -291,7 +292,13 @@ def run_objectives(args, environ) -> int:
     """``objectives set BILLER... --error-rate ...`` replaces those billers' rows (validated: a
     bad value is one line on stderr, nothing written); ``objectives list`` prints the rows and
     each biller's state at the current hour."""
-    from metrics_pipeline.objectives import InvalidObjective, ObjectiveSettings, validate
+    from metrics_pipeline.datapump.objectives import (
+        InvalidObjective,
+        ObjectiveSettings,
+        objective_states,
+        validate,
+        write_objectives,
+    )
     from metrics_pipeline.resources import resource_urls
     from metrics_pipeline.resources.warehouse import WarehouseResource
 
@@ -305,12 +312,12 @@ def run_objectives(args, environ) -> int:
             ]
         except InvalidObjective as exc:
             raise UsageError(f"objectives set: {exc}") from None
-        warehouse.write_objectives(found)
+        write_objectives(warehouse, found)
         print(f"objectives: {len(found)} biller(s) set")
         return EXIT_OK
     now = hour_start(utc_now()).replace(tzinfo=None)
     wanted = [int(b) for b in args.billers if b.isdigit()] or None
-    found = warehouse.objective_states([now], ObjectiveSettings.from_env().min_requests, wanted)[
+    found = objective_states(warehouse, [now], ObjectiveSettings.from_env().min_requests, wanted)[
         now
     ]
     for biller, state in sorted(found.states.items()):

@@ -19,6 +19,7 @@ from dagster import (
 )
 
 from metrics_pipeline.semantics import DAILY, HOURLY, Level, week_start
+from metrics_pipeline.tags import RANGE_END, RANGE_START
 
 #: The first day of the partitions when METRICS_PARTITIONS_START is not set.
 DEFAULT_PARTITIONS_START = "2025-01-05"
@@ -129,3 +130,14 @@ def rollup_mapping() -> TimeWindowPartitionMapping:
 
 def hours_between(first: datetime, stop: datetime) -> int:
     return int((stop - first) / timedelta(hours=1))
+
+
+def partition_range_tags(
+    level: Level, start: date, first: datetime, last: datetime
+) -> dict[str, str]:
+    """Tags for one run over the partitions of ``level`` from ``first`` to ``last`` (inclusive),
+    for any family's job on the platform's partitions."""
+    return {
+        RANGE_START: partition_key(level, start, first),
+        RANGE_END: partition_key(level, start, last),
+    }

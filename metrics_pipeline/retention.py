@@ -220,10 +220,10 @@ def run_retention(environ: Mapping[str, str] | None = None, instance=None) -> di
     the failed step's error when the run fails."""
 
     from metrics_pipeline.execution import execute, open_instance, step_error
-    from metrics_pipeline.resources import build_resources
+    from metrics_pipeline.resources import warehouse_resource
 
     env = os.environ if environ is None else environ
-    warehouse = build_resources(env, resolve=True)["warehouse"]
+    warehouse = warehouse_resource(env, resolve=True)
     defs = Definitions.merge(
         build_retention_definitions(env), Definitions(resources={"warehouse": warehouse})
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import MetaData, create_engine, insert, text
 
-from metrics_pipeline.sql.source import (
+from metrics_pipeline.datapump.sql import (
     CatalogNames,
     ShardNames,
     catalog_table,

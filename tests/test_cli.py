@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from metrics_pipeline.cli import main
+from metrics_pipeline.datapump.runs import plan_window
 from metrics_pipeline.execution import UsageError
-from metrics_pipeline.runs import plan_window
 from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY
 from tests.support import sqlite_environment
 

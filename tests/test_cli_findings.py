@@ -5,7 +5,7 @@ tell shards apart is refused before anything is written; rows in no hour are nam
 from sqlalchemy import MetaData, create_engine, inspect, text
 
 from metrics_pipeline.cli import main
-from metrics_pipeline.sql.source import ShardNames, detail_table, occupancy_table
+from metrics_pipeline.datapump.sql import ShardNames, detail_table, occupancy_table
 from tests.support import sqlite_environment
 
 WINDOW = ["materialize", "--start", "2025-03-02T00:00Z", "--end", "2025-03-02T06:00Z"]

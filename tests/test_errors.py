@@ -22,10 +22,9 @@ from sqlalchemy import create_engine, text
 
 from metrics_pipeline.cli import main
 from metrics_pipeline.coverage import DATAPUMP
-from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.resources import build_resources
+from metrics_pipeline.datapump.runs import plan_window
+from metrics_pipeline.definitions import build_definitions, build_resources
 from metrics_pipeline.resources.warehouse import WarehouseResource
-from metrics_pipeline.runs import plan_window
 from metrics_pipeline.semantics import HOURLY
 from tests.support import PG_ADMIN_URL, sqlite_environment
 

@@ -26,8 +26,11 @@ def loaded_by(module: str) -> set[str]:
         ("metrics_pipeline.collected.collector", "metrics_pipeline.api"),
         ("metrics_pipeline.collected.consumer", "metrics_pipeline.api"),
         # The API reads the warehouse; it never loads the DataPump family's assets or sensors.
-        ("metrics_pipeline.api.app", "metrics_pipeline.assets"),
-        ("metrics_pipeline.api.app", "metrics_pipeline.sensors"),
+        ("metrics_pipeline.api.app", "metrics_pipeline.datapump.assets"),
+        ("metrics_pipeline.api.app", "metrics_pipeline.datapump.sensors"),
+        # The collector and the consumer load no other family.
+        ("metrics_pipeline.collected.collector", "metrics_pipeline.datapump"),
+        ("metrics_pipeline.collected.consumer", "metrics_pipeline.availability"),
     ],
 )
 def test_a_service_loads_only_its_part(module, not_loaded):

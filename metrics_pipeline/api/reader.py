@@ -16,13 +16,14 @@ from metrics_pipeline.api.queries import (
     series_query,
     timestamp_types_query,
 )
-from metrics_pipeline.backlog import BacklogSettings
+from metrics_pipeline.clock import as_naive_utc
 from metrics_pipeline.coverage import STALE, WRITTEN
+from metrics_pipeline.datapump.backlog import BacklogSettings
+from metrics_pipeline.datapump.objectives import Objectives, read_states
+from metrics_pipeline.datapump.sql import CatalogNames, catalog_table
 from metrics_pipeline.health import UNCOVERED_STATES, FamilyHealth, family_health
-from metrics_pipeline.objectives import Objectives, read_states
 from metrics_pipeline.resources.engines import DatabaseUnreachable, create_db_engine
 from metrics_pipeline.semantics import HOURLY
-from metrics_pipeline.sql.source import CatalogNames, as_naive_utc, catalog_table
 from metrics_pipeline.sql.warehouse import (
     AGGREGATES,
     build_warehouse,

@@ -41,13 +41,12 @@ from dagster import (
 )
 from sqlalchemy import Table
 
+from metrics_pipeline.assets.partitioned_checks import Verdict, each_partition
 from metrics_pipeline.availability import pipeline, sql
 from metrics_pipeline.availability.partitions import availability_partitions
 from metrics_pipeline.availability.resource import AvailabilityResource
 from metrics_pipeline.availability.settings import AvailabilitySettings
-from metrics_pipeline.checks import Verdict, each_partition
-from metrics_pipeline.clock import utc_now
-from metrics_pipeline.sql.source import as_naive_utc
+from metrics_pipeline.clock import as_naive_utc, utc_now
 
 GROUP = "availability"
 OWNERS = ["team:metrics-platform"]

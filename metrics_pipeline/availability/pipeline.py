@@ -12,8 +12,8 @@ from decimal import Decimal
 from metrics_pipeline.availability import cursor, duckdb_sql, rules, sql
 from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.availability.writer import Store
+from metrics_pipeline.clock import as_naive_utc
 from metrics_pipeline.semantics import Sketch
-from metrics_pipeline.sql.source import as_naive_utc
 from metrics_pipeline.writes import WriteCounts
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from metrics_pipeline.availability import slo, sql
 from metrics_pipeline.availability.pipeline import slo_states
 from metrics_pipeline.availability.writer import Store
-from metrics_pipeline.sql.source import as_naive_utc
+from metrics_pipeline.clock import as_naive_utc
 
 SERIES_FIELDS = [c for c in sql.PUBLISHED_VALUES if c != "ScenarioName"]
 

@@ -15,15 +15,14 @@ from metrics_pipeline.availability.assets import (
     build_availability_definitions,
 )
 from metrics_pipeline.availability.settings import AvailabilitySettings
-from metrics_pipeline.clock import utc_now
+from metrics_pipeline.clock import as_naive_utc, utc_now
 from metrics_pipeline.partitions import (
     contiguous_runs,
+    partition_range_tags,
     partitions_start,
     require_partitioned,
 )
-from metrics_pipeline.refresh import partition_range_tags
 from metrics_pipeline.semantics import DAILY, HOURLY
-from metrics_pipeline.sql.source import as_naive_utc
 
 
 @dataclass

@@ -16,9 +16,8 @@ from sqlalchemy import Engine, Table, and_, bindparam, delete, select, true, upd
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from metrics_pipeline.availability import sql
-from metrics_pipeline.clock import utc_second
+from metrics_pipeline.clock import as_naive_utc, utc_second
 from metrics_pipeline.resources.engines import DatabaseUnreachable, describe_db_error, safe_url
-from metrics_pipeline.sql.source import as_naive_utc
 from metrics_pipeline.writes import WriteCounts
 
 #: Attempts of a window write that loses an insert race (unique key) to a concurrent writer.

@@ -32,8 +32,7 @@ from dagster import (
 
 from metrics_pipeline.collected.sql import build_tables
 from metrics_pipeline.collected.store import CollectedStore, RefreshPlan
-from metrics_pipeline.partitions import partitions_def, partitions_start
-from metrics_pipeline.refresh import partition_range_tags
+from metrics_pipeline.partitions import partition_range_tags, partitions_def, partitions_start
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
 from metrics_pipeline.tags import REFRESH_TAG

@@ -45,9 +45,9 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], settings) -> int:
         return serve_collector(args.host, args.port, settings)
     from metrics_pipeline.collected.consumer import run_consumer
     from metrics_pipeline.collected.store import CollectedStore
-    from metrics_pipeline.resources import build_resources
+    from metrics_pipeline.resources import warehouse_resource
 
-    warehouse = build_resources(environ, resolve=True)["warehouse"]
+    warehouse = warehouse_resource(environ, resolve=True)
     store = CollectedStore(warehouse.engine(), warehouse.db_schema)
     result = run_consumer(settings, store, args.once, args.metrics_port)
     print(

@@ -14,8 +14,7 @@ from metrics_pipeline.collected.assets import (
 )
 from metrics_pipeline.collected.rules import hour_start
 from metrics_pipeline.collected.store import CollectedStore
-from metrics_pipeline.partitions import partitions_start, require_partitioned
-from metrics_pipeline.refresh import partition_range_tags
+from metrics_pipeline.partitions import partition_range_tags, partitions_start, require_partitioned
 from metrics_pipeline.semantics import HOURLY
 from metrics_pipeline.tags import REFRESH_TAG
 
@@ -34,9 +33,9 @@ class CollectedRun:
 def _job_and_resources(environ: Mapping[str, str]):
     from dagster import Definitions
 
-    from metrics_pipeline.resources import build_resources
+    from metrics_pipeline.resources import warehouse_resource
 
-    warehouse = build_resources(environ, resolve=True)["warehouse"]
+    warehouse = warehouse_resource(environ, resolve=True)
     defs = Definitions.merge(
         build_collected_definitions(environ), Definitions(resources={"warehouse": warehouse})
     )

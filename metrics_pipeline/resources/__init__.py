@@ -7,7 +7,6 @@ from pathlib import Path
 
 from dagster import EnvVar
 
-from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
 from metrics_pipeline.resources.warehouse import WarehouseResource
 
 URL_VARIABLES = {
@@ -36,17 +35,7 @@ def resource_urls(environ: Mapping[str, str] | None = None, resolve: bool = True
     return urls
 
 
-def build_resources(environ: Mapping[str, str] | None = None, resolve: bool = False) -> dict:
-    """The resources of the code location (``resolve=True`` gives plain values, for the CLI)."""
-    environ = os.environ if environ is None else environ
-    urls = resource_urls(environ, resolve)
-    return {
-        "catalog": CatalogResource(url=urls["catalog"]),
-        "shards": ShardsResource(
-            url_template=urls["shards"],
-            busy_retries=int(environ.get("METRICS_BUSY_RETRIES", 2)),
-            busy_retry_delay_s=float(environ.get("METRICS_BUSY_RETRY_DELAY_S", 20)),
-            max_parallel_shards=int(environ.get("METRICS_MAX_PARALLEL_SHARDS", 4)),
-        ),
-        "warehouse": WarehouseResource(url=urls["warehouse"]),
-    }
+def warehouse_resource(environ: Mapping[str, str] | None = None, resolve: bool = False):
+    """The platform's warehouse, shared by every family (``resolve=True`` gives a plain URL
+    instead of EnvVar, for the command line)."""
+    return WarehouseResource(url=resource_urls(environ, resolve)["warehouse"])

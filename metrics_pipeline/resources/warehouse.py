@@ -17,15 +17,13 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    insert,
     select,
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SAWarning
 
-from metrics_pipeline.clock import utc_second
+from metrics_pipeline.clock import as_naive_utc, utc_second
 from metrics_pipeline.coverage import DATAPUMP, NOT_WRITTEN, LedgerEntry
-from metrics_pipeline.objectives import BillerObjective, Objectives, read_states_at
 from metrics_pipeline.partitions import contiguous_runs
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import (
@@ -44,7 +42,6 @@ from metrics_pipeline.semantics import (
     Sketch,
     round2,
 )
-from metrics_pipeline.sql.source import as_naive_utc
 from metrics_pipeline.sql.warehouse import (
     AGGREGATES,
     ERROR_RATE,
@@ -242,7 +239,8 @@ class WarehouseResource(ConfigurableResource):
             immediate_transactions=True,
         )
 
-    def _unreachable(self, exc: OperationalError) -> DatabaseUnreachable:
+    def unreachable(self, exc: OperationalError) -> DatabaseUnreachable:
+        """The one-line error of a warehouse that cannot be reached."""
         return DatabaseUnreachable("warehouse", safe_url(self.url), describe_db_error(exc))
 
     # --- schema -------------------------------------------------------------------------------
@@ -262,7 +260,7 @@ class WarehouseResource(ConfigurableResource):
                         time.sleep(0.1 * (attempt + 1))
                         continue
                     if isinstance(exc, OperationalError):
-                        raise self._unreachable(exc) from exc
+                        raise self.unreachable(exc) from exc
                     raise
             self._schema_ready = True
 
@@ -417,7 +415,7 @@ class WarehouseResource(ConfigurableResource):
                     )
                 ).all()
         except OperationalError as exc:
-            raise self._unreachable(exc) from exc
+            raise self.unreachable(exc) from exc
         return {
             r.Source: ShardCursor(
                 int(r.Position), tuple(int(i) for i in (r.Pending or "").split(",") if i)
@@ -479,7 +477,7 @@ class WarehouseResource(ConfigurableResource):
                 if attempt == WRITE_ATTEMPTS - 1:
                     raise
             except OperationalError as exc:
-                raise self._unreachable(exc) from exc
+                raise self.unreachable(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def write_job_log(
@@ -513,7 +511,7 @@ class WarehouseResource(ConfigurableResource):
                     },
                 )
         except OperationalError as exc:
-            raise self._unreachable(exc) from exc
+            raise self.unreachable(exc) from exc
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -549,37 +547,8 @@ class WarehouseResource(ConfigurableResource):
                         partial = out.setdefault(key, Partial(request_count=int(r["RequestCount"])))
                         setattr(partial, attr, int(r[column] or 0))
         except OperationalError as exc:
-            raise self._unreachable(exc) from exc
+            raise self.unreachable(exc) from exc
         return out
-
-    def write_objectives(self, objectives: Iterable[BillerObjective]) -> int:
-        """Insert or replace these billers' objectives, in one transaction (validated
-        :class:`~metrics_pipeline.objectives.BillerObjective` values only)."""
-        self.ensure_schema()
-        rows = [o.as_row(utc_second()) for o in objectives]
-        table = self.tables.objectives
-        ids = [r["BillerId"] for r in rows]
-        try:
-            with self.engine().begin() as conn:
-                for i in range(0, len(ids), 500):
-                    conn.execute(delete(table).where(table.c.BillerId.in_(ids[i : i + 500])))
-                if rows:
-                    conn.execute(insert(table), rows)
-        except OperationalError as exc:
-            raise self._unreachable(exc) from exc
-        return len(rows)
-
-    def objective_states(
-        self, ends: Iterable[datetime], min_requests: int, billers: Iterable[int] | None = None
-    ) -> dict[datetime, Objectives]:
-        """Every biller's objectives judged at each of ``ends`` (:func:`~metrics_pipeline.
-        objectives.read_states_at`)."""
-        self.ensure_schema()
-        try:
-            with self.engine().connect() as conn:
-                return read_states_at(conn, self.tables, ends, min_requests, billers)
-        except OperationalError as exc:
-            raise self._unreachable(exc) from exc
 
     def read_ledger(
         self,
@@ -616,7 +585,7 @@ class WarehouseResource(ConfigurableResource):
                         r.EntityId, when, r.State, r.Reason, r.SourceRows, r.RunId
                     )
         except OperationalError as exc:
-            raise self._unreachable(exc) from exc
+            raise self.unreachable(exc) from exc
         return dict(out)
 
     def ledger_summary(
@@ -645,7 +614,7 @@ class WarehouseResource(ConfigurableResource):
                             tuple(sorted({*have.states, r.State})),
                         )
         except OperationalError as exc:
-            raise self._unreachable(exc) from exc
+            raise self.unreachable(exc) from exc
         return out
 
     def covered_counts(
@@ -676,7 +645,7 @@ class WarehouseResource(ConfigurableResource):
                     for r in conn.execute(query):
                         out[as_naive_utc(r.StartTime)] += int(r.n)
         except OperationalError as exc:
-            raise self._unreachable(exc) from exc
+            raise self.unreachable(exc) from exc
         return dict(out)
 
     def read_ledger_hours(

@@ -1,0 +1,1 @@
+"""The platform's own sensors, over every family: alerts (Alertmanager) from check results."""

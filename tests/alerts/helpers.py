@@ -5,8 +5,8 @@ from datetime import datetime
 
 from dagster import build_sensor_context, job, op
 
-from metrics_pipeline.assets.reporting import CoverageSettings, coverage_evaluation
 from metrics_pipeline.coverage import LedgerEntry, judge
+from metrics_pipeline.datapump.assets.reporting import CoverageSettings, coverage_evaluation
 from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.execution import environment
 from metrics_pipeline.partitions import parse_partitions_start, partition_key

@@ -42,7 +42,7 @@ def instance():
 def test_busy_biller_pages_then_resolves_after_it_is_materialized_again(
     tmp_path, receiver, alertmanager, monkeypatch
 ):
-    from tests.assets.test_coverage import set_processing
+    from tests.datapump.test_coverage import set_processing
 
     env = sqlite_environment(tmp_path, per_hour=1)
     home = tmp_path / "home"
@@ -172,7 +172,7 @@ def test_an_alertmanager_down_for_a_while_loses_nothing(instance, receiver, aler
 
 def run_hourly(env, instance):
     from metrics_pipeline.definitions import build_definitions
-    from tests.sensors.test_busy import hours_range
+    from tests.datapump.sensors.test_busy import hours_range
 
     job = build_definitions(env, resolve=True).resolve_job_def("hourly_job")
     return job.execute_in_process(instance=instance, tags=hours_range(), raise_on_error=False)

@@ -13,7 +13,7 @@ import pytest
 
 from metrics_pipeline.cli import main
 from tests.alerts.servers import Alertmanager, Receiver
-from tests.assets.test_coverage import set_processing
+from tests.datapump.test_coverage import set_processing
 from tests.support import WINDOW_START, sqlite_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.alerting]

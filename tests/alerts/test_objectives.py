@@ -9,7 +9,7 @@ from dagster import instance_for_test
 from metrics_pipeline.alerts.rules import Evaluation, alert_name, apply, check_alerts
 from tests.alerts.helpers import Daemon, alert_env
 from tests.alerts.servers import Alertmanager, Receiver
-from tests.assets.test_objectives import BURNING, HOUR, burning_warehouse, run_check, write_hours
+from tests.datapump.test_objectives import BURNING, HOUR, burning_warehouse, run_check, write_hours
 from tests.support import register_billers
 
 FAMILIES = {"error_rate_hourly": "datapump"}

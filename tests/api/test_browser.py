@@ -310,8 +310,8 @@ def test_axes_fit_every_biller_and_filter_changes_during_a_refresh_apply(browser
 
 
 def test_the_dashboard_shows_each_billers_error_budget_and_burn_state(browser, tmp_path):
-    from metrics_pipeline.objectives import validate
-    from tests.assets.test_objectives import write_hours
+    from metrics_pipeline.datapump.objectives import validate, write_objectives
+    from tests.datapump.test_objectives import write_hours
 
     from .helpers import browser_page
 
@@ -325,7 +325,7 @@ def test_the_dashboard_shows_each_billers_error_budget_and_burn_state(browser, t
         rows.append((BILLER, hour, 1000, 200 if hour == last else 5, 1, 300.0, 1))
         rows.append((OTHER, hour, 1000, 5, 1, 300.0, 1))
     write_hours(url, rows)
-    WarehouseResource(url=url).write_objectives([validate(BILLER, 0.01, 0.01, 800)])
+    write_objectives(WarehouseResource(url=url), [validate(BILLER, 0.01, 0.01, 800)])
     app = create_app(ApiSettings(warehouse_url=url, refresh_seconds=60))
     with browser_page(browser, app, "/") as (page, problems):
         page.wait_for_function(

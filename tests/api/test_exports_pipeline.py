@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, insert
 
 from metrics_pipeline.api import ApiSettings, create_app
 from metrics_pipeline.cli import main
-from metrics_pipeline.sql.source import (
+from metrics_pipeline.datapump.sql import (
     CatalogNames,
     ShardNames,
     catalog_table,

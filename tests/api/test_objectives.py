@@ -7,9 +7,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from metrics_pipeline.api import ApiSettings, create_app
-from metrics_pipeline.objectives import validate
+from metrics_pipeline.datapump.objectives import validate, write_objectives
 from metrics_pipeline.resources.warehouse import WarehouseResource
-from tests.assets.test_objectives import write_hours
+from tests.datapump.test_objectives import write_hours
 
 from .helpers import LOOPBACK_CLIENT
 
@@ -31,8 +31,9 @@ def client(request, tmp_path):
         rows.append((QUIET, hour, 10, 10, 10, 100.0, 1))
         rows.append((PLAIN, hour, 1000, 900, 900, 300.0, 1))
     write_hours(url, rows)
-    WarehouseResource(url=url).write_objectives(
-        [validate(BURNING, 0.01, 0.01, 800), validate(QUIET, 0.01, 0.01)]
+    write_objectives(
+        WarehouseResource(url=url),
+        [validate(BURNING, 0.01, 0.01, 800), validate(QUIET, 0.01, 0.01)],
     )
     with TestClient(create_app(ApiSettings(warehouse_url=url)), client=LOOPBACK_CLIENT) as c:
         yield c

@@ -81,7 +81,7 @@ DEMO_HOUR = DEMO_END - timedelta(hours=19)  # 2026-11-20 05:00
 def demo_env(tmp_path_factory) -> dict[str, str]:
     """METRICS_* variables pointing at one day of SQLite demo data (catalog and shards) and an
     empty warehouse, as the deployment's Secret would."""
-    from metrics_pipeline.demo import create_demo_data
+    from metrics_pipeline.datapump.demo import create_demo_data
 
     folder = tmp_path_factory.mktemp("demo")
     env = {

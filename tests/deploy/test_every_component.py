@@ -17,7 +17,7 @@ from metrics_pipeline.api.server import access_log_of, workers_of
 from metrics_pipeline.cli import build_parser
 from metrics_pipeline.collected.collector import create_collector_app
 from metrics_pipeline.collected.settings import CollectedSettings
-from metrics_pipeline.resources import build_resources
+from metrics_pipeline.definitions import build_resources
 
 from .chart import DEPLOY, EXAMPLE_IMAGE, KUBERNETES_VERSIONS, load_manifests, load_yaml
 

@@ -6,7 +6,7 @@ import copy
 import jsonschema
 import pytest
 
-from metrics_pipeline.assets.hourly import build_hourly_aggregates
+from metrics_pipeline.datapump.assets.hourly import build_hourly_aggregates
 from metrics_pipeline.partitions import parse_partitions_start
 from metrics_pipeline.resources import URL_VARIABLES
 

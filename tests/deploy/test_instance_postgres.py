@@ -25,8 +25,8 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
 from metrics_pipeline.coverage import DATAPUMP
+from metrics_pipeline.datapump.demo import DEMO_BILLERS
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.demo import DEMO_BILLERS
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
 

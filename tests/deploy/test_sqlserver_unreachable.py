@@ -12,8 +12,8 @@ import pyodbc
 import pytest
 from dagster import DagsterInstance, Failure
 
+from metrics_pipeline.datapump.shards import ShardsResource
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.resources.databases import ShardsResource
 from metrics_pipeline.resources.engines import ShardUnreachable
 
 from .conftest import DEMO_HOUR, free_port

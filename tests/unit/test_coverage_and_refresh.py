@@ -2,9 +2,9 @@
 
 from datetime import datetime, timedelta
 
-from metrics_pipeline.aggregation import hour_segments, split_span
 from metrics_pipeline.coverage import WRITTEN, LedgerEntry, judge
-from metrics_pipeline.refresh import decode_hours, encode_hours, refresh_hours
+from metrics_pipeline.datapump.pipeline import hour_segments, split_span
+from metrics_pipeline.datapump.refresh import decode_hours, encode_hours, refresh_hours
 
 H = datetime(2025, 3, 1, 10)
 

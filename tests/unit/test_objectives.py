@@ -9,7 +9,7 @@ from sqlalchemy.dialects import mssql
 from sqlglot import exp
 
 from metrics_pipeline import slo
-from metrics_pipeline.objectives import (
+from metrics_pipeline.datapump.objectives import (
     RATE_KINDS,
     WINDOW_HOURS,
     BillerObjective,

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.dialects import mssql, postgresql
 
-from metrics_pipeline.resources.databases import ShardsResource
+from metrics_pipeline.datapump.shards import ShardsResource
+from metrics_pipeline.datapump.sql import ShardForm, ShardNames, hourly_facts_query, shard_form
 from metrics_pipeline.semantics import (
     Rules,
     created_from_text,
@@ -20,7 +21,6 @@ from metrics_pipeline.semantics import (
     number_from_text,
     partial_from_rows,
 )
-from metrics_pipeline.sql.source import ShardForm, ShardNames, hourly_facts_query, shard_form
 
 START = datetime(2026, 11, 29)
 END = START + timedelta(days=4)

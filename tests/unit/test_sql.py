@@ -10,27 +10,27 @@ from sqlalchemy.dialects import mssql, postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.elements import TextClause
 
-from metrics_pipeline.aggregation import (
+from metrics_pipeline.coverage import LedgerEntry
+from metrics_pipeline.datapump.backlog import BacklogSettings, find_backlog
+from metrics_pipeline.datapump.pipeline import (
     aggregate_hourly,
     detect_changes,
     first_cursors,
     reconcile,
     roll_up,
 )
-from metrics_pipeline.backlog import BacklogSettings, find_backlog
-from metrics_pipeline.coverage import LedgerEntry
-from metrics_pipeline.resources.cursor import ShardCursor
-from metrics_pipeline.resources.databases import CatalogResource, ShardsResource
-from metrics_pipeline.resources.warehouse import WarehouseResource
-from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Rules, partial_from_rows
-from metrics_pipeline.sql.dialect import parse_bucket_counts
-from metrics_pipeline.sql.source import (
+from metrics_pipeline.datapump.shards import CatalogResource, ShardsResource
+from metrics_pipeline.datapump.sql import (
     ShardNames,
     detail_table,
     fold_hourly_rows,
     hourly_facts_query,
     hourly_percentiles_query,
 )
+from metrics_pipeline.resources.cursor import ShardCursor
+from metrics_pipeline.resources.warehouse import WarehouseResource
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Rules, partial_from_rows
+from metrics_pipeline.sql.dialect import parse_bucket_counts
 from metrics_pipeline.sql.warehouse import add_column_ddl, build_warehouse
 from tests.support import EDGE_ROWS, WINDOW_START, create_sources
 

@@ -23,7 +23,7 @@ from metrics_pipeline.api.times import (
     utc_iso,
 )
 from metrics_pipeline.clock import utc_second
-from metrics_pipeline.objectives import ObjectiveSettings
+from metrics_pipeline.datapump.objectives import ObjectiveSettings
 from metrics_pipeline.semantics import DAILY, HOURLY, METRIC_TYPES, TIMESTAMP_TYPES, WEEKLY
 
 METRICS_BY_ID = {m.id: m for m in METRIC_TYPES}

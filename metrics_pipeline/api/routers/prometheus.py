@@ -15,10 +15,10 @@ from metrics_pipeline.api.deps import State
 from metrics_pipeline.api.routers.availability import _store
 from metrics_pipeline.availability.pipeline import slo_states
 from metrics_pipeline.availability.settings import AvailabilitySettings
-from metrics_pipeline.backlog import BacklogSettings
 from metrics_pipeline.clock import utc_second
+from metrics_pipeline.datapump.backlog import BacklogSettings
+from metrics_pipeline.datapump.objectives import RATE_KINDS, ObjectiveSettings
 from metrics_pipeline.health import burn_windows, window_label
-from metrics_pipeline.objectives import RATE_KINDS, ObjectiveSettings
 from metrics_pipeline.resources.engines import DatabaseUnreachable
 from metrics_pipeline.semantics import HOURLY
 

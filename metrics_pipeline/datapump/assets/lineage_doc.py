@@ -1,0 +1,51 @@
+"""docs/lineage.md, written from the same definitions the Dagster UI shows: per aggregate asset,
+each column, its description and the columns it is computed from.
+
+Open-source Dagster shows each column's description (with its ``← sources``) in the asset's
+Columns tab but does not draw ``dagster/column_lineage``; this page is the same lineage in one
+place. ``python -m metrics_pipeline.datapump.assets.lineage_doc > docs/lineage.md`` writes it;
+a test fails when it is out of date.
+"""
+
+import sys
+
+from metrics_pipeline.datapump.assets.common import asset_key, column_descriptions, column_lineage
+from metrics_pipeline.semantics import LEVELS
+from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
+
+
+def render() -> str:
+    tables = build_warehouse()
+    lines = [
+        "# Column lineage of the DataPump aggregates",
+        "",
+        "Written by `python -m metrics_pipeline.datapump.assets.lineage_doc` from the asset",
+        "definitions (a test keeps it current). In the Dagster UI each column's description ends",
+        "with the same `← sources` (asset → Overview → Columns); open-source Dagster does not",
+        "draw `dagster/column_lineage` as a graph.",
+        "",
+    ]
+    for aggregate in AGGREGATES:
+        table = tables.table(aggregate)
+        for level in LEVELS:
+            key = asset_key(aggregate, level).to_user_string()
+            lineage = column_lineage(aggregate, level).deps_by_column
+            lines += [
+                f"## `{key}` (table `{aggregate.table}`, TimeStampTypeId {level.id})",
+                "",
+                "| column | computed from | meaning |",
+                "|---|---|---|",
+            ]
+            for column, text in column_descriptions(aggregate, level, table).items():
+                meaning = text.split(" ← ")[0]
+                sources = ", ".join(
+                    f"`{d.asset_key.to_user_string()}.{d.column_name}`"
+                    for d in lineage.get(column, ())
+                )
+                lines.append(f"| `{column}` | {sources or 'the pipeline'} | {meaning} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
