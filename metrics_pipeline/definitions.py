@@ -13,6 +13,7 @@ from metrics_pipeline.execution import build_dead_runs_sensor
 from metrics_pipeline.resources import warehouse_resource
 from metrics_pipeline.retention import build_retention_definitions
 from metrics_pipeline.sensors.alerts import build_alerts_sensor
+from metrics_pipeline.settings import sensor_interval
 
 
 def build_resources(environ=None, resolve: bool = False) -> dict:
@@ -27,9 +28,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     """The code location. ``resolve=True`` puts plain values in the resources instead of EnvVar
     (for the CLI, whose environment may be given explicitly)."""
     environ = os.environ if environ is None else environ
-    # One override for every sensor's interval (tests, or a deployment that wants them faster).
-    interval = environ.get("METRICS_SENSOR_INTERVAL_S")
-    every_s = {"minimum_interval_seconds": int(interval)} if interval else {}
+    every_s = sensor_interval(environ)
     platform = Definitions(
         sensors=[
             build_dead_runs_sensor(**every_s),

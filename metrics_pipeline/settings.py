@@ -1,20 +1,45 @@
-"""Settings read from the environment at the moment they are needed (never at import)."""
+"""Settings read from the environment at the moment they are needed (never at import).
+
+Every family's settings are frozen dataclasses read by :func:`from_env`: one variable per field,
+converted to the type of the field's default, a wrong value refused in one line naming it.
+"""
 
 import argparse
 import os
 from collections.abc import Mapping
 
+from metrics_pipeline.resources.engines import ConfigurationError
 
-def from_env(cls, variables: Mapping[str, str], environ: Mapping[str, str] | None = None):
+
+def convert(variable: str, raw: str, kind: type):
+    """``raw``, the value of ``variable``, as ``kind``; a :class:`ConfigurationError` naming the
+    variable when it does not convert."""
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{variable}: expected {kind.__name__}, got {raw!r}") from None
+
+
+def from_env(cls, variables: Mapping[str, str], environ: Mapping[str, str] | None = None, **given):
     """An instance of the settings dataclass ``cls``: each field from its variable when that is
-    set, converted to the type of the field's default, else the default."""
+    set, converted to the type of the field's default (:func:`convert`), else the default;
+    ``given`` fields are set by the caller."""
     env = os.environ if environ is None else environ
-    values = {
-        field: type(getattr(cls, field))(env[variable])
-        for field, variable in variables.items()
-        if env.get(variable)
-    }
+    values = dict(given)
+    for field, variable in variables.items():
+        if env.get(variable):
+            values[field] = convert(variable, env[variable], type(getattr(cls, field)))
     return cls(**values)
+
+
+def sensor_interval(environ: Mapping[str, str] | None = None) -> dict:
+    """METRICS_SENSOR_INTERVAL_S, the one override of every family's sensor intervals (tests,
+    or a deployment that wants them faster), as a sensor's keyword argument; empty when unset."""
+    env = os.environ if environ is None else environ
+    raw = env.get("METRICS_SENSOR_INTERVAL_S")
+    return (
+        {"minimum_interval_seconds": convert("METRICS_SENSOR_INTERVAL_S", raw, int)} if raw else {}
+    )
 
 
 def port_number(text: str) -> int:

@@ -19,27 +19,11 @@ from metrics_pipeline.web.hosts import is_loopback
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
-#: The variables the API reads; copied into os.environ for worker processes.
-API_VARIABLES = (
-    "METRICS_DATA_DIR",
-    "METRICS_WAREHOUSE_URL",
-    "METRICS_API_TOKENS_FILE",
-    "REDIS_URL",
-    "METRICS_API_CACHE_PREFIX",
-    "METRICS_API_CACHE_TTL_SECONDS",
-    "METRICS_DASHBOARD_REFRESH_SECONDS",
-    "METRICS_API_SERIES_CACHE_SECONDS",
-    "METRICS_API_EXPORT_SECRET",
-    "METRICS_API_EXPORT_PAGES_AHEAD",
-    "METRICS_API_EXPORT_TASK_CACHE_MB",
-    "METRICS_API_EXPORT_MAX_TASKS",
-    "METRICS_API_EXPORT_CACHE_MB",
-    "METRICS_API_EXPORT_WORKERS",
-    "METRICS_API_EXPORT_COMPLETED_SECONDS",
-    "METRICS_API_EXPORT_DRAINING_SECONDS",
-    "METRICS_API_EXPORT_STALE_AFTER_SECONDS",
-    "METRICS_API_EXPORT_STALE_RESUME_SECONDS",
-)
+
+def api_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """What worker processes need of an explicit environment: every METRICS_ variable and
+    REDIS_URL (the settings readers decide which they use)."""
+    return {k: v for k, v in environ.items() if k.startswith("METRICS_") or k == "REDIS_URL"}
 
 
 def app_from_environment() -> FastAPI:
@@ -125,7 +109,7 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
         return EXIT_OK if server.started else EXIT_FAILED
     # Worker processes build their own app (own engine and pool) from the environment.
     if environ is not os.environ:
-        os.environ.update({k: environ[k] for k in API_VARIABLES if k in environ})
+        os.environ.update(api_variables(environ))
     try:
         uvicorn.run(
             "metrics_pipeline.api.server:app_from_environment",

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from metrics_pipeline.api.exports.lifecycle import Timings
 from metrics_pipeline.api.exports.service import ExportSettings
+from metrics_pipeline.availability.settings import AvailabilitySettings
+from metrics_pipeline.datapump.backlog import BacklogSettings
+from metrics_pipeline.datapump.objectives import ObjectiveSettings
 from metrics_pipeline.resources import resource_urls
 from metrics_pipeline.resources.engines import ConfigurationError
 
@@ -51,6 +54,14 @@ class ApiSettings:
     #: kept in Redis when configured (shared by every API process), else per process.
     export_secret: str | None = field(default=None, repr=False)
     exports: ExportSettings = field(default_factory=ExportSettings)
+    #: A biller objective's window under this many requests never fires
+    #: (METRICS_OBJECTIVE_MIN_REQUESTS, the DataPump family's objectives check reads the same).
+    objective_min_requests: int = ObjectiveSettings.min_requests
+    #: An availability burn-rate window under this many requests never fires
+    #: (METRICS_SLO_MIN_REQUESTS, as the availability family's checks).
+    slo_min_requests: int = 100
+    #: The backlog's look-back and thresholds (as the backlog sensor and check read them).
+    backlog: BacklogSettings = field(default_factory=BacklogSettings)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "ApiSettings":
@@ -68,6 +79,9 @@ class ApiSettings:
             series_cache_s=_int(environ, "METRICS_API_SERIES_CACHE_SECONDS", cls.series_cache_s, 0),
             export_secret=environ.get("METRICS_API_EXPORT_SECRET") or None,
             exports=_export_settings(environ),
+            objective_min_requests=ObjectiveSettings.from_env(environ).min_requests,
+            slo_min_requests=AvailabilitySettings.from_env(environ).slo_min_requests,
+            backlog=BacklogSettings.from_env(environ),
         )
 
 

@@ -47,6 +47,7 @@ from metrics_pipeline.availability.partitions import availability_partitions
 from metrics_pipeline.availability.resource import AvailabilityResource
 from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.clock import as_naive_utc, utc_now
+from metrics_pipeline.settings import sensor_interval
 
 GROUP = "availability"
 OWNERS = ["team:metrics-platform"]
@@ -262,9 +263,8 @@ def _build(environ: Mapping[str, str] | None, resolve: bool) -> dict:
         "asset_checks": checks,
         "jobs": jobs,
         "sensors": [
-            # METRICS_SENSOR_INTERVAL_S overrides every sensor's interval (as for DataPump's).
             build_refresh_sensor(
-                int(env.get("METRICS_SENSOR_INTERVAL_S") or settings.refresh_minutes * 60)
+                sensor_interval(env).get("minimum_interval_seconds", settings.refresh_minutes * 60)
             ),
             AutomationConditionSensorDefinition(
                 "availability_automation_sensor",

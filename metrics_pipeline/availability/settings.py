@@ -5,6 +5,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from metrics_pipeline.resources import data_dir
+from metrics_pipeline.settings import from_env
+
+#: Environment variable of each setting (the events root: METRICS_EVENTS_ROOT, else
+#: METRICS_DATA_DIR/events).
+VARIABLES = {
+    "lookback_days": "METRICS_AVAILABILITY_LOOKBACK_DAYS",
+    "refresh_minutes": "METRICS_AVAILABILITY_REFRESH_MINUTES",
+    "duckdb_memory_limit": "METRICS_AVAILABILITY_DUCKDB_MEMORY",
+    "slo_min_requests": "METRICS_SLO_MIN_REQUESTS",
+}
+
 
 @dataclass(frozen=True)
 class AvailabilitySettings:
@@ -22,11 +34,10 @@ class AvailabilitySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AvailabilitySettings":
         env = os.environ if environ is None else environ
-        data = Path(env.get("METRICS_DATA_DIR") or "data")
-        return cls(
-            events_root=Path(env.get("METRICS_EVENTS_ROOT") or data / "events").resolve(),
-            lookback_days=int(env.get("METRICS_AVAILABILITY_LOOKBACK_DAYS") or 7),
-            refresh_minutes=int(env.get("METRICS_AVAILABILITY_REFRESH_MINUTES") or 15),
-            duckdb_memory_limit=env.get("METRICS_AVAILABILITY_DUCKDB_MEMORY") or "1GB",
-            slo_min_requests=int(env.get("METRICS_SLO_MIN_REQUESTS") or 100),
+        root = env.get("METRICS_EVENTS_ROOT")
+        return from_env(
+            cls,
+            VARIABLES,
+            env,
+            events_root=(Path(root) if root else data_dir(env) / "events").resolve(),
         )

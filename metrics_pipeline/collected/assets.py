@@ -30,11 +30,13 @@ from dagster import (
     sensor,
 )
 
+from metrics_pipeline.collected.settings import CollectedSettings
 from metrics_pipeline.collected.sql import build_tables
 from metrics_pipeline.collected.store import CollectedStore, RefreshPlan
 from metrics_pipeline.partitions import partition_range_tags, partitions_def, partitions_start
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY
+from metrics_pipeline.settings import sensor_interval
 from metrics_pipeline.tags import REFRESH_TAG
 
 GROUP = "collected"
@@ -207,8 +209,8 @@ def build_collected_definitions(environ: Mapping[str, str] | None = None) -> Def
     """The family's Dagster objects (its resource, the warehouse, is the platform's)."""
     env = os.environ if environ is None else environ
     asset_def = build_collected_asset(collected_partitions(env))
-    interval = int(
-        env.get("METRICS_SENSOR_INTERVAL_S") or env.get("METRICS_COLLECTED_REFRESH_S") or 300
+    interval = sensor_interval(env).get(
+        "minimum_interval_seconds", CollectedSettings.from_environ(env).refresh_s
     )
     return Definitions(
         assets=[raw_spec(), asset_def],

@@ -1,10 +1,10 @@
 """Settings of the collected-metrics family, read from the environment when a process starts."""
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from metrics_pipeline.resources.engines import ConfigurationError
+from metrics_pipeline.settings import from_env
 
 #: Environment variable of each setting.
 VARIABLES = {
@@ -75,16 +75,4 @@ class CollectedSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "CollectedSettings":
-        env = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            raw = env.get(VARIABLES[f.name])
-            if not raw:
-                continue
-            try:
-                values[f.name] = type(f.default)(raw)
-            except ValueError:
-                raise ConfigurationError(
-                    f"{VARIABLES[f.name]}: expected {type(f.default).__name__}, got {raw!r}"
-                ) from None
-        return cls(**values)
+        return from_env(cls, VARIABLES, environ)

@@ -7,6 +7,7 @@ from dagster import Definitions
 from metrics_pipeline.datapump.assets import build_datapump_assets
 from metrics_pipeline.datapump.assets.checks import build_checks
 from metrics_pipeline.datapump.jobs import build_jobs
+from metrics_pipeline.datapump.refresh import ChangeSettings
 from metrics_pipeline.datapump.schedules import (
     build_reconciliation_schedule,
     build_refresh_schedule,
@@ -22,7 +23,7 @@ def build_datapump_definitions(environ: Mapping[str, str], sensor_interval: dict
     shards and the warehouse, are the code location's). ``sensor_interval`` is the platform's
     override of every sensor's interval (empty for each sensor's own)."""
     start = partitions_start(environ)
-    every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
+    every = ChangeSettings.from_env(environ).refresh_minutes
     jobs = build_jobs()
     return Definitions(
         assets=build_datapump_assets(start),

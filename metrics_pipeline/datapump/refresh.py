@@ -24,6 +24,9 @@ HOUR_TEXT = "%Y-%m-%dT%H"
 
 @dataclass(frozen=True)
 class ChangeSettings:
+    #: Minutes between refresh cycles (the refresh schedule; `metrics-pipeline refresh` reads
+    #: the hours a cycle of this interval would).
+    refresh_minutes: int = 30
     #: How far back a shard seen for the first time is read by the refresh (seed 004: 15 min).
     initial_lookback_minutes: int = 15
     #: Ids below the cursor read again at every refresh (late commits of lower Ids).
@@ -37,6 +40,7 @@ class ChangeSettings:
         return from_env(
             cls,
             {
+                "refresh_minutes": "METRICS_REFRESH_MINUTES",
                 "initial_lookback_minutes": "METRICS_INITIAL_LOOKBACK_MINUTES",
                 "overlap_ids": "METRICS_CURSOR_OVERLAP_IDS",
                 "heal_hours_per_refresh": "METRICS_REFRESH_HEAL_HOURS",

@@ -213,12 +213,17 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     """One refresh cycle, exactly what a schedule tick and its chain do: the hourly run (running
     hour, the hour just closed, and every cell with rows beyond its shard's cursor), then the
     daily and weekly runs of what it touched."""
-    from metrics_pipeline.datapump.refresh import decode_hours, refresh_hours, refresh_request
+    from metrics_pipeline.datapump.refresh import (
+        ChangeSettings,
+        decode_hours,
+        refresh_hours,
+        refresh_request,
+    )
     from metrics_pipeline.execution import execute, lean_dagster_events, open_instance
     from metrics_pipeline.tags import CHANGES_TAG, TOUCHED_TAG
 
     environ, out, err, first_day = _command(environ, out, err)
-    every = int(environ.get("METRICS_REFRESH_MINUTES") or 30)
+    every = ChangeSettings.from_env(environ).refresh_minutes
     defs, resources = _definitions(environ)
     enabled = resources["catalog"].enabled_billers()
     resources["shards"].check_template({b.shard for b in enabled})

@@ -52,6 +52,7 @@ from metrics_pipeline.resources.engines import (
     safe_url,
 )
 from metrics_pipeline.semantics import Partial, Rules
+from metrics_pipeline.settings import from_env
 from metrics_pipeline.sql.dialect import PlainForm
 
 
@@ -360,6 +361,15 @@ class ShardsResource(ConfigurableResource):
         return {int(r.biller_id) for r in rows if r.processing}
 
 
+@dataclass(frozen=True)
+class _ShardSettings:
+    """How the shards are read (the shards resource's settings)."""
+
+    busy_retries: int = ShardsResource.model_fields["busy_retries"].default
+    busy_retry_delay_s: float = ShardsResource.model_fields["busy_retry_delay_s"].default
+    max_parallel_shards: int = ShardsResource.model_fields["max_parallel_shards"].default
+
+
 def datapump_resources(environ: Mapping[str, str] | None = None, resolve: bool = False) -> dict:
     """The family's own resources, the catalog and the shards, from the environment (EnvVar
     where a variable is set, the embedded SQLite default where not; plain values with
@@ -370,8 +380,14 @@ def datapump_resources(environ: Mapping[str, str] | None = None, resolve: bool =
         "catalog": CatalogResource(url=urls["catalog"]),
         "shards": ShardsResource(
             url_template=urls["shards"],
-            busy_retries=int(environ.get("METRICS_BUSY_RETRIES", 2)),
-            busy_retry_delay_s=float(environ.get("METRICS_BUSY_RETRY_DELAY_S", 20)),
-            max_parallel_shards=int(environ.get("METRICS_MAX_PARALLEL_SHARDS", 4)),
+            **from_env(
+                _ShardSettings,
+                {
+                    "busy_retries": "METRICS_BUSY_RETRIES",
+                    "busy_retry_delay_s": "METRICS_BUSY_RETRY_DELAY_S",
+                    "max_parallel_shards": "METRICS_MAX_PARALLEL_SHARDS",
+                },
+                environ,
+            ).__dict__,
         ),
     }

@@ -30,7 +30,6 @@ from metrics_pipeline.api.times import (
     parse_time,
 )
 from metrics_pipeline.availability import reads
-from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.availability.sql import DAILY, HOURLY, build_tables
 from metrics_pipeline.availability.writer import Store
 from metrics_pipeline.clock import utc_second
@@ -181,7 +180,7 @@ async def slo_state(
     alerts (page: 14.4x over 1 h and 5 min; ticket: 6x over 6 h and 30 min; gated below
     METRICS_SLO_MIN_REQUESTS requests), and the budget remaining at the end of each day."""
     when = parse_time(at, "at") if at is not None else utc_second()
-    min_requests = AvailabilitySettings.from_env().slo_min_requests
+    min_requests = state.settings.slo_min_requests
     store = _store(request, state)
     if store is None:
         return json_response({"at": when.isoformat(), "minRequests": min_requests, "scenarios": []})

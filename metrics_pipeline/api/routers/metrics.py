@@ -23,7 +23,6 @@ from metrics_pipeline.api.times import (
     utc_iso,
 )
 from metrics_pipeline.clock import utc_second
-from metrics_pipeline.datapump.objectives import ObjectiveSettings
 from metrics_pipeline.semantics import DAILY, HOURLY, METRIC_TYPES, TIMESTAMP_TYPES, WEEKLY
 
 METRICS_BY_ID = {m.id: m for m in METRIC_TYPES}
@@ -199,7 +198,7 @@ async def biller_objectives(
     METRICS_OBJECTIVE_MIN_REQUESTS requests never fire ("not enough traffic")."""
     may_read(who, billerId)
     end = HOURLY.floor(parse_time(at, "at") if at is not None else utc_second())
-    min_requests = ObjectiveSettings.from_env().min_requests
+    min_requests = state.settings.objective_min_requests
     reader = state.reader
 
     def load() -> dict:

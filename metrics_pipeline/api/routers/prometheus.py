@@ -14,10 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from metrics_pipeline.api.deps import State
 from metrics_pipeline.api.routers.availability import _store
 from metrics_pipeline.availability.pipeline import slo_states
-from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.clock import utc_second
-from metrics_pipeline.datapump.backlog import BacklogSettings
-from metrics_pipeline.datapump.objectives import RATE_KINDS, ObjectiveSettings
+from metrics_pipeline.datapump.objectives import RATE_KINDS
 from metrics_pipeline.health import burn_windows, window_label
 from metrics_pipeline.resources.engines import DatabaseUnreachable
 from metrics_pipeline.semantics import HOURLY
@@ -50,7 +48,7 @@ def exposition(state, store) -> bytes:
         ["family", "state"],
         registry=registry,
     )
-    for health in state.reader.health(now, BacklogSettings.from_env()):
+    for health in state.reader.health(now, state.settings.backlog):
         freshness.labels(health.family).set(health.freshness_s)
         backlog.labels(health.family).set(health.backlog_hours)
         for s, hours in health.uncovered_hours.items():
@@ -69,17 +67,17 @@ def exposition(state, store) -> bytes:
         registry=registry,
     )
     if store is not None:
-        min_requests = AvailabilitySettings.from_env().slo_min_requests
+        min_requests = state.settings.slo_min_requests
         for scenario, slo in slo_states(store, now, min_requests).items():
             if slo["budgetRemaining"] is not None:
                 budget.labels(str(scenario)).set(slo["budgetRemaining"])
             for window, rate in burn_windows(slo["alerts"]).items():
                 burn.labels(str(scenario), window).set(rate)
-    biller_figures(registry, state.reader, now)
+    biller_figures(registry, state.reader, now, state.settings.objective_min_requests)
     return generate_latest(registry)
 
 
-def biller_figures(registry: CollectorRegistry, reader, now) -> None:
+def biller_figures(registry: CollectorRegistry, reader, now, min_requests: int) -> None:
     """Each biller's rate objectives at the end of the last whole hour: the 30-day budget left,
     and the burn rate of each window with enough traffic to judge (a window of the read hours
     under METRICS_OBJECTIVE_MIN_REQUESTS requests has no series: it never pages)."""
@@ -97,7 +95,6 @@ def biller_figures(registry: CollectorRegistry, reader, now) -> None:
         ["biller", "objective", "window"],
         registry=registry,
     )
-    min_requests = ObjectiveSettings.from_env().min_requests
     found = reader.all_objectives(HOURLY.floor(now), min_requests)
     for biller, state in found.states.items():
         for kind in RATE_KINDS:
