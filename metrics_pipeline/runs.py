@@ -239,7 +239,7 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
             if not result.success:
                 errors.append(_step_error(result))
     gaps = _not_written(resources["warehouse"], billers, sorted(set(hours) | set(touched)))
-    waiting = _still_waiting(resources["warehouse"], billers, gaps, environ)
+    waiting = _still_waiting(resources["warehouse"], billers, gaps, environ, first_day)
     out.write(
         f"\nRefresh {refresh_id}: {len(billers)} billers, hours "
         f"{hours[0]:%Y-%m-%d %H:%M} .. {hours[-1]:%H:%M} UTC"
@@ -257,16 +257,21 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     return exit_code({**gaps, **waiting}, errors, err)
 
 
-def _still_waiting(warehouse, billers, gaps, environ) -> dict[int, tuple[str, str, int]]:
+def _still_waiting(warehouse, billers, gaps, environ, first_day) -> dict[int, tuple[str, str, int]]:
     """{BillerId: (states, why, hours)} of the billers not in ``gaps`` whose hours the ledger
-    still holds busy or unreachable, however old: hours beyond what one refresh reads again
-    (``METRICS_REFRESH_HEAL_HOURS``), which a refresh that exits 0 would leave unwritten."""
+    still holds busy or unreachable, however old (from the first partition on, as the refresh
+    reads them): hours beyond what one refresh reads again (``METRICS_REFRESH_HEAL_HOURS``),
+    which a refresh that exits 0 would leave unwritten."""
     from metrics_pipeline.coverage import DATAPUMP, RETRYABLE
+    from metrics_pipeline.partitions import first_window
     from metrics_pipeline.refresh import ChangeSettings
 
     limit = ChangeSettings.from_env(environ).heal_hours_per_refresh
+    since = first_window(HOURLY, first_day)
     out: dict[int, tuple[str, str, int]] = {}
-    for entity, summary in warehouse.ledger_summary(DATAPUMP, HOURLY, RETRYABLE).items():
+    for entity, summary in warehouse.ledger_summary(
+        DATAPUMP, HOURLY, RETRYABLE, since=since
+    ).items():
         if not entity.isdigit() or int(entity) not in billers or int(entity) in gaps:
             continue
         why = (
