@@ -279,16 +279,26 @@ def _build(environ: Mapping[str, str] | None, resolve: bool) -> dict:
         writes = pipeline.WriteCounts()
         for r in reports:
             writes.add(r.writes)
-        context.log.info(f"{len(hours)} hour(s): {writes.as_dict()}")
-        return MaterializeResult(
-            metadata={
-                "hours": len(hours),
-                "events_read": sum(r.events_read for r in reports),
-                "kept": sum(r.kept for r in reports),
-                "duplicates_removed": sum(r.duplicates for r in reports),
-                "rows": MetadataValue.json(writes.as_dict()),
-            }
+        # Each hour partition carries its own figures; the run's totals stay on the run (its
+        # log), never copied onto every partition where they read as that hour's.
+        for r in reports:
+            context.add_asset_metadata(
+                {
+                    "events_read": r.events_read,
+                    "kept": r.kept,
+                    "duplicates_removed": r.duplicates,
+                    "files": r.files,
+                    "rows": MetadataValue.json(r.writes.as_dict()),
+                },
+                partition_key=f"{r.hour:%Y-%m-%d-%H:%M}",
+            )
+        context.log.info(
+            f"run totals: {len(hours)} hour(s), "
+            f"{sum(r.events_read for r in reports)} events read, "
+            f"{sum(r.kept for r in reports)} kept, "
+            f"{sum(r.duplicates for r in reports)} duplicates removed; rows {writes.as_dict()}"
         )
+        return MaterializeResult()
 
     @asset(
         key=DAILY,
