@@ -441,7 +441,21 @@ def _build_checks(parts) -> list:
                 ),
             }
         passed = bool(ledger) and metadata["unknown_scenario_requests"] == 0
-        return Verdict(passed=passed, severity=AssetCheckSeverity.WARN, metadata=metadata)
+        if not ledger:
+            why = "the hour was not aggregated (no AvailabilityIngest row)"
+        elif passed:
+            why = (
+                f"{metadata['kept']} of {metadata['events_read']} events kept, every scenario known"
+            )
+        else:
+            names = ", ".join(r["ScenarioId"] for r in unknown[:5])
+            why = (
+                f"{metadata['unknown_scenario_requests']} request(s) of scenarios not in Scenario "
+                f"({names}{', …' if len(unknown) > 5 else ''}): kept out of AvailabilityPublished"
+            )
+        return Verdict(
+            passed=passed, severity=AssetCheckSeverity.WARN, description=why, metadata=metadata
+        )
 
     @asset_check(
         asset=MINUTE,

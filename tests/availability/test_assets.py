@@ -87,6 +87,7 @@ def test_assets_and_checks_materialize_per_partition(tmp_path):
     checks = run([MINUTE], hour_key)
     validation = checks["validation"]
     assert not validation.passed  # the edge cases carry unknown scenarios
+    assert "scenarios not in Scenario" in (validation.description or "")
     md = {k: v.value for k, v in validation.metadata.items()}
     assert md["duplicates_removed"] > 0 and md["unknown_scenario_requests"] > 0
     assert md["dropped"]["test_traffic"] > 0 and md["dropped"]["environment"] > 0
