@@ -36,6 +36,7 @@ demo: install
 	  $(BIN)/metrics-pipeline materialize --last-days $(DEMO_DAYS) --family all
 	@echo
 	@echo "Open the Dagster UI with:  make dev   (then http://$(HOST):$(PORT))"
+	@echo "Or everything (Dagster, portal http://$(HOST):$(API_PORT), collector, consumer):  make up"
 
 dev: install
 	mkdir -p $(DAGSTER_HOME)

@@ -60,18 +60,30 @@ def materialization_targets(
     out: dict[str, Any] = {}
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
-        # Newest first: the first record of each partition is its latest materialization.
-        records = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=asset_key, asset_partitions=chunk), limit=len(chunk)
-        ).records
-        for record in records:
-            partition = record.partition_key
-            if partition is not None and partition not in out:
-                out[partition] = AssetCheckEvaluationTargetMaterializationData(
-                    storage_id=record.storage_id,
-                    run_id=record.event_log_entry.run_id,
-                    timestamp=record.timestamp,
-                )
+        wanted = set(chunk)
+        # Newest first: the first record of each partition is its latest materialization. A
+        # partition materialized again since (the running hour, a re-run) has several records,
+        # so one page of len(chunk) records may not reach the others': page on until every
+        # partition of the chunk is found or none is left.
+        cursor = None
+        while wanted:
+            page = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=asset_key, asset_partitions=chunk),
+                limit=len(chunk),
+                cursor=cursor,
+            )
+            for record in page.records:
+                partition = record.partition_key
+                if partition in wanted:
+                    wanted.discard(partition)
+                    out[partition] = AssetCheckEvaluationTargetMaterializationData(
+                        storage_id=record.storage_id,
+                        run_id=record.event_log_entry.run_id,
+                        timestamp=record.timestamp,
+                    )
+            if not page.has_more:
+                break
+            cursor = page.cursor
     return out
 
 

@@ -195,6 +195,20 @@ def test_every_aggregate_column_is_described_with_its_sources():
     assert rate.description.endswith("← timeout_rate_hourly.RequestCount, TimeOutCount")
 
 
+def test_every_availability_column_names_its_sources():
+    graph = build_definitions({}).resolve_asset_graph()
+    for name in ("availability_minute", "availability_daily", "availability_published"):
+        columns = graph.get(AssetKey(name)).metadata["dagster/column_schema"].columns
+        for column in columns:
+            assert column.description and " ← " in column.description, (name, column.name)
+    minute = graph.get(AssetKey("availability_minute")).metadata["dagster/column_schema"]
+    latency = next(c for c in minute.columns if c.name == "TotalLatency")
+    assert latency.description.endswith("← request_telemetry_events.Latency")
+    daily = graph.get(AssetKey("availability_daily")).metadata["dagster/column_schema"]
+    average = next(c for c in daily.columns if c.name == "AverageLatency")
+    assert average.description.endswith("← availability_minute.TotalLatency, LatencyCount")
+
+
 def test_docs_lineage_is_written_from_the_definitions():
     from pathlib import Path
 
@@ -206,6 +220,7 @@ def test_docs_lineage_is_written_from_the_definitions():
         "docs/lineage.md"
     )
     assert "| `ErrorRate` | `shards/DataPumpDetail.ResponseTime`" in render()
+    assert "| `TotalLatency` | `request_telemetry_events.Latency`" in render()
 
 
 def test_collected_hourly_has_its_columns_and_the_raw_table_upstream():

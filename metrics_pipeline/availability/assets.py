@@ -62,10 +62,106 @@ DAILY_JOB = "availability_daily_job"
 _TABLES = sql.build_tables()
 
 
+_EV = "request_telemetry_events"
+_KEY_SOURCES = {
+    "StartTime": ("The minute, UTC (the event's time truncated to the minute)", f"{_EV}.time"),
+    "ScenarioId": (
+        "The scenario (first of the event's scenario fields that is set)",
+        f"{_EV}.cc_scenario, ScScenario, OperationName",
+    ),
+    "PartnerId": (
+        "The partner (first of the event's partner fields that is set, else 'none')",
+        f"{_EV}.cc_partner, ScPartner, CallerName",
+    ),
+    "RequestType": ("The request type", f"{_EV}.RequestType"),
+    "Environment": ("The cloud environment", f"{_EV}.cloudEnvironment"),
+    "STID": ("The STID", f"{_EV}.STID"),
+}
+_MINUTE_SOURCES = {
+    "Id": ("Row identity in the warehouse", None),
+    **_KEY_SOURCES,
+    "TotalRequests": (
+        "Events kept in the minute, duplicates (same eventId) counted once",
+        f"{_EV}.eventId, time, data_baseType",
+    ),
+    "SuccessfulRequests": ("Kept events whose RequestStatus is a success", f"{_EV}.RequestStatus"),
+    "FailedRequests": ("TotalRequests - SuccessfulRequests", f"{_EV}.RequestStatus"),
+    "LatencyCount": ("Kept events with a valid (finite, >= 0) Latency", f"{_EV}.Latency"),
+    "TotalLatency": ("Sum of the valid Latency values (ms)", f"{_EV}.Latency"),
+    "AverageLatency": ("TotalLatency / LatencyCount, 2 decimals", f"{_EV}.Latency"),
+    "UpdatedDate": ("When the pipeline last changed the row", None),
+}
+
+
+def _rolled_up(below: str, names) -> dict[str, tuple[str, str | None]]:
+    out: dict[str, tuple[str, str | None]] = {"Id": ("Row identity in the warehouse", None)}
+    for name in names:
+        if name == "StartTime":
+            out[name] = ("The day, UTC", f"{below}.StartTime")
+        elif name == "AverageLatency":
+            out[name] = (
+                "TotalLatency / LatencyCount, 2 decimals (never an average of averages)",
+                f"{below}.TotalLatency, LatencyCount",
+            )
+        elif name in _KEY_SOURCES:
+            out[name] = (_KEY_SOURCES[name][0], f"{below}.{name}")
+        elif name in ("UpdatedDate", "Id"):
+            out[name] = _MINUTE_SOURCES[name]
+        else:
+            out[name] = (f"Sum of the {name} of the rows below", f"{below}.{name}")
+    return out
+
+
+def column_sources(table_name: str) -> dict[str, tuple[str, str | None]]:
+    """{column: (meaning, sources or None when the pipeline writes it)} of an availability
+    table, for the Columns tab (``meaning ← sources``) and docs/lineage.md."""
+    if table_name == "AvailabilityMinute":
+        return dict(_MINUTE_SOURCES)
+    if table_name == "AvailabilityDaily":
+        return _rolled_up("availability_minute", [c.name for c in _TABLES.daily.columns][1:])
+    if table_name == "AvailabilityPublished":
+
+        def both(*cols: str) -> str:
+            c = ", ".join(cols)
+            return f"availability_minute.{c} (hourly rows); availability_daily.{c} (daily row)"
+
+        return {
+            "Id": _MINUTE_SOURCES["Id"],
+            "ScenarioId": ("The known scenario", both("ScenarioId")),
+            "ScenarioName": ("The scenario's name", "availability_reference.ScenarioName"),
+            "TimeStampTypeId": ("The level: 1 hourly, 2 daily", None),
+            "StartTime": ("Start of the hour or day, UTC", both("StartTime")),
+            "TotalRequests": (
+                "Sum over partners, request types and environments",
+                both("TotalRequests"),
+            ),
+            "SuccessfulRequests": ("Sum, as TotalRequests", both("SuccessfulRequests")),
+            "FailedRequests": ("Sum, as TotalRequests", both("FailedRequests")),
+            "Availability": (
+                "100 x SuccessfulRequests / TotalRequests, 2 decimals",
+                both("SuccessfulRequests", "TotalRequests"),
+            ),
+            "AverageLatency": (
+                "Summed TotalLatency / summed LatencyCount",
+                both("TotalLatency", "LatencyCount"),
+            ),
+            "P95Latency": ("95th percentile latency from the merged sketches", f"{_EV}.Latency"),
+            "P99Latency": ("99th percentile latency from the merged sketches", f"{_EV}.Latency"),
+            "UpdatedDate": _MINUTE_SOURCES["UpdatedDate"],
+        }
+    raise KeyError(table_name)
+
+
+def column_description(meaning: str, sources: str | None) -> str:
+    return f"{meaning} ← {sources or 'written by the pipeline'}"
+
+
 def _schema(table: Table) -> TableSchema:
+    sources = column_sources(table.name)
     return TableSchema(
         columns=[
-            TableColumn(c.name, str(c.type), description=c.comment or "") for c in table.columns
+            TableColumn(c.name, str(c.type), description=column_description(*sources[c.name]))
+            for c in table.columns
         ]
     )
 
@@ -183,16 +279,26 @@ def _build(environ: Mapping[str, str] | None, resolve: bool) -> dict:
         writes = pipeline.WriteCounts()
         for r in reports:
             writes.add(r.writes)
-        context.log.info(f"{len(hours)} hour(s): {writes.as_dict()}")
-        return MaterializeResult(
-            metadata={
-                "hours": len(hours),
-                "events_read": sum(r.events_read for r in reports),
-                "kept": sum(r.kept for r in reports),
-                "duplicates_removed": sum(r.duplicates for r in reports),
-                "rows": MetadataValue.json(writes.as_dict()),
-            }
+        # Each hour partition carries its own figures; the run's totals stay on the run (its
+        # log), never copied onto every partition where they read as that hour's.
+        for r in reports:
+            context.add_asset_metadata(
+                {
+                    "events_read": r.events_read,
+                    "kept": r.kept,
+                    "duplicates_removed": r.duplicates,
+                    "files": r.files,
+                    "rows": MetadataValue.json(r.writes.as_dict()),
+                },
+                partition_key=f"{r.hour:%Y-%m-%d-%H:%M}",
+            )
+        context.log.info(
+            f"run totals: {len(hours)} hour(s), "
+            f"{sum(r.events_read for r in reports)} events read, "
+            f"{sum(r.kept for r in reports)} kept, "
+            f"{sum(r.duplicates for r in reports)} duplicates removed; rows {writes.as_dict()}"
         )
+        return MaterializeResult()
 
     @asset(
         key=DAILY,
@@ -334,7 +440,21 @@ def _build_checks(parts) -> list:
                 ),
             }
         passed = bool(ledger) and metadata["unknown_scenario_requests"] == 0
-        return Verdict(passed=passed, severity=AssetCheckSeverity.WARN, metadata=metadata)
+        if not ledger:
+            why = "the hour was not aggregated (no AvailabilityIngest row)"
+        elif passed:
+            why = (
+                f"{metadata['kept']} of {metadata['events_read']} events kept, every scenario known"
+            )
+        else:
+            names = ", ".join(r["ScenarioId"] for r in unknown[:5])
+            why = (
+                f"{metadata['unknown_scenario_requests']} request(s) of scenarios not in Scenario "
+                f"({names}{', …' if len(unknown) > 5 else ''}): kept out of AvailabilityPublished"
+            )
+        return Verdict(
+            passed=passed, severity=AssetCheckSeverity.WARN, description=why, metadata=metadata
+        )
 
     @asset_check(
         asset=MINUTE,

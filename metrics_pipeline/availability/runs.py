@@ -107,8 +107,8 @@ def run_hours(hours: list[datetime], environ: Mapping[str, str], instance=None) 
                 if not result.success:
                     out.errors.append(step_error(result)[0])
                 elif level is HOURLY:
-                    # The run's metadata (copied onto each partition's event): take it once.
-                    md = result.asset_materializations_for_node(MINUTE.path[-1])[0].metadata
-                    out.events_read += int(md["events_read"].value)
-                    out.kept += int(md["kept"].value)
+                    # Each hour partition's event carries that hour's figures: sum them.
+                    for event in result.asset_materializations_for_node(MINUTE.path[-1]):
+                        out.events_read += int(event.metadata["events_read"].value)
+                        out.kept += int(event.metadata["kept"].value)
     return out

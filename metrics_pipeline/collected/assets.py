@@ -154,18 +154,23 @@ def _collected_asset(partitions_def: HourlyPartitionsDefinition):
         end = window.end.replace(tzinfo=None)
         store = CollectedStore(warehouse.engine(), warehouse.db_schema)
         store.ensure_schema()
-        rows = store.write_hours(hours_of(start, end))
+        hours = list(hours_of(start, end))
+        rows = store.write_hours(hours)
         plan = plan_from_tags(context.run.tags)
         if plan is not None:
             store.advance(plan)
-        return MaterializeResult(
-            metadata={
-                "rows_written": rows.all_apps,
-                "app_rows_written": rows.per_app,
-                "hours": len(hours_of(start, end)),
-                "cursor_seen": plan.seen if plan else "unchanged (not a refresh run)",
-            }
+        # Each hour partition carries its own rows; the run's totals stay on the run (its log).
+        for hour, counts in store.rows_per_hour(hours).items():
+            context.add_asset_metadata(
+                {"rows_written": counts.all_apps, "app_rows_written": counts.per_app},
+                partition_key=f"{hour:%Y-%m-%d-%H:%M}",
+            )
+        context.log.info(
+            f"run totals: {len(hours)} hour(s), {rows.all_apps} statistics rows, "
+            f"{rows.per_app} per-app rows; cursor "
+            f"{plan.seen if plan else 'unchanged (not a refresh run)'}"
         )
+        return MaterializeResult()
 
     return collected_metric_hourly
 

@@ -28,7 +28,7 @@ def cap_message(app: str, cap: int, refused: int) -> str:
     """What a refusal says: the app, the cap and its setting, how many new keys were refused."""
     return (
         f"app {app!r}: at most {cap} distinct keys per app (METRICS_COLLECTOR_MAX_KEYS_PER_APP); "
-        f"{refused} new keys refused, known keys still accepted"
+        f"{refused} new key{'' if refused == 1 else 's'} refused, known keys still accepted"
     )
 
 

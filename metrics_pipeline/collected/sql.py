@@ -237,6 +237,18 @@ def count_hours(t: CollectedTables, start: datetime, end: datetime, by_app: bool
     return select(func.count()).where(h.StartTime >= start, h.StartTime < end)
 
 
+def count_per_hour(
+    t: CollectedTables, start: datetime, end: datetime, by_app: bool = False
+) -> Select:
+    """(StartTime, statistics rows) per hour of the window (all apps, or per app)."""
+    h = (t.app_hourly if by_app else t.hourly).c
+    return (
+        select(h.StartTime, func.count())
+        .where(h.StartTime >= start, h.StartTime < end)
+        .group_by(h.StartTime)
+    )
+
+
 def insert_hour_stats(
     t: CollectedTables, start: datetime, end: datetime, by_app: bool = False
 ) -> Insert:

@@ -126,6 +126,23 @@ class CollectedStore:
                 )
             )
 
+    def rows_per_hour(self, hours: Iterable[datetime]) -> dict[datetime, HoursWritten]:
+        """{hour: statistics rows there (all apps, per app)} for every hour of ``hours``."""
+        hours = sorted(set(hours))
+        out = {h: HoursWritten(0, 0) for h in hours}
+        if not hours:
+            return out
+        counts: dict[bool, dict[datetime, int]] = {}
+        with self.engine.connect() as conn:
+            for by_app in (False, True):
+                statement = sql.count_per_hour(self.t, hours[0], hours[-1] + HOUR, by_app)
+                counts[by_app] = {
+                    r[0].replace(tzinfo=None): int(r[1]) for r in conn.execute(statement)
+                }
+        for h in hours:
+            out[h] = HoursWritten(counts[False].get(h, 0), counts[True].get(h, 0))
+        return out
+
     def hour_stats(
         self, key: str, start: datetime, from_raw: bool = False, app: str | None = None
     ) -> HourStats:

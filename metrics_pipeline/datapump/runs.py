@@ -257,6 +257,7 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
             if not result.success:
                 errors.append(_step_error(result))
     gaps = _not_written(resources["warehouse"], billers, sorted(set(hours) | set(touched)))
+    waiting = _still_waiting(resources["warehouse"], billers, gaps, environ, first_day)
     out.write(
         f"\nRefresh {refresh_id}: {len(billers)} billers, hours "
         f"{hours[0]:%Y-%m-%d %H:%M} .. {hours[-1]:%H:%M} UTC"
@@ -265,7 +266,38 @@ def refresh_cycle(environ=None, instance=None, out=None, err=None, now=None) -> 
     )
     if touched:
         out.write(f"  recomputed: {tags[TOUCHED_TAG]}\n")
-    return exit_code(gaps, errors, err)
+    if waiting:
+        left = sum(n for _, _, n in waiting.values())
+        out.write(
+            f"  still waiting: {left} busy or unreachable biller-hour(s) not read by this refresh "
+            "(METRICS_REFRESH_HEAL_HOURS per refresh): run it again\n"
+        )
+    return exit_code({**gaps, **waiting}, errors, err)
+
+
+def _still_waiting(warehouse, billers, gaps, environ, first_day) -> dict[int, tuple[str, str, int]]:
+    """{BillerId: (states, why, hours)} of the billers not in ``gaps`` whose hours the ledger
+    still holds busy or unreachable, however old (from the first partition on, as the refresh
+    reads them): hours beyond what one refresh reads again (``METRICS_REFRESH_HEAL_HOURS``),
+    which a refresh that exits 0 would leave unwritten."""
+    from metrics_pipeline.coverage import DATAPUMP, RETRYABLE
+    from metrics_pipeline.partitions import first_window
+    from metrics_pipeline.refresh import ChangeSettings
+
+    limit = ChangeSettings.from_env(environ).heal_hours_per_refresh
+    since = first_window(HOURLY, first_day)
+    out: dict[int, tuple[str, str, int]] = {}
+    for entity, summary in warehouse.ledger_summary(
+        DATAPUMP, HOURLY, RETRYABLE, since=since
+    ).items():
+        if not entity.isdigit() or int(entity) not in billers or int(entity) in gaps:
+            continue
+        why = (
+            f"not read again by this refresh, the oldest {summary.oldest:%Y-%m-%d %H:00}; "
+            f"a refresh reads at most {limit} such biller-hours: run it again"
+        )
+        out[int(entity)] = ("/".join(summary.states), why, summary.windows)
+    return out
 
 
 @dataclass

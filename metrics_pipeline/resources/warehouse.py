@@ -594,12 +594,13 @@ class WarehouseResource(ConfigurableResource):
         level: Level,
         states: tuple[str, ...],
         before: datetime | None = None,
+        since: datetime | None = None,
     ) -> dict[str, "LedgerSummary"]:
-        """{entity: its windows in ``states`` (before ``before``): count, oldest, states},
-        however old they are."""
+        """{entity: its windows in ``states`` (before ``before``, from ``since``): count,
+        oldest, states}, however old they are."""
         self.ensure_schema()
         out: dict[str, LedgerSummary] = {}
-        query = ledger_summary_query(self.tables.ledger, family, level, states, before)
+        query = ledger_summary_query(self.tables.ledger, family, level, states, before, since)
         try:
             with self.engine().connect() as conn:
                 for r in conn.execute(query):

@@ -365,11 +365,16 @@ def ledger_query(
 
 
 def ledger_summary_query(
-    ledger: Table, family: str, level: Level, states: tuple[str, ...], before: datetime | None
+    ledger: Table,
+    family: str,
+    level: Level,
+    states: tuple[str, ...],
+    before: datetime | None,
+    since: datetime | None = None,
 ) -> Select:
     """Per entity and state: how many windows are in ``states`` (with StartTime before
-    ``before``, if given) and the oldest of them, however old: what the retry sensor and the
-    backlog check read first, one row per entity rather than one per window."""
+    ``before`` and from ``since``, if given) and the oldest of them, however old: what the retry
+    sensor and the backlog check read first, one row per entity rather than one per window."""
     where = [
         ledger.c.Family == family,
         ledger.c.TimeStampTypeId == level.id,
@@ -377,6 +382,8 @@ def ledger_summary_query(
     ]
     if before is not None:
         where.append(ledger.c.StartTime < before)
+    if since is not None:
+        where.append(ledger.c.StartTime >= since)
     return (
         select(
             ledger.c.EntityId,

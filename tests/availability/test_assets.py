@@ -87,6 +87,7 @@ def test_assets_and_checks_materialize_per_partition(tmp_path):
     checks = run([MINUTE], hour_key)
     validation = checks["validation"]
     assert not validation.passed  # the edge cases carry unknown scenarios
+    assert "scenarios not in Scenario" in (validation.description or "")
     md = {k: v.value for k, v in validation.metadata.items()}
     assert md["duplicates_removed"] > 0 and md["unknown_scenario_requests"] > 0
     assert md["dropped"]["test_traffic"] > 0 and md["dropped"]["environment"] > 0
@@ -125,3 +126,33 @@ def test_refresh_sensor_requests_changed_hours(tmp_path):
     with build_sensor_context(resources={"availability": far}) as context:
         result = sensor(context)
     assert [r.partition_key for r in result.run_requests] == [f"{late:%Y-%m-%d-%H:%M}"]
+
+
+def test_each_hour_partition_carries_its_own_figures(tmp_path):
+    """A range run of the minute asset: every hour partition's materialization holds that hour's
+    events, not the run's totals copied onto each."""
+    env = _env(tmp_path)
+    written = write_hours(tmp_path / "events")
+    reference_rows(pipeline.open_store(env))
+    family = build_availability(env, resolve=True)
+    minute = next(a for a in family["assets"] if getattr(a, "key", None) == MINUTE)
+    keys = [f"{HOUR + timedelta(hours=i):%Y-%m-%d-%H:%M}" for i in range(3)]
+    result = materialize(
+        [minute],
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+        resources=family["resources"],
+        instance=DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    events = {
+        e.partition: e.metadata for e in result.asset_materializations_for_node(MINUTE.path[-1])
+    }
+    assert sorted(events) == keys
+    read = {k: events[k]["events_read"].value for k in keys}
+    for i, key in enumerate(keys):
+        assert read[key] == len(written[HOUR + timedelta(hours=i)]), (key, read)
+        assert "hours" not in events[key]
+    assert len(set(read.values())) == 3

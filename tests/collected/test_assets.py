@@ -88,6 +88,17 @@ def test_refresh_aggregates_changed_hours_and_late_points(warehouse_env):
     done = materialize_collected(closed, now + timedelta(hours=1), warehouse_env, instance)
     assert done.success and done.hours == 4
     assert stats_of(store, "rt", closed).count == 3
+    # Each hour partition carries its own rows, not the run's totals.
+    from dagster import AssetKey
+
+    records = instance.fetch_materializations(AssetKey("collected_metric_hourly"), limit=4).records
+    written = {
+        r.partition_key: r.asset_materialization.metadata["rows_written"].value for r in records
+    }
+    assert written == {
+        f"{closed + timedelta(hours=i):%Y-%m-%d-%H:%M}": n for i, n in enumerate((1, 0, 0, 1))
+    }
+    assert all("hours" not in r.asset_materialization.metadata for r in records)
     assert refresh_collected(warehouse_env, instance).hours == 0
     store.engine.dispose()
 

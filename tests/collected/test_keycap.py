@@ -25,7 +25,7 @@ def test_admit_counts_only_new_keys():
     assert admit("web", known, frozenset({"a", "c"}), 3) == {"a", "b", "c"}
     assert admit("web", known, frozenset({"a", "b"}), 2) == known
     with pytest.raises(
-        KeyCapReached, match=r"at most 2 distinct keys per app .*1 new keys refused"
+        KeyCapReached, match=r"at most 2 distinct keys per app .*; 1 new key refused,"
     ):
         admit("web", known, frozenset({"a", "c"}), 2)
     assert admit("web", known, frozenset({"e", "d", "c"}), 4, partial=True) == {"a", "b", "c", "d"}

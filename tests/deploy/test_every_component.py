@@ -261,6 +261,41 @@ def test_the_ingress_sends_the_collectors_path_to_the_collector():
     assert paths["/"] == "metrics-api"
 
 
+def test_the_ingress_sends_every_ingestion_route_of_the_collector_to_it():
+    """What clients send to (the seed's /collect and the OTLP/HTTP /v1/metrics) reaches the
+    collector through the example Ingress: anything left to "/" would be the API's 404."""
+    app = create_collector_app(CollectedSettings())
+    ingestion = {r.path for r in app.routes if isinstance(r, Route) and "POST" in r.methods}
+    assert ingestion >= {"/collect", "/v1/metrics"}
+    (ingress,) = of_kind("Ingress").values()
+    rules = [
+        (p["path"], p["pathType"], p["backend"]["service"]["name"])
+        for p in ingress["spec"]["rules"][0]["http"]["paths"]
+    ]
+
+    def backend(path: str) -> str:
+        # Kubernetes: an Exact match first, then the longest Prefix by path elements.
+        for rule_path, kind, service in rules:
+            if kind == "Exact" and rule_path == path:
+                return service
+        prefixes = [
+            (len(rule_path.rstrip("/").split("/")), service)
+            for rule_path, kind, service in rules
+            if kind == "Prefix"
+            and (
+                rule_path == "/"
+                or path == rule_path
+                or path.startswith(rule_path.rstrip("/") + "/")
+            )
+        ]
+        return max(prefixes)[1]
+
+    for path in sorted(ingestion):
+        assert backend(path) == "metrics-collector", path
+    assert backend("/api/health") == "metrics-api"
+    assert backend("/collected") == "metrics-api"  # the dashboard's page, not the collector's
+
+
 def test_nats_is_a_three_node_jetstream_on_volumes_and_the_stream_has_three_copies():
     config = NATS_VALUES["config"]
     assert config["cluster"] == {"enabled": True, "replicas": 3}

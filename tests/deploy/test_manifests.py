@@ -63,3 +63,28 @@ def test_every_dagster_process_gets_the_instance_and_the_secrets_it_needs():
     (container,) = code["containers"]
     assert container["args"][-2:] == ["-m", "metrics_pipeline.definitions"]
     assert {"name": "DAGSTER_CURRENT_IMAGE", "value": images.pop()} in container["env"]
+
+
+def test_the_required_kubernetes_validate_bundles_every_pinned_version():
+    """kubernetes-validate X.Y bundles the schemas of Kubernetes up to X.Y: the lowest version
+    pyproject.toml allows must know the newest pinned version, or an install that resolves it
+    fails every validation with VersionNotSupportedError."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from .chart import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    (requirement,) = [
+        Requirement(r)
+        for r in project["optional-dependencies"]["dev"]
+        if Requirement(r).name == "kubernetes-validate"
+    ]
+    (lowest,) = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+    newest = max(Version(v) for v in KUBERNETES_VERSIONS)
+    assert (lowest.major, lowest.minor) >= (newest.major, newest.minor), requirement
+    assert newest in requirement.specifier
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(by_kind("Deployment")["dagster-daemon"], version, strict=True)

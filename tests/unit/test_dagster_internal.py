@@ -43,3 +43,18 @@ def test_throwaway_instance_keeps_run_events_but_no_asset_index():
     ordinary = DagsterInstance.ephemeral()
     assert materialize([probe], instance=ordinary, partition_key="2025-01-02").success
     assert [r.asset_entry.asset_key for r in ordinary.get_asset_records()] == [AssetKey("probe")]
+
+
+def test_materialization_targets_reach_partitions_behind_newer_rematerializations():
+    """Two partitions, the second materialized three times since: both get their latest
+    materialization (one page of two records holds only the second's)."""
+    from metrics_pipeline.dagster_internal import materialization_targets
+
+    instance = DagsterInstance.ephemeral()
+    assert materialize([probe], partition_key="2025-01-01", instance=instance).success
+    for _ in range(3):
+        assert materialize([probe], partition_key="2025-01-02", instance=instance).success
+    targets = materialization_targets(instance, AssetKey("probe"), ["2025-01-01", "2025-01-02"])
+    assert sorted(targets) == ["2025-01-01", "2025-01-02"]
+    latest = instance.fetch_materializations(AssetKey("probe"), limit=1).records[0]
+    assert targets["2025-01-02"].storage_id == latest.storage_id

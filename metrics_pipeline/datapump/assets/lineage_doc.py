@@ -17,7 +17,7 @@ from metrics_pipeline.sql.warehouse import AGGREGATES, build_warehouse
 def render() -> str:
     tables = build_warehouse()
     lines = [
-        "# Column lineage of the DataPump aggregates",
+        "# Column lineage of the DataPump and availability aggregates",
         "",
         "Written by `python -m metrics_pipeline.datapump.assets.lineage_doc` from the asset",
         "definitions (a test keeps it current). In the Dagster UI each column's description ends",
@@ -44,7 +44,32 @@ def render() -> str:
                 )
                 lines.append(f"| `{column}` | {sources or 'the pipeline'} | {meaning} |")
             lines.append("")
+    lines += _availability()
     return "\n".join(lines)
+
+
+def _availability() -> list[str]:
+    """The availability family's aggregates, from the column sources their schemas are built
+    from (the same ``meaning ← sources`` the Columns tab shows)."""
+    from metrics_pipeline.availability.assets import column_sources
+
+    lines = []
+    for key, table in (
+        ("availability_minute", "AvailabilityMinute"),
+        ("availability_daily", "AvailabilityDaily"),
+        ("availability_published", "AvailabilityPublished"),
+    ):
+        lines += [
+            f"## `{key}` (table `{table}`)",
+            "",
+            "| column | computed from | meaning |",
+            "|---|---|---|",
+        ]
+        for column, (meaning, sources) in column_sources(table).items():
+            computed = ", ".join(f"`{s.strip()}`" for s in sources.split(";")) if sources else ""
+            lines.append(f"| `{column}` | {computed or 'the pipeline'} | {meaning} |")
+        lines.append("")
+    return lines
 
 
 if __name__ == "__main__":
