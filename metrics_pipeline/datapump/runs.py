@@ -281,8 +281,8 @@ def _still_waiting(warehouse, billers, gaps, environ, first_day) -> dict[int, tu
     reads them): hours beyond what one refresh reads again (``METRICS_REFRESH_HEAL_HOURS``),
     which a refresh that exits 0 would leave unwritten."""
     from metrics_pipeline.coverage import DATAPUMP, RETRYABLE
+    from metrics_pipeline.datapump.refresh import ChangeSettings
     from metrics_pipeline.partitions import first_window
-    from metrics_pipeline.refresh import ChangeSettings
 
     limit = ChangeSettings.from_env(environ).heal_hours_per_refresh
     since = first_window(HOURLY, first_day)

@@ -11,8 +11,8 @@ import pytest
 from metrics_pipeline.cli import main
 from tests.alerts.servers import PROMTOOL, Prometheus, need, wait_until
 from tests.api.test_server import env_for, run_api, wait_healthy
-from tests.datapump.test_coverage import set_processing
 from tests.collected.processes import free_port
+from tests.datapump.test_coverage import set_processing
 from tests.support import WINDOW_START, sqlite_environment
 
 pytestmark = pytest.mark.alerting

@@ -302,6 +302,30 @@ def test_a_refresh_that_leaves_busy_hours_unread_says_so_and_exits_1(env, capsys
     assert_oracle_exact(env, (*OTHERS, BUSY), "weekly", WEEKLY.id, 168)
 
 
+def test_busy_hours_before_the_partitions_do_not_starve_the_refresh(env, capsys, monkeypatch):
+    """Busy ledger rows older than the first partition (no refresh reads them again) do not use
+    up what one refresh heals (METRICS_REFRESH_HEAL_HOURS): the partitions' busy hours are read."""
+    set_processing(env, "beta", BUSY, True)
+    assert main(["materialize", *WINDOW], environ=env) == 1
+    set_processing(env, "beta", BUSY, False)
+    engine = create_engine(env["METRICS_WAREHOUSE_URL"])
+    with engine.begin() as conn:  # the same busy hours, a year before the partitions start
+        conn.execute(
+            text(
+                """INSERT INTO "CoverageLedger" ("Family", "EntityId", "TimeStampTypeId",
+                "StartTime", "State", "Reason", "UpdatedDate") SELECT "Family", "EntityId",
+                "TimeStampTypeId", datetime("StartTime", '-1 year'), "State", "Reason",
+                "UpdatedDate" FROM "CoverageLedger" WHERE "State" = 'busy'"""
+            )
+        )
+    engine.dispose()
+    capsys.readouterr()
+    heal = {"METRICS_REFRESH_HEAL_HOURS": str(HOURS_OF_WINDOW)}
+    monkeypatch.setenv("METRICS_REFRESH_HEAL_HOURS", str(HOURS_OF_WINDOW))
+    assert main(["refresh"], environ={**env, **heal}) == 0, capsys.readouterr().err
+    assert_oracle_exact(env, (*OTHERS, BUSY), "daily", DAILY.id, 24)
+
+
 def test_the_portal_names_billers_from_the_catalog(env, tmp_path):
     """/api/billers gives each biller's catalog name; an unreadable catalog gives ids only."""
     assert main(["materialize", *WINDOW, "--billers", "7"], environ=env) == 0

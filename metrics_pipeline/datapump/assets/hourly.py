@@ -159,14 +159,21 @@ def changed_cells(context, catalog, shards, warehouse, start: date, hours: list[
     # Hours left busy or unreachable, however old (the oldest first, bounded), so a refresh run
     # without a daemon heals them too; not those of a shard that did not answer just now.
     shard_of = {b.biller_id: b.shard for b in catalog.enabled_billers()}
+    # Within the partitions only: hours outside them are never read again, and must not use up
+    # the bound.
+    first, last = first_window(HOURLY, start), max(hours[-1], HOURLY.floor(now))
     waiting = warehouse.read_ledger(
-        DATAPUMP, HOURLY, states=RETRYABLE, limit=settings.heal_hours_per_refresh
+        DATAPUMP,
+        HOURLY,
+        first,
+        last + HOURLY.length,
+        states=RETRYABLE,
+        limit=settings.heal_hours_per_refresh,
     )
     for hour, rows in waiting.items():
         for entity in rows:
             if entity.isdigit() and shard_of.get(int(entity)) not in (None, *changes.unreachable):
                 changes.add(int(entity), hour)
-    first, last = first_window(HOURLY, start), max(hours[-1], HOURLY.floor(now))
     changes.cells = {b: {h for h in hs if first <= h <= last} for b, hs in changes.cells.items()}
     context.log.info(
         f"change detection: {changes.new_rows} row(s) beyond the cursors in "
