@@ -52,7 +52,7 @@ def parse_billers(text: str | None) -> list[int] | None:
 
 def _availability(what: str, environ, start=None, end=None) -> int:
     """The availability family's materialize (minute -> daily -> published) or refresh, as
-    Dagster runs, with the same summary and exit codes."""
+    Dagster runs."""
     from metrics_pipeline.availability.runs import materialize_availability, refresh_availability
 
     try:
@@ -62,33 +62,29 @@ def _availability(what: str, environ, start=None, end=None) -> int:
             report = refresh_availability(environ)
     except ValueError as exc:
         raise UsageError(f"availability: {exc}") from None
-    sys.stdout.write(report.summary() + "\n")
-    if not report.success:
-        sys.stderr.write(f"metrics-pipeline: availability: {report.errors[0]}\n")
-        return EXIT_FAILED
-    return EXIT_OK
+    return _report("availability", report)
 
 
 def _collected(what: str, environ, start=None, end=None) -> int:
-    """The collected-metrics family's materialize or refresh, with the same summary and codes."""
+    """The collected-metrics family's materialize or refresh, as one Dagster run."""
     from metrics_pipeline.collected.runs import materialize_collected, refresh_collected
 
     try:
         if what == "materialize":
-            run = materialize_collected(start, end, environ=environ)
+            report = materialize_collected(start, end, environ=environ)
         else:
-            run = refresh_collected(environ=environ)
+            report = refresh_collected(environ=environ)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if not run.hours:
-        sys.stdout.write("collected: nothing to refresh\n")
-        return EXIT_OK
-    sys.stdout.write(
-        f"collected: {run.hours} hour(s) {run.first:%Y-%m-%d %H:%M} .. {run.last:%Y-%m-%d %H:%M} "
-        f"UTC {'written' if run.success else 'FAILED'}\n"
-    )
-    if not run.success:
-        sys.stderr.write(f"metrics-pipeline: collected: {run.error}\n")
+    return _report("collected", report)
+
+
+def _report(family: str, report) -> int:
+    """The one printer of a family's run report: its summary line on stdout, its first error on
+    stderr and exit 1 when it failed."""
+    sys.stdout.write(report.summary() + "\n")
+    if not report.success:
+        sys.stderr.write(f"metrics-pipeline: {family}: {report.errors[0]}\n")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -29,6 +29,18 @@ class CollectedRun:
     success: bool
     error: str | None = None
 
+    @property
+    def errors(self) -> list[str]:
+        return [self.error] if self.error else []
+
+    def summary(self) -> str:
+        if not self.hours:
+            return "collected: nothing to refresh"
+        return (
+            f"collected: {self.hours} hour(s) {self.first:%Y-%m-%d %H:%M} .. "
+            f"{self.last:%Y-%m-%d %H:%M} UTC {'written' if self.success else 'FAILED'}"
+        )
+
 
 def _job_and_resources(environ: Mapping[str, str]):
     from dagster import Definitions
