@@ -23,7 +23,6 @@ from dagster import (
     BetaWarning,
     DefaultSensorStatus,
     Definitions,
-    EnvVar,
     MaterializeResult,
     MetadataValue,
     PreviewWarning,
@@ -45,7 +44,7 @@ from metrics_pipeline.assets.partitioned_checks import Verdict, each_partition
 from metrics_pipeline.availability import pipeline, sql
 from metrics_pipeline.availability.partitions import availability_partitions
 from metrics_pipeline.availability.resource import AvailabilityResource
-from metrics_pipeline.availability.settings import AvailabilitySettings
+from metrics_pipeline.availability.settings import AvailabilitySettings, events_root_config
 from metrics_pipeline.clock import as_naive_utc, utc_now
 from metrics_pipeline.settings import sensor_interval
 
@@ -219,13 +218,8 @@ def _build(environ: Mapping[str, str] | None, resolve: bool) -> dict:
     env = os.environ if environ is None else environ
     parts = availability_partitions(env)
     settings = AvailabilitySettings.from_env(env)
-    events_root = (
-        EnvVar("METRICS_EVENTS_ROOT")
-        if env.get("METRICS_EVENTS_ROOT") and not resolve
-        else str(settings.events_root)
-    )
     resource = AvailabilityResource(
-        events_root=events_root,
+        events_root=events_root_config(env, resolve),
         warehouse_url=resource_urls(env, resolve=resolve)["warehouse"],
         lookback_days=settings.lookback_days,
         refresh_minutes=settings.refresh_minutes,

@@ -5,9 +5,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster import EnvVar
+
 from metrics_pipeline.resources import data_dir
 from metrics_pipeline.settings import from_env
 
+EVENTS_ROOT = "METRICS_EVENTS_ROOT"
 #: Environment variable of each setting (the events root: METRICS_EVENTS_ROOT, else
 #: METRICS_DATA_DIR/events).
 VARIABLES = {
@@ -34,10 +37,18 @@ class AvailabilitySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AvailabilitySettings":
         env = os.environ if environ is None else environ
-        root = env.get("METRICS_EVENTS_ROOT")
+        root = env.get(EVENTS_ROOT)
         return from_env(
             cls,
             VARIABLES,
             env,
             events_root=(Path(root) if root else data_dir(env) / "events").resolve(),
         )
+
+
+def events_root_config(environ: Mapping[str, str], resolve: bool):
+    """The resource's events_root: EnvVar(METRICS_EVENTS_ROOT) when it is set (unless
+    ``resolve``, for the command line), else the resolved path."""
+    if environ.get(EVENTS_ROOT) and not resolve:
+        return EnvVar(EVENTS_ROOT)
+    return str(AvailabilitySettings.from_env(environ).events_root)
