@@ -212,11 +212,11 @@ def test_every_availability_column_names_its_sources():
 def test_docs_lineage_is_written_from_the_definitions():
     from pathlib import Path
 
-    from metrics_pipeline.datapump.assets.lineage_doc import render
+    from metrics_pipeline.lineage_doc import render
 
     page = Path(__file__).resolve().parents[1] / "docs" / "lineage.md"
     assert page.read_text() == render(), (
-        "docs/lineage.md is out of date: python -m metrics_pipeline.datapump.assets.lineage_doc > "
+        "docs/lineage.md is out of date: python -m metrics_pipeline.lineage_doc > "
         "docs/lineage.md"
     )
     assert "| `ErrorRate` | `shards/DataPumpDetail.ResponseTime`" in render()

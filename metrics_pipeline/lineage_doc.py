@@ -3,7 +3,7 @@ each column, its description and the columns it is computed from.
 
 Open-source Dagster shows each column's description (with its ``← sources``) in the asset's
 Columns tab but does not draw ``dagster/column_lineage``; this page is the same lineage in one
-place. ``python -m metrics_pipeline.datapump.assets.lineage_doc > docs/lineage.md`` writes it;
+place. ``python -m metrics_pipeline.lineage_doc > docs/lineage.md`` writes it;
 a test fails when it is out of date.
 """
 
@@ -19,7 +19,7 @@ def render() -> str:
     lines = [
         "# Column lineage of the DataPump and availability aggregates",
         "",
-        "Written by `python -m metrics_pipeline.datapump.assets.lineage_doc` from the asset",
+        "Written by `python -m metrics_pipeline.lineage_doc` from the asset",
         "definitions (a test keeps it current). In the Dagster UI each column's description ends",
         "with the same `← sources` (asset → Overview → Columns); open-source Dagster does not",
         "draw `dagster/column_lineage` as a graph.",
