@@ -216,8 +216,7 @@ def test_docs_lineage_is_written_from_the_definitions():
 
     page = Path(__file__).resolve().parents[1] / "docs" / "lineage.md"
     assert page.read_text() == render(), (
-        "docs/lineage.md is out of date: python -m metrics_pipeline.lineage_doc > "
-        "docs/lineage.md"
+        "docs/lineage.md is out of date: python -m metrics_pipeline.lineage_doc > docs/lineage.md"
     )
     assert "| `ErrorRate` | `shards/DataPumpDetail.ResponseTime`" in render()
     assert "| `TotalLatency` | `request_telemetry_events.Latency`" in render()
