@@ -41,7 +41,7 @@ def build_definitions(environ=None, resolve: bool = False) -> Definitions:
     )
     # Each family's Definitions, merged the same way.
     return Definitions.merge(
-        build_datapump_definitions(environ, every_s),
+        build_datapump_definitions(environ),
         build_availability_definitions(environ, resolve),
         build_collected_definitions(environ),
         build_retention_definitions(environ),

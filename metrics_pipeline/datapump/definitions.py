@@ -1,5 +1,6 @@
 """The DataPump family's Dagster objects, for ``Definitions.merge`` in the code location."""
 
+import os
 from collections.abc import Mapping
 
 from dagster import Definitions
@@ -16,12 +17,14 @@ from metrics_pipeline.datapump.sensors.backlog import build_backlog_sensor
 from metrics_pipeline.datapump.sensors.refresh_chain import build_refresh_chain_sensor
 from metrics_pipeline.datapump.sensors.shard_retry import build_shard_retry_sensor
 from metrics_pipeline.partitions import partitions_start
+from metrics_pipeline.settings import sensor_interval
 
 
-def build_datapump_definitions(environ: Mapping[str, str], sensor_interval: dict) -> Definitions:
+def build_datapump_definitions(environ: Mapping[str, str] | None = None) -> Definitions:
     """Assets, checks, jobs, schedules and sensors of the family (its resources, catalog,
-    shards and the warehouse, are the code location's). ``sensor_interval`` is the platform's
-    override of every sensor's interval (empty for each sensor's own)."""
+    shards and the warehouse, are the code location's)."""
+    environ = os.environ if environ is None else environ
+    every_s = sensor_interval(environ)
     start = partitions_start(environ)
     every = ChangeSettings.from_env(environ).refresh_minutes
     jobs = build_jobs()
@@ -34,8 +37,8 @@ def build_datapump_definitions(environ: Mapping[str, str], sensor_interval: dict
         ],
         asset_checks=build_checks(start),
         sensors=[
-            build_refresh_chain_sensor(start, jobs, **sensor_interval),
-            build_shard_retry_sensor(start, jobs, **sensor_interval),
-            build_backlog_sensor(start, **sensor_interval),
+            build_refresh_chain_sensor(start, jobs, **every_s),
+            build_shard_retry_sensor(start, jobs, **every_s),
+            build_backlog_sensor(start, **every_s),
         ],
     )

@@ -136,9 +136,7 @@ def _definitions(environ: Mapping[str, str]) -> tuple:
         "warehouse": warehouse_resource(environ, resolve=True),
         **datapump_resources(environ, resolve=True),
     }
-    defs = Definitions.merge(
-        build_datapump_definitions(environ, {}), Definitions(resources=resources)
-    )
+    defs = Definitions.merge(build_datapump_definitions(environ), Definitions(resources=resources))
     return defs, resources
 
 
