@@ -45,12 +45,12 @@ CATEGORIES = [
         "in the shard's database",
         ("do_execute", "fetchall", "fetchone", "fetchmany", "_fetchiter_impl", "connect ("),
     ),
-    # Before folding: the main thread waits inside aggregation.py too.
+    # Before folding: the main thread waits inside datapump/pipeline.py too.
     (
         "waiting for the shard threads",
         ("as_completed", "wait (concurrent/futures", "Thread.join", "_wait_for_tstate_lock"),
     ),
-    ("folding", ("fold_hourly_rows", "aggregation.py", "semantics.py", "sql/source.py")),
+    ("folding", ("fold_hourly_rows", "datapump/pipeline.py", "semantics.py", "datapump/sql.py")),
     ("start-up", ("_find_and_load", "definitions.py", "from_config")),
     ("Dagster (other)", ("dagster/",)),
 ]
