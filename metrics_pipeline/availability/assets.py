@@ -30,7 +30,6 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    TableColumn,
     TableSchema,
     asset,
     asset_check,
@@ -40,6 +39,7 @@ from dagster import (
 )
 from sqlalchemy import Table
 
+from metrics_pipeline.assets.columns import describe, table_schema
 from metrics_pipeline.assets.partitioned_checks import Verdict, each_partition
 from metrics_pipeline.availability import pipeline, sql
 from metrics_pipeline.availability.partitions import availability_partitions
@@ -151,18 +151,9 @@ def column_sources(table_name: str) -> dict[str, tuple[str, str | None]]:
     raise KeyError(table_name)
 
 
-def column_description(meaning: str, sources: str | None) -> str:
-    return f"{meaning} ← {sources or 'written by the pipeline'}"
-
-
 def _schema(table: Table) -> TableSchema:
     sources = column_sources(table.name)
-    return TableSchema(
-        columns=[
-            TableColumn(c.name, str(c.type), description=column_description(*sources[c.name]))
-            for c in table.columns
-        ]
-    )
+    return table_schema(table, {c.name: describe(*sources[c.name]) for c in table.columns})
 
 
 def _start(context) -> datetime:

@@ -22,14 +22,13 @@ from dagster import (
     SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
-    TableColumn,
-    TableSchema,
     asset,
     define_asset_job,
     in_process_executor,
     sensor,
 )
 
+from metrics_pipeline.assets.columns import table_schema
 from metrics_pipeline.collected.settings import CollectedSettings
 from metrics_pipeline.collected.sql import build_tables
 from metrics_pipeline.collected.store import CollectedStore, RefreshPlan
@@ -106,15 +105,6 @@ _HOURLY_COLUMNS = {
 }
 
 
-def _schema(table, descriptions: Mapping[str, str]) -> TableSchema:
-    return TableSchema(
-        columns=[
-            TableColumn(c.name, str(c.type), description=descriptions.get(c.name, ""))
-            for c in table.columns
-        ]
-    )
-
-
 def raw_spec() -> AssetSpec:
     """The raw table the bus consumer fills: the hourly statistics' upstream in the lineage."""
     return AssetSpec(
@@ -124,7 +114,7 @@ def raw_spec() -> AssetSpec:
         description="CollectedMetric: every point client apps sent to the collector, stored by "
         "the bus consumer from the NATS JetStream stream (seed 002). Not materialized by Dagster.",
         metadata={
-            "dagster/column_schema": _schema(build_tables().raw, _RAW_COLUMNS),
+            "dagster/column_schema": table_schema(build_tables().raw, _RAW_COLUMNS),
             "dagster/table_name": "CollectedMetric",
         },
     )
@@ -139,7 +129,7 @@ def _collected_asset(partitions_def: HourlyPartitionsDefinition):
         kinds={"sql"},
         deps=[RAW],
         metadata={
-            "dagster/column_schema": _schema(build_tables().hourly, _HOURLY_COLUMNS),
+            "dagster/column_schema": table_schema(build_tables().hourly, _HOURLY_COLUMNS),
             "dagster/table_name": "CollectedMetricHourly",
         },
         description="CollectedMetricHourly: per metric key and UTC hour, SampleCount, Average, "

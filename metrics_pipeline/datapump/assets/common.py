@@ -8,14 +8,13 @@ from dagster import (
     AssetKey,
     AssetSpec,
     MetadataValue,
-    TableColumn,
     TableColumnDep,
     TableColumnLineage,
-    TableSchema,
     TimeWindowPartitionsDefinition,
 )
 from sqlalchemy import Table
 
+from metrics_pipeline.assets.columns import describe, table_schema
 from metrics_pipeline.partitions import rollup_mapping
 from metrics_pipeline.semantics import Level
 from metrics_pipeline.sql.warehouse import Aggregate
@@ -104,14 +103,15 @@ def column_descriptions(aggregate: Aggregate, level: Level, table: Table) -> dic
     lineage = column_lineage(aggregate, level).deps_by_column
     out = {}
     for column in table.columns:
-        text = meanings.get(column.name, "Row identity in the warehouse")
         if column.name in lineage:
-            text += f" ← {_source_text(list(lineage[column.name]))}"
+            sources = _source_text(list(lineage[column.name]))
         elif column.name == "TimeStampTypeId":
-            text += f" ← {level.title}"
+            sources = level.title
         else:
-            text += " ← written by the pipeline"
-        out[column.name] = text
+            sources = None
+        out[column.name] = describe(
+            meanings.get(column.name, "Row identity in the warehouse"), sources
+        )
     return out
 
 
@@ -123,13 +123,7 @@ def aggregate_spec(
     how: str,
     sql_example: str,
 ) -> AssetSpec:
-    descriptions = column_descriptions(aggregate, level, table)
-    schema = TableSchema(
-        columns=[
-            TableColumn(name=c.name, type=str(c.type), description=descriptions[c.name])
-            for c in table.columns
-        ]
-    )
+    schema = table_schema(table, column_descriptions(aggregate, level, table))
     if level.previous is None:
         deps: list = [SHARD_DETAIL, SHARD_OCCUPANCY, CATALOG_BILLERS]
     else:
