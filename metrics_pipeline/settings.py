@@ -11,13 +11,26 @@ from collections.abc import Mapping
 from metrics_pipeline.resources.engines import ConfigurationError
 
 
-def convert(variable: str, raw: str, kind: type):
+def convert(variable: str, raw: str, kind: type, what: str | None = None):
     """``raw``, the value of ``variable``, as ``kind``; a :class:`ConfigurationError` naming the
-    variable when it does not convert."""
+    variable (and ``what`` was expected, by default the type's name) when it does not convert."""
     try:
         return kind(raw)
     except ValueError:
-        raise ConfigurationError(f"{variable}: expected {kind.__name__}, got {raw!r}") from None
+        expected = what or kind.__name__
+        raise ConfigurationError(f"{variable}: expected {expected}, got {raw!r}") from None
+
+
+def bounded_int(environ: Mapping[str, str], variable: str, default: int, minimum: int) -> int:
+    """An integer setting of at least ``minimum`` (``default`` when unset), refused in one line
+    naming the variable otherwise."""
+    raw = environ.get(variable)
+    if not raw:
+        return default
+    value = convert(variable, raw, int, "an integer")
+    if value < minimum:
+        raise ConfigurationError(f"{variable}: must be at least {minimum}, got {value}")
+    return value
 
 
 def from_env(cls, variables: Mapping[str, str], environ: Mapping[str, str] | None = None, **given):

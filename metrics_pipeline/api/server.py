@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from metrics_pipeline.api.app import create_app
 from metrics_pipeline.api.settings import ApiSettings
 from metrics_pipeline.resources.engines import ConfigurationError
+from metrics_pipeline.settings import bounded_int
 from metrics_pipeline.web.hosts import is_loopback
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -32,14 +33,7 @@ def app_from_environment() -> FastAPI:
 
 
 def workers_of(environ: Mapping[str, str]) -> int:
-    raw = environ.get("METRICS_API_WORKERS") or "1"
-    try:
-        workers = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"METRICS_API_WORKERS: expected an integer, got {raw!r}") from None
-    if workers < 1:
-        raise ConfigurationError(f"METRICS_API_WORKERS: must be at least 1, got {workers}")
-    return workers
+    return bounded_int(environ, "METRICS_API_WORKERS", 1, 1)
 
 
 def access_log_of(environ: Mapping[str, str]) -> bool:

@@ -10,23 +10,10 @@ from metrics_pipeline.availability.settings import AvailabilitySettings
 from metrics_pipeline.datapump.backlog import BacklogSettings
 from metrics_pipeline.datapump.objectives import ObjectiveSettings
 from metrics_pipeline.resources import resource_urls
-from metrics_pipeline.resources.engines import ConfigurationError
+from metrics_pipeline.settings import bounded_int
 
 #: Most points one response carries; longer ranges page with a continuation token.
 MAX_POINTS = 1000
-
-
-def _int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}: expected an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name}: must be at least {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -72,11 +59,13 @@ class ApiSettings:
             tokens_file=environ.get("METRICS_API_TOKENS_FILE") or None,
             redis_url=environ.get("REDIS_URL") or None,
             cache_prefix=environ.get("METRICS_API_CACHE_PREFIX") or cls.cache_prefix,
-            cache_ttl_s=_int(environ, "METRICS_API_CACHE_TTL_SECONDS", cls.cache_ttl_s, 1),
-            refresh_seconds=_int(
+            cache_ttl_s=bounded_int(environ, "METRICS_API_CACHE_TTL_SECONDS", cls.cache_ttl_s, 1),
+            refresh_seconds=bounded_int(
                 environ, "METRICS_DASHBOARD_REFRESH_SECONDS", cls.refresh_seconds, 1
             ),
-            series_cache_s=_int(environ, "METRICS_API_SERIES_CACHE_SECONDS", cls.series_cache_s, 0),
+            series_cache_s=bounded_int(
+                environ, "METRICS_API_SERIES_CACHE_SECONDS", cls.series_cache_s, 0
+            ),
             export_secret=environ.get("METRICS_API_EXPORT_SECRET") or None,
             exports=_export_settings(environ),
             objective_min_requests=ObjectiveSettings.from_env(environ).min_requests,
@@ -88,26 +77,28 @@ class ApiSettings:
 def _export_settings(environ: Mapping[str, str]) -> ExportSettings:
     d = ExportSettings()
     return ExportSettings(
-        pages_ahead=_int(environ, "METRICS_API_EXPORT_PAGES_AHEAD", d.pages_ahead, 0),
-        bytes_per_task=_int(
+        pages_ahead=bounded_int(environ, "METRICS_API_EXPORT_PAGES_AHEAD", d.pages_ahead, 0),
+        bytes_per_task=bounded_int(
             environ, "METRICS_API_EXPORT_TASK_CACHE_MB", d.bytes_per_task // 2**20, 1
         )
         * 2**20,
-        max_tasks=_int(environ, "METRICS_API_EXPORT_MAX_TASKS", d.max_tasks, 1),
-        max_cache_bytes=_int(environ, "METRICS_API_EXPORT_CACHE_MB", d.max_cache_bytes // 2**20, 1)
+        max_tasks=bounded_int(environ, "METRICS_API_EXPORT_MAX_TASKS", d.max_tasks, 1),
+        max_cache_bytes=bounded_int(
+            environ, "METRICS_API_EXPORT_CACHE_MB", d.max_cache_bytes // 2**20, 1
+        )
         * 2**20,
-        workers=_int(environ, "METRICS_API_EXPORT_WORKERS", d.workers, 1),
+        workers=bounded_int(environ, "METRICS_API_EXPORT_WORKERS", d.workers, 1),
         timings=Timings(
-            completed_s=_int(
+            completed_s=bounded_int(
                 environ, "METRICS_API_EXPORT_COMPLETED_SECONDS", int(d.timings.completed_s), 1
             ),
-            draining_s=_int(
+            draining_s=bounded_int(
                 environ, "METRICS_API_EXPORT_DRAINING_SECONDS", int(d.timings.draining_s), 1
             ),
-            stale_after_s=_int(
+            stale_after_s=bounded_int(
                 environ, "METRICS_API_EXPORT_STALE_AFTER_SECONDS", int(d.timings.stale_after_s), 1
             ),
-            stale_resume_s=_int(
+            stale_resume_s=bounded_int(
                 environ,
                 "METRICS_API_EXPORT_STALE_RESUME_SECONDS",
                 int(d.timings.stale_resume_s),
