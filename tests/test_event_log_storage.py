@@ -96,3 +96,15 @@ def test_a_batch_reads_back_as_the_same_events_stored_one_by_one(tmp_path):
         )
         assert len(records) == 30
     lean.dispose()
+
+
+def test_its_commits_do_not_wait_for_the_disk_in_dagsters_wal_mode(tmp_path):
+    """WAL with synchronous=NORMAL: a commit survives the process, not a power cut; the fsync
+    per event it saves was a third of the event log's cost."""
+    lean = LeanSqliteEventLogStorage(str(tmp_path))
+    lean.store_event(materialization("run0", 0))
+    for connection in (lean.run_connection("run0"), lean.index_connection()):
+        with connection as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    lean.dispose()
