@@ -51,16 +51,26 @@ SQLITE_FORMS = {
     ),
 }
 
-STATUS = 'trim("StatusCode")'
-#: The pipeline's rules (semantics.DEFAULT_RULES), written out for text status codes.
+RAW, STATUS = '"StatusCode"', 'trim("StatusCode")'
+#: The pipeline's rules (semantics.DEFAULT_RULES), written out for text status codes: a code
+#: stored as plain digits (nearly every call) is read as it is, only the others are trimmed.
 _DIGITS = {
-    "sqlite": f"{STATUS} <> '' AND {STATUS} NOT GLOB '*[^0-9]*'",
-    "postgresql": f"{STATUS} ~ '^[0-9]+$'",
+    "sqlite": lambda s: f"{s} <> '' AND {s} NOT GLOB '*[^0-9]*'",
+    "postgresql": lambda s: f"{s} ~ '^[0-9]+$'",
 }
 
 
 def _code(backend: str) -> str:
-    return f"(CASE WHEN {_DIGITS[backend]} THEN CAST({STATUS} AS BIGINT) END)"
+    digits = _DIGITS[backend]
+    return (
+        f"(CASE WHEN {digits(RAW)} THEN CAST({RAW} AS BIGINT) "
+        f"WHEN {digits(STATUS)} THEN CAST({STATUS} AS BIGINT) END)"
+    )
+
+
+def _word(backend: str) -> str:
+    """The timeout word, looked for only in codes that are not plain digits."""
+    return f"(NOT ({_DIGITS[backend](RAW)}) AND lower({STATUS}) = 'timeout')"
 
 
 def limit_statements(backend: str) -> list[str]:
@@ -71,7 +81,7 @@ def limit_statements(backend: str) -> list[str]:
         else "date_trunc('hour', \"CreatedDate\")"
     )
     code = _code(backend)
-    timeout = f"({code} IN (408, 504) OR lower({STATUS}) = 'timeout' OR \"ResponseTime\" >= 30000)"
+    timeout = f'({code} IN (408, 504) OR {_word(backend)} OR "ResponseTime" >= 30000)'
     facts = f"""
         SELECT "BillerId", {hour} AS hr, COUNT(*),
                SUM(CASE WHEN {timeout} THEN 1 ELSE 0 END),

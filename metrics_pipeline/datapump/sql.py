@@ -185,6 +185,37 @@ def undated_query(names: ShardNames, billers, start: datetime, end: datetime) ->
     )
 
 
+def status_class(status, rt, rules: Rules):
+    """Per call: 2 a timeout (also a failure), 1 another failure, 0 a success (``semantics``:
+    ``is_timeout``, ``is_failed``). A StatusCode stored as plain digits (nearly every call) is
+    read as it is; only the others are trimmed and compared with the timeout words."""
+    one, two, zero = literal_column("1"), literal_column("2"), literal_column("0")
+    raw = digits_as_int(status)
+    plain_words = [w for w in rules.timeout_words if w.isdigit()]
+    plain_timeout = raw.in_(list(rules.timeout_status_codes))
+    if plain_words:
+        plain_timeout = or_(plain_timeout, status.in_(plain_words))
+    text = trimmed(status)
+    code = digits_as_int(text)
+    ok = (rules.success_min, rules.success_max)
+    return case(
+        (rt >= rules.timeout_threshold_ms, two),
+        (
+            raw.is_not(None),
+            case((plain_timeout, two), (raw.between(*ok), zero), else_=one),
+        ),
+        (
+            or_(
+                code.in_(list(rules.timeout_status_codes)),
+                func.lower(text).in_([w.lower() for w in rules.timeout_words]),
+            ),
+            two,
+        ),
+        (code.between(*ok), zero),
+        else_=one,
+    )
+
+
 def hourly_facts_query(
     names: ShardNames,
     rules: Rules,
@@ -200,16 +231,16 @@ def hourly_facts_query(
     has no valid ResponseTime), irregular_rows (on the fast path, the rows that are not plain;
     else 0).
 
-    The rows are first grouped by hour, sketch bucket, raw StatusCode and the slow flag, so the
-    status rules run once per group (a handful of distinct codes per hour) instead of once per
-    call, and one row per biller and hour leaves the shard.
+    Each call gets its status class (``status_class``) and sketch bucket; the calls are grouped
+    by biller, hour, bucket and class, and one row per biller and hour leaves the shard (a
+    bucket may appear once per class in its sketch).
     """
     t = detail_table(names)
     rt = as_number(t.c[names.response_time], text=form.response_time_text)
     status_code = t.c[names.status_code]
     if form.status_code_numeric:
         status_code = cast(status_code, String(20))
-    one, zero = literal_column("1"), literal_column("0")
+    zero = literal_column("0")
     plain = form.plain
     odd = irregular_timestamp(t.c[names.created], plain) if plain else zero
     rows = (
@@ -218,8 +249,7 @@ def hourly_facts_query(
             _hour(t, names, form).label("hour"),
             odd.label("odd"),
             sketch_bucket(rt).label("bucket"),
-            status_code.label("status"),
-            case((rt >= rules.timeout_threshold_ms, one), else_=zero).label("slow"),
+            status_class(status_code, rt, rules).label("class"),
             case((rt >= 0, rt)).label("valid_rt"),
         )
         .where(_window_filter(t, names, billers, start, end, plain))
@@ -230,36 +260,22 @@ def hourly_facts_query(
             rows.c.biller_id,
             rows.c.hour,
             rows.c.bucket,
-            rows.c.status,
-            rows.c.slow,
+            rows.c["class"],
             func.count().label("calls"),
             func.count(rows.c.valid_rt).label("valid"),
             func.sum(rows.c.valid_rt).label("total"),
             func.sum(rows.c.odd).label("odd"),
         )
-        .group_by(rows.c.biller_id, rows.c.hour, rows.c.bucket, rows.c.status, rows.c.slow)
+        .group_by(rows.c.biller_id, rows.c.hour, rows.c.bucket, rows.c["class"])
         .subquery("g")
     )
-    status = trimmed(groups.c.status)
-    code = digits_as_int(status)
-    timeout = or_(
-        code.in_(list(rules.timeout_status_codes)),
-        func.lower(status).in_([w.lower() for w in rules.timeout_words]),
-        groups.c.slow == one,
-    )
-    calls = groups.c.calls
+    calls, kind = groups.c.calls, groups.c["class"]
     return select(
         groups.c.biller_id,
         groups.c.hour,
         func.sum(calls).label("request_count"),
-        func.sum(case((timeout, calls), else_=zero)).label("timeout_count"),
-        func.sum(
-            case(
-                (timeout, calls),
-                (code.between(rules.success_min, rules.success_max), zero),
-                else_=calls,
-            )
-        ).label("failed_count"),
+        func.sum(case((kind == literal_column("2"), calls), else_=zero)).label("timeout_count"),
+        func.sum(case((kind == zero, zero), else_=calls)).label("failed_count"),
         func.sum(groups.c.valid).label("response_time_count"),
         func.sum(groups.c.total).label("total_response_time"),
         bucket_counts(groups.c.bucket, groups.c.valid).label("sketch"),

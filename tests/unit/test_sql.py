@@ -176,10 +176,22 @@ def _rows_db(url: str):
     return engine, rows
 
 
+#: Configured rules unlike the defaults: a timeout "word" of digits (the plain-digits path must
+#: still see it), other timeout codes, a narrower success range, a lower slow threshold.
+ODD_RULES = Rules(
+    timeout_status_codes=(504, 599),
+    timeout_words=("timeout", "0408", "abc"),
+    timeout_threshold_ms=5000.0,
+    success_min=200,
+    success_max=299,
+)
+
+
+@pytest.mark.parametrize("rules", [Rules(), ODD_RULES], ids=["default rules", "odd rules"])
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def test_shard_query_applies_the_rules_exactly(backend, tmp_path, request):
+def test_shard_query_applies_the_rules_exactly(backend, rules, tmp_path, request):
     url = (
         f"sqlite:///{tmp_path}/s.db"
         if backend == "sqlite"
@@ -189,7 +201,7 @@ def test_shard_query_applies_the_rules_exactly(backend, tmp_path, request):
     start, end = WINDOW_START, WINDOW_START + timedelta(days=3)
     with engine.connect() as conn:
         got = fold_hourly_rows(
-            conn.execute(hourly_facts_query(ShardNames(), Rules(), [1], start, end)),
+            conn.execute(hourly_facts_query(ShardNames(), rules, [1], start, end)),
             conn.execute(hourly_percentiles_query(ShardNames(), [1], start, end)),
         )
     engine.dispose()
@@ -200,7 +212,7 @@ def test_shard_query_applies_the_rules_exactly(backend, tmp_path, request):
         )
     assert set(got) == {(1, h) for h in by_hour}
     for hour, hour_rows in by_hour.items():
-        want, have = partial_from_rows(hour_rows), got[(1, hour)]
+        want, have = partial_from_rows(hour_rows, rules), got[(1, hour)]
         assert (have.request_count, have.failed_count, have.timeout_count) == (
             want.request_count,
             want.failed_count,
