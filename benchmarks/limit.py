@@ -52,25 +52,27 @@ SQLITE_FORMS = {
 }
 
 RAW, STATUS = '"StatusCode"', 'trim("StatusCode")'
-#: The pipeline's rules (semantics.DEFAULT_RULES), written out for text status codes: a code
-#: stored as plain digits (nearly every call) is read as it is, only the others are trimmed.
+#: The pipeline's rules (semantics.DEFAULT_RULES), written out for text status codes: a code of
+#: three plain digits (nearly every call) is compared as the text it is stored as; only the
+#: others are trimmed and read as a number.
+_THREE = {
+    "sqlite": f"{RAW} GLOB '[1-9][0-9][0-9]'",
+    "postgresql": f"{RAW} ~ '^[1-9][0-9][0-9]$'",
+}
 _DIGITS = {
-    "sqlite": lambda s: f"{s} <> '' AND {s} NOT GLOB '*[^0-9]*'",
-    "postgresql": lambda s: f"{s} ~ '^[0-9]+$'",
+    "sqlite": f"{STATUS} <> '' AND {STATUS} NOT GLOB '*[^0-9]*'",
+    "postgresql": f"{STATUS} ~ '^[0-9]+$'",
 }
 
 
-def _code(backend: str) -> str:
-    digits = _DIGITS[backend]
-    return (
-        f"(CASE WHEN {digits(RAW)} THEN CAST({RAW} AS BIGINT) "
-        f"WHEN {digits(STATUS)} THEN CAST({STATUS} AS BIGINT) END)"
-    )
-
-
-def _word(backend: str) -> str:
-    """The timeout word, looked for only in codes that are not plain digits."""
-    return f"(NOT ({_DIGITS[backend](RAW)}) AND lower({STATUS}) = 'timeout')"
+def _status_class(backend: str) -> str:
+    """2 a timeout, 1 another failure, 0 a success."""
+    code = f"(CASE WHEN {_DIGITS[backend]} THEN CAST({STATUS} AS BIGINT) END)"
+    return f"""CASE WHEN "ResponseTime" >= 30000 THEN 2
+            WHEN {_THREE[backend]} THEN (CASE WHEN {RAW} IN ('408', '504') THEN 2
+                WHEN {RAW} BETWEEN '200' AND '399' THEN 0 ELSE 1 END)
+            WHEN {code} IN (408, 504) OR lower({STATUS}) = 'timeout' THEN 2
+            WHEN {code} BETWEEN 200 AND 399 THEN 0 ELSE 1 END"""
 
 
 def limit_statements(backend: str) -> list[str]:
@@ -80,16 +82,13 @@ def limit_statements(backend: str) -> list[str]:
         if backend == "sqlite"
         else "date_trunc('hour', \"CreatedDate\")"
     )
-    code = _code(backend)
-    timeout = f'({code} IN (408, 504) OR {_word(backend)} OR "ResponseTime" >= 30000)'
     facts = f"""
-        SELECT "BillerId", {hour} AS hr, COUNT(*),
-               SUM(CASE WHEN {timeout} THEN 1 ELSE 0 END),
-               SUM(CASE WHEN {timeout} THEN 1 WHEN {code} BETWEEN 200 AND 399 THEN 0 ELSE 1 END),
-               COUNT(CASE WHEN "ResponseTime" >= 0 THEN 1 END),
-               SUM(CASE WHEN "ResponseTime" >= 0 THEN "ResponseTime" END)
-        FROM "DataPumpDetail" WHERE "CreatedDate" >= :s AND "CreatedDate" < :e
-        GROUP BY "BillerId", {hour}"""
+        SELECT "BillerId", hr, COUNT(*), SUM(CASE WHEN c = 2 THEN 1 ELSE 0 END),
+               SUM(CASE WHEN c = 0 THEN 0 ELSE 1 END), COUNT(rt), SUM(rt)
+        FROM (SELECT "BillerId", {hour} AS hr, {_status_class(backend)} AS c,
+                     CASE WHEN "ResponseTime" >= 0 THEN "ResponseTime" END AS rt
+              FROM "DataPumpDetail" WHERE "CreatedDate" >= :s AND "CreatedDate" < :e) x
+        GROUP BY "BillerId", hr"""
     percentiles = f"""
         SELECT "BillerId", hr, rn, n, "ResponseTime" FROM (
             SELECT "BillerId", {hour} AS hr, "ResponseTime",

@@ -176,11 +176,39 @@ def sketch_bucket_value(index: int) -> float:
     return 2 * SKETCH_GAMMA**index / (SKETCH_GAMMA + 1)
 
 
-@dataclass
 class Sketch:
-    """Counts of valid response times per log bucket; merging is adding counts (exact)."""
+    """Counts of valid response times per log bucket; merging is adding counts (exact).
 
-    counts: dict[int, int] = field(default_factory=dict)
+    A sketch read from its text (``decode``) stays text until its counts are needed: merging
+    such sketches (a day from its hours) joins their texts, and the counts are added up once,
+    for the merged sketch, when it is encoded or asked for a quantile."""
+
+    __slots__ = ("_counts", "_texts")
+
+    def __init__(self, counts: Mapping[int, int] | None = None):
+        self._counts: dict[int, int] = {i: c for i, c in (counts or {}).items() if c}
+        #: Encoded sketches merged in but not yet added to ``_counts``.
+        self._texts: list[str] = []
+
+    @property
+    def counts(self) -> dict[int, int]:
+        if self._texts:
+            self._add_texts()
+        return self._counts
+
+    def _add_texts(self) -> None:
+        numbers = map(int, ",".join(self._texts).replace(":", ",").split(","))
+        self._texts = []
+        counts = self._counts
+        for index, count in zip(numbers, numbers, strict=True):
+            if count:
+                counts[index] = counts.get(index, 0) + count
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sketch) and self.counts == other.counts
+
+    def __repr__(self) -> str:
+        return f"Sketch({self.counts!r})"
 
     @property
     def total(self) -> int:
@@ -188,10 +216,13 @@ class Sketch:
 
     def add(self, index: int, count: int = 1) -> None:
         if count:
-            self.counts[index] = self.counts.get(index, 0) + count
+            counts = self.counts
+            counts[index] = counts.get(index, 0) + count
 
     def merge(self, other: "Sketch") -> None:
-        for index, count in other.counts.items():
+        if other._texts:
+            self._texts.extend(other._texts)
+        for index, count in other._counts.items():
             self.add(index, count)
 
     def quantile(self, p: int) -> Decimal | None:
@@ -209,15 +240,15 @@ class Sketch:
 
     def encode(self) -> str:
         """Compact text form kept in the warehouse: 'index:count' pairs, sorted, comma separated."""
-        return ",".join(f"{i}:{c}" for i, c in sorted(self.counts.items()))
+        return ",".join([f"{i}:{c}" for i, c in sorted(self.counts.items())])
 
     @classmethod
     def decode(cls, text: str | None) -> "Sketch":
+        """The sketch of a text of 'index:count' pairs, in any order, an index possibly more than
+        once (its counts add up): ``encode``'s form, or a shard's ``bucket_counts``."""
         sketch = cls()
         if text:
-            for pair in text.split(","):
-                index, count = pair.split(":")
-                sketch.add(int(index), int(count))
+            sketch._texts.append(text)
         return sketch
 
 

@@ -23,11 +23,12 @@ from metrics_pipeline.coverage import (
     LedgerEntry,
 )
 from metrics_pipeline.datapump.refresh import ChangeSettings
-from metrics_pipeline.datapump.shards import Biller, CatalogResource, ShardsResource
+from metrics_pipeline.datapump.shards import Biller, CatalogResource, ShardChunk, ShardsResource
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.engines import ShardMisconfigured, ShardUnreachable
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY, Level, Partial, rollup, round2
+from metrics_pipeline.sql.dialect import PlainForm
 from metrics_pipeline.tags import EMPTY_SHARDS_TAG, UNDATED_TAG
 from metrics_pipeline.writes import WriteCounts
 
@@ -204,6 +205,7 @@ def aggregate_hourly(
         return outcome
     warehouse.ensure_schema()
     write_lock = threading.Lock()
+    state: dict[str, _ShardProgress] = {}
 
     def write(batch, cursor=None) -> None:
         for partial in batch.values():
@@ -223,16 +225,17 @@ def aggregate_hourly(
         """Read [lo, hi) of ``billers`` from the shard chunk by chunk, each chunk's requested
         cells to ``sink``; returns the calls read."""
         rows = 0
-        for chunk_start, chunk_end, partials in shards.read_hourly(shard, billers, lo, hi):
+        for chunk in shards.read_hourly(shard, billers, lo, hi):
             batch = {
-                (b, h): partials.get((b, h), Partial())
+                (b, h): chunk.partials.get((b, h), Partial())
                 for b in billers
                 for h in wanted[b]
-                if chunk_start <= h < chunk_end
+                if chunk.start <= h < chunk.end
             }
             if batch:
                 rows += sum(p.request_count for p in batch.values())
                 sink(batch)
+            state[shard].read(chunk, billers)
         return rows
 
     def read_with_cursor(shard: str, wanted, cursor) -> int:
@@ -271,7 +274,7 @@ def aggregate_hourly(
         workers = max(1, min(shards.max_parallel_shards, len(pending)))
         # Two reads per worker at least, so no worker idles while one shard finishes alone.
         parts = max(1, -(-2 * workers // len(pending))) if workers > 1 else 1
-        state = {s: _ShardProgress(b) for s, b in pending.items()}
+        state.update({s: _ShardProgress(b) for s, b in pending.items()})
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
             futures = {
                 pool.submit(shards.busy_billers, s, b): ("busy", s) for s, b in pending.items()
@@ -306,13 +309,15 @@ def aggregate_hourly(
                         progress.left -= 1
                         if not progress.left:
                             hours = [h for b in progress.free for h in requested[b]]
+                            lo, hi = min(hours), max(hours) + HOURLY.length
                             futures[
                                 pool.submit(
                                     shards.undated_rows,
                                     shard,
                                     progress.free,
-                                    min(hours),
-                                    max(hours) + HOURLY.length,
+                                    lo,
+                                    hi,
+                                    progress.verified(lo, hi),
                                 )
                             ] = ("undated", shard)
                     else:
@@ -363,13 +368,32 @@ def aggregate_hourly(
 
 @dataclass
 class _ShardProgress:
-    """One shard in a round of reads: its billers, those not busy, reads still running."""
+    """One shard in a round of reads: its billers, those not busy, reads still running, and
+    the spans its chunks of all those billers were read on the fast path of a plain form."""
 
     billers: list[int]
     free: list[int] = field(default_factory=list)
     left: int = 0
     rows: int = 0
     failed: bool = False
+    plain: list[tuple[datetime, datetime, PlainForm | None]] = field(default_factory=list)
+
+    def read(self, chunk: ShardChunk, billers: list[int]) -> None:
+        """Called from the shard's reading threads (list.append is atomic)."""
+        whole = set(billers) == set(self.free)
+        self.plain.append((chunk.start, chunk.end, chunk.plain if whole else None))
+
+    def verified(self, lo: datetime, hi: datetime) -> PlainForm | None:
+        """The one plain form every chunk of [lo, hi) was read in, if they cover it all."""
+        forms = {form for _, _, form in self.plain}
+        if len(forms) != 1 or None in forms:
+            return None
+        at = lo
+        for start, end, _ in sorted(self.plain):
+            if start > at:
+                return None
+            at = max(at, end)
+        return forms.pop() if at >= hi else None
 
 
 def _failure_entries(requested: Mapping[int, list[datetime]], outcome: Outcome):
@@ -567,8 +591,8 @@ def reconcile(
     def compare(shard: str) -> None:
         billers = by_shard[shard]
         source: dict[tuple[int, datetime], Partial] = {}
-        for _, _, partials in shards.read_hourly(shard, billers, start, end):
-            source.update(partials)
+        for chunk in shards.read_hourly(shard, billers, start, end):
+            source.update(chunk.partials)
         for b in billers:
             for hour in HOURLY.starts(start, end):
                 got = _facts(source.get((b, hour), Partial()))

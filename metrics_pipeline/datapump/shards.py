@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from dagster import Config, ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
@@ -243,9 +244,9 @@ class ShardsResource(ConfigurableResource):
 
     def read_hourly(
         self, shard: str, billers: list[int], start: datetime, end: datetime
-    ) -> Iterator[tuple[datetime, datetime, dict[tuple[int, datetime], Partial]]]:
-        """(chunk start, chunk end, partials per (biller, hour)) over [start, end), one chunk of
-        ``chunk_hours(len(billers))`` hours at a time; hours without rows are absent.
+    ) -> Iterator["ShardChunk"]:
+        """The chunks of [start, end), ``chunk_hours(len(billers))`` hours each, with their
+        partials per (biller, hour); hours without rows are absent.
 
         Every statement aggregates inside the shard: what crosses the network is one row per
         biller and hour (sketch included) and one per percentile, never the raw calls.
@@ -258,17 +259,18 @@ class ShardsResource(ConfigurableResource):
             with self._unreachable_as_typed(shard), engine.connect() as conn:
                 form = self._form(shard, conn)
                 fast = self._fast_form(shard, conn, form, billers, chunk_start, chunk_end)
-                partials = None
+                partials, plain = None, None
                 if fast.plain:
                     try:
                         partials = self._read_chunk(conn, billers, chunk_start, chunk_end, fast)
+                        plain = fast.plain
                     except IrregularTimestamps:
                         # Not every row is plain: this window by the general statements, and
                         # the next one asks the shard for its form again.
                         self._plain.pop(shard, None)
                 if partials is None:
                     partials = self._read_chunk(conn, billers, chunk_start, chunk_end, form)
-            yield chunk_start, chunk_end, partials
+            yield ShardChunk(chunk_start, chunk_end, partials, plain)
             chunk_start = chunk_end
 
     def changed_cells(
@@ -343,13 +345,20 @@ class ShardsResource(ConfigurableResource):
             return {(int(r.biller_id), as_naive_utc(r.hour)): int(r.rows) for r in rows}
 
     def undated_rows(
-        self, shard: str, billers: list[int], start: datetime, end: datetime
+        self,
+        shard: str,
+        billers: list[int],
+        start: datetime,
+        end: datetime,
+        verified: PlainForm | None = None,
     ) -> dict[int, int]:
         """{BillerId: rows whose CreatedDate is NULL or not a timestamp} (they are in no hour),
-        among the rows that could be of [start, end) (``sql.dialect.not_a_timestamp``)."""
+        among the rows that could be of [start, end) (``sql.dialect.not_a_timestamp``).
+        ``verified``: the billers' chunks of [start, end) were all read on the fast path of this
+        plain form (``ShardChunk.plain``), so only the range's margins are left to look at."""
         engine = self._engine(shard)
         with self._unreachable_as_typed(shard), engine.connect() as conn:
-            query = undated_query(self.names.to_names(), billers, start, end)
+            query = undated_query(self.names.to_names(), billers, start, end, verified)
             rows = conn.execute(query).all()
         return {int(r.biller_id): int(r.rows) for r in rows}
 
@@ -359,6 +368,17 @@ class ShardsResource(ConfigurableResource):
         with self._unreachable_as_typed(shard), engine.connect() as conn:
             rows = conn.execute(processing_query(self.names.to_names(), billers)).all()
         return {int(r.biller_id) for r in rows if r.processing}
+
+
+class ShardChunk(NamedTuple):
+    """One chunk of a shard's read: its hours [start, end) and partials per (biller, hour)."""
+
+    start: datetime
+    end: datetime
+    partials: dict[tuple[int, datetime], Partial]
+    #: The plain form the chunk was read in (fast path), else None: then every row of its
+    #: margin-widened range is of that form, and every one in [start, end) in a real hour.
+    plain: PlainForm | None = None
 
 
 @dataclass(frozen=True)

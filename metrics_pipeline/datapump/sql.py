@@ -25,7 +25,15 @@ from sqlalchemy import (
 )
 
 from metrics_pipeline.clock import as_naive_utc
-from metrics_pipeline.semantics import PERCENTILES, Partial, Rules, nearest_rank, round2, to_decimal
+from metrics_pipeline.semantics import (
+    PERCENTILES,
+    Partial,
+    Rules,
+    Sketch,
+    nearest_rank,
+    round2,
+    to_decimal,
+)
 from metrics_pipeline.sql.dialect import (
     PlainForm,
     as_number,
@@ -35,10 +43,10 @@ from metrics_pipeline.sql.dialect import (
     hour_floor,
     irregular_timestamp,
     not_a_timestamp,
-    parse_bucket_counts,
     plain_created_between,
     sketch_bucket,
     text_hour,
+    three_digit_code,
     trimmed,
 )
 
@@ -167,10 +175,13 @@ def _hour(t: Table, names: ShardNames, form: ShardForm):
     return text_hour(created) if form.plain else hour_floor(created)
 
 
-def undated_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
+def undated_query(
+    names: ShardNames, billers, start: datetime, end: datetime, verified: PlainForm | None = None
+) -> Select:
     """Rows per biller whose CreatedDate is NULL or not a timestamp that could be one of
-    [start, end) (see ``not_a_timestamp``): they belong to no hour, so they are counted and
-    reported instead (only a SQLite shard can hold a non-timestamp)."""
+    [start, end) (see ``not_a_timestamp``; ``verified``: the fast path read [start, end) in
+    this plain form): they belong to no hour, so they are counted and reported instead (only a
+    SQLite shard can hold a non-timestamp)."""
     t = detail_table(names)
     created = t.c[names.created]
     return (
@@ -178,7 +189,7 @@ def undated_query(names: ShardNames, billers, start: datetime, end: datetime) ->
         .where(
             and_(
                 t.c[names.biller_id].in_(sorted(billers)),
-                or_(created.is_(None), not_a_timestamp(created, start, end)),
+                or_(created.is_(None), not_a_timestamp(created, start, end, verified)),
             )
         )
         .group_by(t.c[names.biller_id])
@@ -187,23 +198,21 @@ def undated_query(names: ShardNames, billers, start: datetime, end: datetime) ->
 
 def status_class(status, rt, rules: Rules):
     """Per call: 2 a timeout (also a failure), 1 another failure, 0 a success (``semantics``:
-    ``is_timeout``, ``is_failed``). A StatusCode stored as plain digits (nearly every call) is
-    read as it is; only the others are trimmed and compared with the timeout words."""
+    ``is_timeout``, ``is_failed``). A StatusCode of three plain digits (nearly every call) is
+    compared as text, as it is stored; only the others are trimmed and read as a number."""
     one, two, zero = literal_column("1"), literal_column("2"), literal_column("0")
-    raw = digits_as_int(status)
-    plain_words = [w for w in rules.timeout_words if w.isdigit()]
-    plain_timeout = raw.in_(list(rules.timeout_status_codes))
-    if plain_words:
-        plain_timeout = or_(plain_timeout, status.in_(plain_words))
+    # For three digits text order is number order: the rules' codes and range as such text.
+    timeouts = [str(c) for c in rules.timeout_status_codes if 100 <= c <= 999]
+    timeouts += [w for w in rules.timeout_words if len(w) == 3 and w.isdigit() and w[0] != "0"]
+    lo, hi = max(rules.success_min, 100), min(rules.success_max, 999)
+    plain = [(status.in_(sorted(set(timeouts))), two)] if timeouts else []
+    if lo <= hi:
+        plain.append((status.between(str(lo), str(hi)), zero))
     text = trimmed(status)
     code = digits_as_int(text)
-    ok = (rules.success_min, rules.success_max)
     return case(
         (rt >= rules.timeout_threshold_ms, two),
-        (
-            raw.is_not(None),
-            case((plain_timeout, two), (raw.between(*ok), zero), else_=one),
-        ),
+        (three_digit_code(status), case(*plain, else_=one) if plain else one),
         (
             or_(
                 code.in_(list(rules.timeout_status_codes)),
@@ -211,7 +220,7 @@ def status_class(status, rt, rules: Rules):
             ),
             two,
         ),
-        (code.between(*ok), zero),
+        (code.between(rules.success_min, rules.success_max), zero),
         else_=one,
     )
 
@@ -461,8 +470,7 @@ def fold_facts(fact_rows, window: tuple[datetime, datetime] | None = None):
         p.response_time_count += int(row.response_time_count or 0)
         if row.total_response_time is not None:
             p.total_response_time += to_decimal(row.total_response_time)
-        for bucket, count in parse_bucket_counts(row.sketch):
-            p.sketch.add(bucket, count)
+        p.sketch.merge(Sketch.decode(row.sketch))
     for p in partials.values():
         p.total_response_time = round2(p.total_response_time)
     return partials

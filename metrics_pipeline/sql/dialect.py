@@ -82,6 +82,32 @@ def _digits_sqlite(element, compiler, **kw):
 
 
 @_per_dialect
+class three_digit_code(FunctionElement):  # noqa: N801
+    """True for a string of exactly three ASCII digits, the first not 0 ('200'): its text
+    compares as its number does, with no trimming or conversion."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "three_digit_code"
+    _is_implicitly_boolean = True
+
+
+@compiles(three_digit_code, "mssql")
+def _three_digits_mssql(element, compiler, **kw):
+    return f"{compiler.process(element.clauses, **kw)} LIKE '[1-9][0-9][0-9]'"
+
+
+@compiles(three_digit_code, "postgresql")
+def _three_digits_pg(element, compiler, **kw):
+    return f"{compiler.process(element.clauses, **kw)} ~ '^[1-9][0-9][0-9]$'"
+
+
+@compiles(three_digit_code, "sqlite")
+def _three_digits_sqlite(element, compiler, **kw):
+    return f"{compiler.process(element.clauses, **kw)} GLOB '[1-9][0-9][0-9]'"
+
+
+@_per_dialect
 class sketch_bucket(FunctionElement):  # noqa: N801
     """Log bucket of a non-negative response time (see semantics.sketch_bucket); NULL if < 0."""
 
@@ -119,7 +145,8 @@ def trimmed(column: ColumnElement) -> ColumnElement:
 
 @_per_dialect
 class bucket_counts(FunctionElement):  # noqa: N801
-    """Aggregate: the (bucket, count) pairs of a group as one ``bucket:count,…`` string.
+    """Aggregate: the (bucket, count) pairs of a group as one ``bucket:count,…`` string
+    (read back by ``semantics.Sketch.decode``).
 
     Pairs whose bucket is NULL are left out; the string is NULL when none is left. A bucket may
     appear more than once (the caller adds the counts up). It lets a shard return one row per
@@ -155,17 +182,6 @@ def _bucket_counts_pg(element, compiler, **kw):
 def _bucket_counts_sqlite(element, compiler, **kw):
     bucket, count = _pair_args(element, compiler, **kw)
     return f"group_concat({bucket} || ':' || {count}, ',')"
-
-
-def parse_bucket_counts(text: str | None) -> list[tuple[int, int]]:
-    """The pairs of a ``bucket_counts`` string (empty for NULL)."""
-    if not text:
-        return []
-    pairs = []
-    for pair in text.split(","):
-        bucket, count = pair.split(":")
-        pairs.append((int(bucket), int(count)))
-    return pairs
 
 
 # --- timestamps and numbers a SQLite shard may store as text --------------------------------------
@@ -372,8 +388,18 @@ class not_a_timestamp(ColumnElement):  # noqa: N801
     inherit_cache = False
     _is_implicitly_boolean = True
 
-    def __init__(self, column: ColumnElement, start: datetime, end: datetime):
+    def __init__(
+        self,
+        column: ColumnElement,
+        start: datetime,
+        end: datetime,
+        verified: PlainForm | None = None,
+    ):
         self.column, self.start, self.end = column, start, end
+        #: The fast path read [start, end) in this form: no row of the widened range is of
+        #: another form and every plain one of [start, end) is a real hour, so only the margins
+        #: outside [start, end) are left to look at.
+        self.verified = verified
 
 
 @compiles(not_a_timestamp)
@@ -387,13 +413,17 @@ def _not_a_timestamp_sqlite(element, compiler, **kw):
     lo = (element.start - MAX_OFFSET).strftime("%Y-%m-%d %H:%M:%S")
     hi = (element.end + MAX_OFFSET).strftime("%Y-%m-%dT%H:%M:%S")
     seconds = _sqlite_seconds(c)
+    in_range = f"{c} >= '{lo}' AND {c} < '{hi}'"
+    if element.verified is not None:
+        first, last = element.verified.bound(element.start), element.verified.bound(element.end)
+        in_range = f"(({c} >= '{lo}' AND {c} < '{first}') OR ({c} >= '{last}' AND {c} < '{hi}'))"
     # '0-' rather than '0': a DATETIME column's numeric affinity would turn '0' into the number
     # 0. Numbers sort before all text; one is a timestamp if SQLite reads it as a Julian day.
     # In the window's range, `unixepoch(c) IS NULL` first: it reads every usual form at a third
     # of the cost of the general reading, which then decides only for the rest.
     return (
         f"(({c} < '0-' AND (typeof({c}) = 'text' OR {seconds} IS NULL)) OR {c} >= ':' OR "
-        f"({c} >= '{lo}' AND {c} < '{hi}' AND unixepoch({c}) IS NULL AND {seconds} IS NULL))"
+        f"({in_range} AND unixepoch({c}) IS NULL AND {seconds} IS NULL))"
     )
 
 

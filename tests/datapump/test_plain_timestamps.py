@@ -54,7 +54,7 @@ def read(tmp_path, start: datetime = START, end: datetime = END) -> tuple[dict, 
     event.listen(Engine, "before_cursor_execute", record)
     try:
         partials = {}
-        for _, _, chunk in shards.read_hourly("s", [BILLER], start, end):
+        for _, _, chunk, _ in shards.read_hourly("s", [BILLER], start, end):
             partials.update(chunk)
     finally:
         event.remove(Engine, "before_cursor_execute", record)
@@ -142,3 +142,39 @@ def test_the_plain_form_is_read_off_one_value():
     for odd in ("2025-03-05 10:00:00Z", "2025-03-05 10:00:00+02:00", "junk", "", None, 7):
         assert PlainForm.of(odd) is None, odd
     assert PlainForm(" ", 3).bound(H) == "2025-03-05 10:00:00"
+
+
+def test_rows_in_no_hour_are_counted_alike_after_a_fast_read(tmp_path):
+    """After a fast read of the window only its margins are looked at again for rows in no
+    hour: the count is the full statement's, a plain-looking impossible time included."""
+    day = H.strftime("%Y-%m-%d")
+    margin = [f"{day} 27:00:00.000", f"{day} 05:30:00.000", None, "not a date"]
+    write_plain_shard(tmp_path / "s.db", [plain(t) for t in edges()] + margin)
+    shards = ShardsResource(url_template=f"sqlite:///{tmp_path}/{{shard}}.db")
+    try:
+        chunks = list(shards.read_hourly("s", [BILLER], START, END))
+        assert {c.plain for c in chunks} == {PlainForm(" ", 3)}
+        full = shards.undated_rows("s", [BILLER], START, END)
+        narrowed = shards.undated_rows("s", [BILLER], START, END, verified=PlainForm(" ", 3))
+    finally:
+        shards.teardown_after_execution(None)
+    assert full == narrowed == {BILLER: 3}  # 27:00, NULL and text; 05:30 is a real time
+
+
+def test_only_whole_fast_reads_of_every_biller_narrow_the_count():
+    from metrics_pipeline.datapump.pipeline import _ShardProgress
+    from metrics_pipeline.datapump.shards import ShardChunk
+
+    form, hour = PlainForm(" ", 3), timedelta(hours=1)
+
+    def progress(*chunks):
+        p = _ShardProgress([1, 2], free=[1, 2])
+        for start, end, plain_form, billers in chunks:
+            p.read(ShardChunk(H + start * hour, H + end * hour, {}, plain_form), billers)
+        return p.verified(H, H + 4 * hour)
+
+    assert progress((2, 4, form, [1, 2]), (0, 2, form, [2, 1])) == form
+    assert progress((0, 2, form, [1, 2]), (3, 4, form, [1, 2])) is None  # a gap
+    assert progress((0, 2, form, [1, 2]), (2, 4, None, [1, 2])) is None  # a general read
+    assert progress((0, 4, form, [1])) is None  # not every biller
+    assert progress((0, 2, form, [1, 2]), (2, 4, PlainForm("T", 3), [1, 2])) is None

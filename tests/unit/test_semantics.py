@@ -163,6 +163,31 @@ def test_sketch_encoding_round_trips():
     assert Sketch.decode("").total == 0 and Sketch.decode(None).total == 0
 
 
+def test_merging_sketches_read_from_text_adds_the_same_counts_as_merging_counts():
+    rng = np.random.default_rng(7)
+    parts = [
+        {
+            int(b): int(n)
+            for b, n in zip(rng.integers(-5, 40, 30), rng.integers(0, 9, 30), strict=True)
+        }
+        for _ in range(12)
+    ]
+    want: dict[int, int] = {}
+    for part in parts:
+        for b, n in part.items():
+            if n:
+                want[b] = want.get(b, 0) + n
+    lazy = Sketch()
+    for i, part in enumerate(parts):
+        # Text with a bucket repeated and out of order (a shard's form), or counts, alternately.
+        pairs = [f"{b}:{n}" for b, n in part.items()]
+        text = ",".join(reversed(pairs)) + (",3:0" if pairs else "")
+        lazy.merge(Sketch.decode(text) if i % 2 else Sketch(part))
+    assert lazy.counts == want
+    assert lazy.encode() == ",".join(f"{b}:{n}" for b, n in sorted(want.items()))
+    assert lazy == Sketch(want) and lazy.total == sum(want.values())
+
+
 def test_windows_are_utc_start_inclusive_weeks_start_sunday():
     ts = datetime(2025, 4, 10, 13, 45)  # a Thursday
     assert HOURLY.window(ts) == (datetime(2025, 4, 10, 13), datetime(2025, 4, 10, 14))

@@ -51,7 +51,7 @@ def _shard(url: str, ddl: str, rows: list[dict]) -> ShardsResource:
 def _read(shards: ShardsResource) -> dict:
     try:
         out = {}
-        for _, _, partials in shards.read_hourly("s", [1], START, END):
+        for _, _, partials, _ in shards.read_hourly("s", [1], START, END):
             out.update({hour: p for (_, hour), p in partials.items()})
         return out
     finally:

@@ -29,8 +29,7 @@ from metrics_pipeline.datapump.sql import (
 )
 from metrics_pipeline.resources.cursor import ShardCursor
 from metrics_pipeline.resources.warehouse import WarehouseResource
-from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Rules, partial_from_rows
-from metrics_pipeline.sql.dialect import parse_bucket_counts
+from metrics_pipeline.semantics import DAILY, HOURLY, WEEKLY, Rules, Sketch, partial_from_rows
 from metrics_pipeline.sql.warehouse import add_column_ddl, build_warehouse
 from tests.support import EDGE_ROWS, WINDOW_START, create_sources
 
@@ -149,14 +148,11 @@ def test_shard_queries_in_each_dialect_are_well_formed():
     assert "STRING_AGG(CASE WHEN" in tsql and "AS VARCHAR(MAX))" in tsql
 
 
-def test_bucket_counts_parse_back_including_negative_and_repeated_buckets():
-    assert parse_bucket_counts(None) == [] and parse_bucket_counts("") == []
-    assert parse_bucket_counts("-1000000:2,-3:1,17:5,17:2") == [
-        (-1000000, 2),
-        (-3, 1),
-        (17, 5),
-        (17, 2),
-    ]
+def test_bucket_counts_read_back_including_negative_and_repeated_buckets():
+    assert Sketch.decode(None).counts == {} and Sketch.decode("").counts == {}
+    sketch = Sketch.decode("17:5,-1000000:2,-3:1,17:2")
+    assert sketch.counts == {-1000000: 2, -3: 1, 17: 7}
+    assert sketch.encode() == "-1000000:2,-3:1,17:7"
 
 
 def _rows_db(url: str):
@@ -176,11 +172,12 @@ def _rows_db(url: str):
     return engine, rows
 
 
-#: Configured rules unlike the defaults: a timeout "word" of digits (the plain-digits path must
-#: still see it), other timeout codes, a narrower success range, a lower slow threshold.
+#: Configured rules unlike the defaults: timeout "words" of digits ("302" is a status of the edge
+#: rows: the three-digit text path must still see it), other timeout codes, a narrower success
+#: range, a lower slow threshold.
 ODD_RULES = Rules(
     timeout_status_codes=(504, 599),
-    timeout_words=("timeout", "0408", "abc"),
+    timeout_words=("timeout", "0408", "abc", "302"),
     timeout_threshold_ms=5000.0,
     success_min=200,
     success_max=299,
