@@ -92,19 +92,20 @@ class three_digit_code(FunctionElement):  # noqa: N801
     _is_implicitly_boolean = True
 
 
-@compiles(three_digit_code, "mssql")
-def _three_digits_mssql(element, compiler, **kw):
-    return f"{compiler.process(element.clauses, **kw)} LIKE '[1-9][0-9][0-9]'"
+#: The test per dialect: LIKE's and GLOB's classes, a regular expression on PostgreSQL.
+_THREE_DIGITS = {
+    "mssql": "{} LIKE '[1-9][0-9][0-9]'",
+    "postgresql": "{} ~ '^[1-9][0-9][0-9]$'",
+    "sqlite": "{} GLOB '[1-9][0-9][0-9]'",
+}
 
 
-@compiles(three_digit_code, "postgresql")
-def _three_digits_pg(element, compiler, **kw):
-    return f"{compiler.process(element.clauses, **kw)} ~ '^[1-9][0-9][0-9]$'"
+def _compile_three_digits(element, compiler, **kw):
+    return _THREE_DIGITS[compiler.dialect.name].format(compiler.process(element.clauses, **kw))
 
 
-@compiles(three_digit_code, "sqlite")
-def _three_digits_sqlite(element, compiler, **kw):
-    return f"{compiler.process(element.clauses, **kw)} GLOB '[1-9][0-9][0-9]'"
+for _dialect in _THREE_DIGITS:
+    compiles(three_digit_code, _dialect)(_compile_three_digits)
 
 
 @_per_dialect
