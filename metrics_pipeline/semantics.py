@@ -197,10 +197,19 @@ class Sketch:
         return self._counts
 
     def _add_texts(self) -> None:
-        numbers = map(int, ",".join(self._texts).replace(":", ",").split(","))
+        """The merged texts' counts added up per index (in NumPy: a day's 24 hours repeat most
+        of their indexes, so only the distinct ones reach the dict)."""
+        import numpy as np
+
+        text = ",".join(self._texts).replace(":", ",")
         self._texts = []
+        numbers = np.array(text.split(","), dtype=np.int64)
+        if len(numbers) % 2:
+            raise ValueError(f"a sketch text is not index:count pairs: {text[:80]!r}")
+        indexes, inverse = np.unique(numbers[0::2], return_inverse=True)
+        sums = np.bincount(inverse, weights=numbers[1::2], minlength=len(indexes))
         counts = self._counts
-        for index, count in zip(numbers, numbers, strict=True):
+        for index, count in zip(indexes.tolist(), sums.astype(np.int64).tolist(), strict=True):
             if count:
                 counts[index] = counts.get(index, 0) + count
 
