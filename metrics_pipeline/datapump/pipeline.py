@@ -205,7 +205,6 @@ def aggregate_hourly(
         return outcome
     warehouse.ensure_schema()
     write_lock = threading.Lock()
-    state: dict[str, _ShardProgress] = {}
 
     def write(batch, cursor=None) -> None:
         for partial in batch.values():
@@ -221,9 +220,9 @@ def aggregate_hourly(
             for key, partial in batch.items():
                 outcome.request_counts[key] = partial.request_count
 
-    def read_span(shard: str, wanted, lo: datetime, hi: datetime, billers, sink) -> int:
+    def read_span(shard: str, wanted, lo: datetime, hi: datetime, billers, sink, progress) -> int:
         """Read [lo, hi) of ``billers`` from the shard chunk by chunk, each chunk's requested
-        cells to ``sink``; returns the calls read."""
+        cells to ``sink`` and its form to the shard's ``progress``; returns the calls read."""
         rows = 0
         for chunk in shards.read_hourly(shard, billers, lo, hi):
             batch = {
@@ -235,15 +234,15 @@ def aggregate_hourly(
             if batch:
                 rows += sum(p.request_count for p in batch.values())
                 sink(batch)
-            state[shard].read(chunk, billers)
+            progress.read(chunk, billers)
         return rows
 
-    def read_with_cursor(shard: str, wanted, cursor) -> int:
+    def read_with_cursor(shard: str, wanted, cursor, progress) -> int:
         """A refresh's read (few cells): the shard's cells and its cursor in one transaction, so
         a crash leaves both or neither."""
         together: dict = {}
         rows = sum(
-            read_span(shard, wanted, lo, hi, billers, together.update)
+            read_span(shard, wanted, lo, hi, billers, together.update, progress)
             for lo, hi, billers in hour_segments(wanted)
         )
         if together:
@@ -252,18 +251,20 @@ def aggregate_hourly(
             warehouse.advance_cursor(*cursor)
         return rows
 
-    def reads_of(shard: str, wanted, parts: int) -> list:
+    def reads_of(shard: str, wanted, parts: int, progress) -> list:
         """The shard's reads as tasks: one (with its cursor) for a refresh; else one per span of
         requested hours (only those are read: a late row three weeks old costs one hour's read),
         cut in ``parts`` so that the pool stays full until the last shard is done."""
         if shard in cursors:
             cursor = (DATAPUMP, shard, cursors[shard])
-            return [lambda: read_with_cursor(shard, wanted, cursor)]
+            return [lambda: read_with_cursor(shard, wanted, cursor, progress)]
         tasks = []
         for lo, hi, billers in hour_segments(wanted):
             for a, b in split_span(lo, hi, parts):
                 tasks.append(
-                    lambda a=a, b=b, billers=billers: read_span(shard, wanted, a, b, billers, write)
+                    lambda a=a, b=b, billers=billers: read_span(
+                        shard, wanted, a, b, billers, write, progress
+                    )
                 )
         return tasks
 
@@ -274,7 +275,7 @@ def aggregate_hourly(
         workers = max(1, min(shards.max_parallel_shards, len(pending)))
         # Two reads per worker at least, so no worker idles while one shard finishes alone.
         parts = max(1, -(-2 * workers // len(pending))) if workers > 1 else 1
-        state.update({s: _ShardProgress(b) for s, b in pending.items()})
+        state = {s: _ShardProgress(b) for s, b in pending.items()}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
             futures = {
                 pool.submit(shards.busy_billers, s, b): ("busy", s) for s, b in pending.items()
@@ -298,7 +299,7 @@ def aggregate_hourly(
                         if result:
                             still_busy[shard] = sorted(result)
                         wanted = {b: set(requested[b]) for b in progress.free}
-                        tasks = reads_of(shard, wanted, parts) if wanted else []
+                        tasks = reads_of(shard, wanted, parts, progress) if wanted else []
                         progress.left = len(tasks)
                         for task in tasks:
                             futures[pool.submit(task)] = ("read", shard)

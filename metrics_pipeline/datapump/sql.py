@@ -205,14 +205,14 @@ def status_class(status, rt, rules: Rules):
     timeouts = [str(c) for c in rules.timeout_status_codes if 100 <= c <= 999]
     timeouts += [w for w in rules.timeout_words if len(w) == 3 and w.isdigit() and w[0] != "0"]
     lo, hi = max(rules.success_min, 100), min(rules.success_max, 999)
-    plain = [(status.in_(sorted(set(timeouts))), two)] if timeouts else []
+    three_digits = [(status.in_(sorted(set(timeouts))), two)] if timeouts else []
     if lo <= hi:
-        plain.append((status.between(str(lo), str(hi)), zero))
+        three_digits.append((status.between(str(lo), str(hi)), zero))
     text = trimmed(status)
     code = digits_as_int(text)
     return case(
         (rt >= rules.timeout_threshold_ms, two),
-        (three_digit_code(status), case(*plain, else_=one) if plain else one),
+        (three_digit_code(status), case(*three_digits, else_=one) if three_digits else one),
         (
             or_(
                 code.in_(list(rules.timeout_status_codes)),
