@@ -28,11 +28,14 @@ from metrics_pipeline.datapump.sql import (
     changed_cells_query,
     enabled_billers_query,
     fold_facts,
+    fold_guided_percentiles,
     fold_percentiles,
+    guided_percentiles_query,
     hourly_facts_query,
     hourly_percentiles_query,
     ids_query,
     max_id_query,
+    percentile_targets,
     processing_query,
     recent_cells_query,
     sample_created_query,
@@ -188,10 +191,23 @@ class ShardsResource(ConfigurableResource):
         return dataclasses.replace(form, plain=plain) if plain else form
 
     def _read_chunk(self, conn, billers, start, end, form: ShardForm):
+        """Facts and sketches per biller-hour, then the exact percentiles: only the calls of
+        the buckets the sketches place them in are sorted (``guided_percentiles_query``). If
+        the shard changed between the two statements, every call of the window is ranked."""
         names, rules = self.names.to_names(), self.rules.to_rules()
         window = (start, end) if form.plain else None
         facts = hourly_facts_query(names, rules, billers, start, end, form)
-        partials = fold_facts(conn.execute(facts), window)
+        hours: dict = {}
+        partials = fold_facts(conn.execute(facts), window, hours)
+        targets = percentile_targets(partials, hours)
+        if targets is not None:
+            if not targets:
+                return partials  # no valid response time: no percentile
+            guided = guided_percentiles_query(names, billers, start, end, targets, form)
+            if fold_guided_percentiles(partials, conn.execute(guided), targets):
+                return partials
+            for p in partials.values():
+                p.exact_percentiles = dict.fromkeys(p.exact_percentiles or ())
         ranks = hourly_percentiles_query(names, billers, start, end, form)
         fold_percentiles(partials, conn.execute(ranks), window)
         return partials

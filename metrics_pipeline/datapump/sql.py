@@ -1,5 +1,6 @@
 """Statements sent to the catalog and to the biller shards."""
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     case,
     cast,
     func,
@@ -36,12 +38,14 @@ from metrics_pipeline.semantics import (
 )
 from metrics_pipeline.sql.dialect import (
     PlainForm,
+    among_json_rows,
     as_number,
     bucket_counts,
     created_between,
     digits_as_int,
     hour_floor,
     irregular_timestamp,
+    json_hour,
     not_a_timestamp,
     plain_created_between,
     sketch_bucket,
@@ -326,6 +330,114 @@ def hourly_percentiles_query(
     ).where(or_(*ranks))
 
 
+#: A target of the guided statement: (biller, hour as ``json_hour``, sketch bucket, rank of the
+#: call within the bucket) -> the (partial's key, percentile) pairs it answers.
+Targets = dict[tuple[int, str, int, int], list[tuple[tuple[int, datetime], int]]]
+
+
+def percentile_targets(
+    partials: dict[tuple[int, datetime], Partial], hours: dict[tuple[int, datetime], object]
+) -> Targets | None:
+    """Where each exact percentile lies, from the hour's sketch: the nearest-rank call of the
+    percentile is in the bucket whose counts, added up from the lowest, first reach its rank,
+    at rank (its rank - the calls of the lower buckets) within it. ``hours``: each partial's
+    hour as the shard returned it. None when a sketch does not add up to the hour's valid
+    response times (the statement that reads every call decides then)."""
+    targets: Targets = {}
+    for key, p in partials.items():
+        n = p.response_time_count
+        if not n:
+            continue
+        counts = sorted(p.sketch.counts.items())
+        if sum(c for _, c in counts) != n:
+            return None
+        wanted = sorted((nearest_rank(n, q), q) for q in PERCENTILES)
+        hour, below, i = json_hour(hours[key]), 0, 0
+        for bucket, count in counts:
+            while i < len(wanted) and wanted[i][0] <= below + count:
+                rank, q = wanted[i]
+                targets.setdefault((key[0], hour, bucket, rank - below), []).append((key, q))
+                i += 1
+            below += count
+            if i == len(wanted):
+                break
+    return targets
+
+
+def guided_percentiles_query(
+    names: ShardNames,
+    billers,
+    start: datetime,
+    end: datetime,
+    targets: Targets,
+    form: ShardForm = ShardForm(),
+) -> Select:
+    """The calls at ``targets``' ranks within their buckets: the exact percentiles of
+    ``hourly_percentiles_query``, with only the calls of the targets' buckets sorted (2-5 % of
+    the hour's calls; the shard's other calls are read once and kept out by one lookup each).
+
+    Returns one row per target: biller_id, hour, bucket, rn (the rank in the bucket), n (the
+    bucket's valid response times, to compare with the sketch's) and response_time. The
+    targets travel as one JSON parameter (``among_json_rows``).
+    """
+    t = detail_table(names)
+    rt = as_number(t.c[names.response_time], text=form.response_time_text)
+    hour, bucket, biller = _hour(t, names, form), sketch_bucket(rt), t.c[names.biller_id]
+    rows = bindparam(
+        "targets",
+        json.dumps(
+            [{"b": b, "h": h, "k": k, "r": r} for b, h, k, r in targets], separators=(",", ":")
+        ),
+        type_=String(),
+    )
+    cell = (("b", "int"), ("h", "hour"), ("k", "int"))
+    window = [biller, hour, bucket]
+    ranked = (
+        select(
+            biller.label("biller_id"),
+            hour.label("hour"),
+            bucket.label("bucket"),
+            rt.label("response_time"),
+            func.row_number().over(partition_by=window, order_by=rt).label("rn"),
+            # Same partition and order as ROW_NUMBER, so the database sorts the rows once.
+            func.count().over(partition_by=window, order_by=rt, rows=(None, None)).label("n"),
+        )
+        .where(
+            and_(
+                _window_filter(t, names, billers, start, end, form.plain),
+                rt >= 0,
+                among_json_rows(window, cell, rows),
+            )
+        )
+        .subquery("ranked")
+    )
+    c = ranked.c
+    return select(c.biller_id, c.hour, c.bucket, c.rn, c.n, c.response_time).where(
+        among_json_rows([c.biller_id, c.hour, c.bucket, c.rn], (*cell, ("r", "int")), rows)
+    )
+
+
+def fold_guided_percentiles(
+    partials: dict[tuple[int, datetime], Partial], rows, targets: Targets
+) -> bool:
+    """The exact percentiles of ``guided_percentiles_query``'s rows into ``partials``; False
+    (nothing trustworthy) unless every target got its one call and every bucket as many calls
+    as the sketch counted: the shard changed between the statements."""
+    answered = set()
+    for row in rows:
+        target = (int(row.biller_id), json_hour(row.hour), int(row.bucket), int(row.rn))
+        answers = targets.get(target)
+        if answers is None or target in answered:
+            return False
+        for key, q in answers:
+            p = partials[key]
+            if p.sketch.counts.get(target[2]) != int(row.n):
+                return False
+            p.exact_percentiles[q] = round2(row.response_time)
+        answered.add(target)
+    return len(answered) == len(targets)
+
+
 def sample_created_query(names: ShardNames, billers, start: datetime, end: datetime) -> Select:
     """One CreatedDate of the window as stored (SQLite text): which plain form the fast path
     tries (see ``ShardForm.plain``)."""
@@ -450,10 +562,14 @@ def _fast_hour(value, window: tuple[datetime, datetime]) -> datetime:
     return hour
 
 
-def fold_facts(fact_rows, window: tuple[datetime, datetime] | None = None):
-    """Partials per (biller, hour) from ``hourly_facts_query``'s rows. With ``window`` (the fast
-    path), a row that is not plain or an hour that is not one of the window's raises
-    ``IrregularTimestamps``."""
+def fold_facts(
+    fact_rows,
+    window: tuple[datetime, datetime] | None = None,
+    hours: dict[tuple[int, datetime], object] | None = None,
+):
+    """Partials per (biller, hour) from ``hourly_facts_query``'s rows (into ``hours``: each
+    one's hour as the shard returned it). With ``window`` (the fast path), a row that is not
+    plain or an hour that is not one of the window's raises ``IrregularTimestamps``."""
     partials: dict[tuple[int, datetime], Partial] = {}
     for row in fact_rows:
         if window is None:
@@ -463,6 +579,8 @@ def fold_facts(fact_rows, window: tuple[datetime, datetime] | None = None):
         else:
             hour = _fast_hour(row.hour, window)
         key = (int(row.biller_id), hour)
+        if hours is not None:
+            hours[key] = row.hour
         p = partials.setdefault(key, Partial(exact_percentiles={q: None for q in PERCENTILES}))
         p.request_count += int(row.request_count)
         p.timeout_count += int(row.timeout_count or 0)

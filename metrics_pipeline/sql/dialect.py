@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.sql.expression import BindParameter, ColumnElement, FunctionElement
 from sqlalchemy.types import BigInteger, Boolean, DateTime, Numeric, String
 
 from metrics_pipeline.semantics import SKETCH_LOG_GAMMA, ZERO_BUCKET
@@ -489,3 +489,71 @@ def _as_number_sqlite(element, compiler, **kw):
         f"CASE WHEN +{v} <= 9e999 THEN {v} "
         f"WHEN {_text_number_like(s, 'GLOB')} THEN CAST({s} AS REAL) END"
     )
+
+
+# --- rows sent as one JSON parameter -----------------------------------------------------------
+
+
+class among_json_rows(ColumnElement):  # noqa: N801
+    """True when the tuple ``columns`` equals one row of ``rows``: a JSON array of objects sent as
+    one bind parameter, whatever the number of rows (SQL Server takes at most 2,100 parameters).
+
+    ``fields`` name each column's field in the objects, with its kind: ``int`` or ``hour`` (an
+    hour as the shard's own hour expression returns it, as text: see ``json_hour``). SQLite and
+    PostgreSQL test row-value membership, which they answer with one indexed or hashed lookup per
+    row (a correlated EXISTS or a join is planned as a scan of the JSON per row on SQLite, 300x
+    slower); SQL Server, which has no row values, a correlated EXISTS over OPENJSON (a semi-join).
+    SQLite needs its JSON functions (built in since 3.38), SQL Server compatibility level 130."""
+
+    type = Boolean()
+    inherit_cache = False
+    _is_implicitly_boolean = True
+
+    def __init__(self, columns, fields: tuple[tuple[str, str], ...], rows: BindParameter):
+        self.columns, self.fields, self.rows = list(columns), fields, rows
+
+
+#: The SQL type of a JSON field of each kind, where the database needs one.
+_JSON_KINDS = {
+    "postgresql": {"int": "BIGINT", "hour": "TIMESTAMP"},
+    "mssql": {"int": "BIGINT", "hour": "DATETIME2"},
+}
+
+
+def _json_parts(element, compiler, **kw) -> tuple[list[str], list[str], str]:
+    columns = [compiler.process(c, **kw) for c in element.columns]
+    names = [name for name, _ in element.fields]
+    return columns, names, compiler.process(element.rows, **kw)
+
+
+@compiles(among_json_rows, "sqlite")
+def _among_json_sqlite(element, compiler, **kw):
+    columns, names, rows = _json_parts(element, compiler, **kw)
+    fields = ", ".join(f"json_extract(value, '$.{n}')" for n in names)
+    return f"({', '.join(columns)}) IN (SELECT {fields} FROM json_each({rows}))"
+
+
+@compiles(among_json_rows, "postgresql")
+def _among_json_pg(element, compiler, **kw):
+    columns, names, rows = _json_parts(element, compiler, **kw)
+    kinds = _JSON_KINDS["postgresql"]
+    record = ", ".join(f"{n} {kinds[k]}" for n, k in element.fields)
+    return (
+        f"({', '.join(columns)}) IN (SELECT {', '.join(f'j.{n}' for n in names)} "
+        f"FROM json_to_recordset(CAST({rows} AS JSON)) AS j({record}))"
+    )
+
+
+@compiles(among_json_rows, "mssql")
+def _among_json_mssql(element, compiler, **kw):
+    columns, names, rows = _json_parts(element, compiler, **kw)
+    kinds = _JSON_KINDS["mssql"]
+    schema = ", ".join(f"{n} {kinds[k]} '$.{n}'" for n, k in element.fields)
+    equal = " AND ".join(f"j.{n} = {c}" for n, c in zip(names, columns, strict=True))
+    return f"EXISTS (SELECT 1 FROM OPENJSON({rows}) WITH ({schema}) AS j WHERE {equal})"
+
+
+def json_hour(value: object) -> str:
+    """An hour as the shard returned it (plain text on SQLite's fast path, else a datetime), as
+    the text ``among_json_rows`` sends back for it."""
+    return value if isinstance(value, str) else value.isoformat(sep=" ")  # type: ignore[attr-defined]

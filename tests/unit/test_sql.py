@@ -1,6 +1,8 @@
 """Every statement the pipeline sends compiles for SQL Server and parses as T-SQL; the shard
 query computes the documented rules on a real database."""
 
+import json
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -24,6 +26,7 @@ from metrics_pipeline.datapump.sql import (
     ShardNames,
     detail_table,
     fold_hourly_rows,
+    guided_percentiles_query,
     hourly_facts_query,
     hourly_percentiles_query,
 )
@@ -34,6 +37,7 @@ from metrics_pipeline.sql.warehouse import add_column_ddl, build_warehouse
 from tests.support import EDGE_ROWS, WINDOW_START, create_sources
 
 MSSQL = mssql.dialect()
+ROW_VALUE_IN = re.compile(r"\([^()]*,[^()]*\)\s+IN\s*\(\s*SELECT", re.IGNORECASE)
 
 
 def assert_tsql(statement) -> str:
@@ -53,6 +57,8 @@ def assert_tsql(statement) -> str:
         "::",
     ):
         assert banned.lower() not in sql.lower(), (banned, sql)
+    # Row values ("(a, b) IN (SELECT ...)"): sqlglot parses them, SQL Server has none.
+    assert not ROW_VALUE_IN.search(sql), sql
     parsed = sqlglot.parse(sql, read="tsql", error_level=sqlglot.ErrorLevel.RAISE)
     assert parsed and parsed[0] is not None
     return sql
@@ -137,11 +143,21 @@ def test_shard_queries_in_each_dialect_are_well_formed():
     args = (ShardNames(), Rules(), [1, 2], datetime(2025, 1, 1), datetime(2025, 1, 2))
     facts = hourly_facts_query(*args)
     ranks = hourly_percentiles_query(ShardNames(), *args[2:])
-    for q in (facts, ranks):
+    targets = {(1, "2025-01-01 03:00:00", 520, 7): [((1, datetime(2025, 1, 1, 3)), 50)]}
+    guided = guided_percentiles_query(ShardNames(), *args[2:], targets)
+    for q in (facts, ranks, guided):
         sql = assert_tsql(q)
         assert "DATEADD(hour, DATEDIFF(hour, 0," in sql
         pg = str(q.compile(dialect=postgresql.dialect()))
         sqlglot.parse(pg.replace("%(", "(").replace(")s", ")"), read="postgres")
+    # The targets travel as one JSON parameter, read by SQL Server as a table (a semi-join).
+    tsql = assert_tsql(guided)
+    assert tsql.count("EXISTS (SELECT 1 FROM OPENJSON(") == 2
+    assert "h DATETIME2 '$.h'" in tsql
+    params = guided.compile(dialect=MSSQL).params
+    assert [k for k in params if "targets" in k] == ["targets"]
+    assert json.loads(params["targets"]) == [{"b": 1, "h": "2025-01-01 03:00:00", "k": 520, "r": 7}]
+    assert ROW_VALUE_IN.search(str(guided.compile(dialect=postgresql.dialect())))
     tsql = assert_tsql(facts)
     assert "TRY_CAST" in tsql
     # The sketch leaves the shard as one string per biller-hour, unbounded on SQL Server.
