@@ -201,17 +201,32 @@ class Sketch:
         of their indexes, so only the distinct ones reach the dict)."""
         import numpy as np
 
-        text = ",".join(self._texts).replace(":", ",")
+        pairs = [t for t in self._texts if ":" in t]
+        calls = [t for t in self._texts if ":" not in t]
         self._texts = []
-        numbers = np.array(text.split(","), dtype=np.int64)
-        if len(numbers) % 2:
-            raise ValueError(f"a sketch text is not index:count pairs: {text[:80]!r}")
-        indexes, inverse = np.unique(numbers[0::2], return_inverse=True)
-        sums = np.bincount(inverse, weights=numbers[1::2], minlength=len(indexes))
         counts = self._counts
-        for index, count in zip(indexes.tolist(), sums.astype(np.int64).tolist(), strict=True):
-            if count:
-                counts[index] = counts.get(index, 0) + count
+        found = []
+        if pairs:
+            text = ",".join(pairs).replace(":", ",")
+            numbers = np.array(text.split(","), dtype=np.int64)
+            if len(numbers) % 2:
+                raise ValueError(f"a sketch text is not index:count pairs: {text[:80]!r}")
+            indexes, inverse = np.unique(numbers[0::2], return_inverse=True)
+            sums = np.bincount(inverse, weights=numbers[1::2], minlength=len(indexes))
+            found.append((indexes, sums.astype(np.int64)))
+        if calls:
+            text = ",".join(calls)
+            try:
+                numbers = np.fromstring(text, dtype=np.int64, sep=",")
+            except ValueError:
+                numbers = None
+            if numbers is None or len(numbers) != text.count(",") + 1:
+                raise ValueError(f"a sketch text is not bucket indexes: {text[:80]!r}")
+            found.append(np.unique(numbers, return_counts=True))
+        for indexes, sums in found:
+            for index, count in zip(indexes.tolist(), sums.tolist(), strict=True):
+                if count:
+                    counts[index] = counts.get(index, 0) + count
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sketch) and self.counts == other.counts
@@ -254,7 +269,8 @@ class Sketch:
     @classmethod
     def decode(cls, text: str | None) -> "Sketch":
         """The sketch of a text of 'index:count' pairs, in any order, an index possibly more than
-        once (its counts add up): ``encode``'s form, or a shard's ``bucket_counts``."""
+        once (its counts add up): ``encode``'s form, or a shard's ``bucket_counts``; or of bare
+        indexes, one per call (a shard's ``call_buckets``)."""
         sketch = cls()
         if text:
             sketch._texts.append(text)

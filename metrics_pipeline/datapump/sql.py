@@ -41,6 +41,7 @@ from metrics_pipeline.sql.dialect import (
     among_json_rows,
     as_number,
     bucket_counts,
+    call_buckets,
     created_between,
     digits_as_int,
     hour_floor,
@@ -95,6 +96,9 @@ class ShardForm:
     #: the fast path (``dialect.plain_created_between``); a window with a row of another form
     #: raises ``IrregularTimestamps`` and is read by the general path.
     plain: PlainForm | None = None
+    #: The sketch as every call's bucket, one grouping per biller-hour (``call_buckets``; SQLite)
+    #: rather than a grouping by bucket first (``bucket_counts``).
+    sketch_per_call: bool = False
 
 
 class IrregularTimestamps(Exception):
@@ -246,7 +250,8 @@ def hourly_facts_query(
 
     Each call gets its status class (``status_class``) and sketch bucket; the calls are grouped
     by biller, hour, bucket and class, and one row per biller and hour leaves the shard (a
-    bucket may appear once per class in its sketch).
+    bucket may appear once per class in its sketch). With ``form.sketch_per_call`` the calls
+    are grouped by biller and hour only, the sketch listing every valid call's bucket.
     """
     t = detail_table(names)
     rt = as_number(t.c[names.response_time], text=form.response_time_text)
@@ -268,6 +273,19 @@ def hourly_facts_query(
         .where(_window_filter(t, names, billers, start, end, plain))
         .subquery("r")
     )
+    if form.sketch_per_call:
+        kind = rows.c["class"]
+        return select(
+            rows.c.biller_id,
+            rows.c.hour,
+            func.count().label("request_count"),
+            func.sum(case((kind == literal_column("2"), 1), else_=zero)).label("timeout_count"),
+            func.sum(case((kind == zero, zero), else_=1)).label("failed_count"),
+            func.count(rows.c.valid_rt).label("response_time_count"),
+            func.sum(rows.c.valid_rt).label("total_response_time"),
+            call_buckets(rows.c.bucket).label("sketch"),
+            func.sum(rows.c.odd).label("irregular_rows"),
+        ).group_by(rows.c.biller_id, rows.c.hour)
     groups = (
         select(
             rows.c.biller_id,

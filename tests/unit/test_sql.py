@@ -23,6 +23,7 @@ from metrics_pipeline.datapump.pipeline import (
 )
 from metrics_pipeline.datapump.shards import CatalogResource, ShardsResource
 from metrics_pipeline.datapump.sql import (
+    ShardForm,
     ShardNames,
     detail_table,
     fold_hourly_rows,
@@ -169,6 +170,14 @@ def test_bucket_counts_read_back_including_negative_and_repeated_buckets():
     sketch = Sketch.decode("17:5,-1000000:2,-3:1,17:2")
     assert sketch.counts == {-1000000: 2, -3: 1, 17: 7}
     assert sketch.encode() == "-1000000:2,-3:1,17:7"
+    # A shard's list of every call's bucket; merged with pairs, the counts add up.
+    calls = Sketch.decode("17,-3,17,-1000000,17")
+    assert calls.counts == {-1000000: 1, -3: 1, 17: 3}
+    calls.merge(Sketch.decode("17:5,4:1"))
+    calls.merge(Sketch.decode("4"))
+    assert calls.counts == {-1000000: 1, -3: 1, 4: 2, 17: 8}
+    with pytest.raises(ValueError, match="not bucket indexes"):
+        Sketch.decode("17,x,3").encode()
 
 
 def _rows_db(url: str):
@@ -200,11 +209,16 @@ ODD_RULES = Rules(
 )
 
 
+@pytest.mark.parametrize(
+    "form",
+    [ShardForm(), ShardForm(sketch_per_call=True)],
+    ids=["sketch by bucket", "sketch per call"],
+)
 @pytest.mark.parametrize("rules", [Rules(), ODD_RULES], ids=["default rules", "odd rules"])
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def test_shard_query_applies_the_rules_exactly(backend, rules, tmp_path, request):
+def test_shard_query_applies_the_rules_exactly(backend, rules, form, tmp_path, request):
     url = (
         f"sqlite:///{tmp_path}/s.db"
         if backend == "sqlite"
@@ -214,7 +228,7 @@ def test_shard_query_applies_the_rules_exactly(backend, rules, tmp_path, request
     start, end = WINDOW_START, WINDOW_START + timedelta(days=3)
     with engine.connect() as conn:
         got = fold_hourly_rows(
-            conn.execute(hourly_facts_query(ShardNames(), rules, [1], start, end)),
+            conn.execute(hourly_facts_query(ShardNames(), rules, [1], start, end, form)),
             conn.execute(hourly_percentiles_query(ShardNames(), [1], start, end)),
         )
     engine.dispose()
