@@ -192,12 +192,13 @@ def undated_query(
     SQLite shard can hold a non-timestamp)."""
     t = detail_table(names)
     created = t.c[names.created]
+    ours = t.c[names.biller_id].in_(sorted(billers))
     return (
         select(t.c[names.biller_id].label("biller_id"), func.count().label("rows"))
         .where(
-            and_(
-                t.c[names.biller_id].in_(sorted(billers)),
-                or_(created.is_(None), not_a_timestamp(created, start, end, verified)),
+            or_(
+                and_(ours, created.is_(None)),
+                not_a_timestamp(created, start, end, verified, within=ours),
             )
         )
         .group_by(t.c[names.biller_id])

@@ -426,12 +426,17 @@ class not_a_timestamp(ColumnElement):  # noqa: N801
         start: datetime,
         end: datetime,
         verified: PlainForm | None = None,
+        within: ColumnElement | None = None,
     ):
         self.column, self.start, self.end = column, start, end
         #: The fast path read [start, end) in this form: no row of the widened range is of
         #: another form and every plain one of [start, end) is a real hour, so only the margins
         #: outside [start, end) are left to look at.
         self.verified = verified
+        #: A condition on the rows (the billers) repeated in each range, so that an index on
+        #: (BillerId, CreatedDate) seeks every range of every biller instead of reading all
+        #: their rows.
+        self.within = within
 
 
 @compiles(not_a_timestamp)
@@ -445,18 +450,25 @@ def _not_a_timestamp_sqlite(element, compiler, **kw):
     lo = (element.start - MAX_OFFSET).strftime("%Y-%m-%d %H:%M:%S")
     hi = (element.end + MAX_OFFSET).strftime("%Y-%m-%dT%H:%M:%S")
     seconds = _sqlite_seconds(c)
-    in_range = f"{c} >= '{lo}' AND {c} < '{hi}'"
+    ranges = [(lo, hi)]
     if element.verified is not None:
         first, last = element.verified.bound(element.start), element.verified.bound(element.end)
-        in_range = f"(({c} >= '{lo}' AND {c} < '{first}') OR ({c} >= '{last}' AND {c} < '{hi}'))"
+        ranges = [(lo, first), (last, hi)]
     # '0-' rather than '0': a DATETIME column's numeric affinity would turn '0' into the number
     # 0. Numbers sort before all text; one is a timestamp if SQLite reads it as a Julian day.
     # In the window's range, `unixepoch(c) IS NULL` first: it reads every usual form at a third
-    # of the cost of the general reading, which then decides only for the rest.
-    return (
-        f"(({c} < '0-' AND (typeof({c}) = 'text' OR {seconds} IS NULL)) OR {c} >= ':' OR "
-        f"({in_range} AND unixepoch({c}) IS NULL AND {seconds} IS NULL))"
-    )
+    # of the cost of the general reading, which then decides only for the rest. Every term of
+    # the OR is a range of the column, so that SQLite seeks each one in the index.
+    unreadable = f"unixepoch({c}) IS NULL AND {seconds} IS NULL"
+    terms = [
+        f"{c} < '0-' AND (typeof({c}) = 'text' OR {seconds} IS NULL)",
+        f"{c} >= ':'",
+        *(f"{c} >= '{a}' AND {c} < '{b}' AND {unreadable}" for a, b in ranges),
+    ]
+    if element.within is not None:
+        within = compiler.process(element.within, **kw)
+        terms = [f"{within} AND {t}" for t in terms]
+    return "(" + " OR ".join(f"({t})" for t in terms) + ")"
 
 
 #: The one rule for a number stored as text (a ResponseTime column of a text type): an unsigned
