@@ -176,6 +176,35 @@ def sketch_bucket_value(index: int) -> float:
     return 2 * SKETCH_GAMMA**index / (SKETCH_GAMMA + 1)
 
 
+def _tally(indexes):
+    """(distinct indexes, their counts) of a NumPy array of bucket indexes, in index order: a
+    count per index of the span they cover (a few thousand at most: the zero bucket apart)
+    rather than a sort."""
+    import numpy as np
+
+    zero = indexes == ZERO_BUCKET
+    zeros = int(zero.sum())
+    rest = indexes[~zero] if zeros else indexes
+    found, counts = [], []
+    if zeros:
+        found.append(np.array([ZERO_BUCKET], dtype=np.int64))
+        counts.append(np.array([zeros], dtype=np.int64))
+    if len(rest):
+        low = int(rest.min())
+        if int(rest.max()) - low > 1_000_000:  # not a response time's span: sort instead
+            distinct, tally = np.unique(rest, return_counts=True)
+        else:
+            tally = np.bincount(rest - low)
+            distinct = np.flatnonzero(tally)
+            tally = tally[distinct]
+            distinct = distinct + low
+        found.append(distinct.astype(np.int64))
+        counts.append(tally.astype(np.int64))
+    if not found:
+        return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+    return np.concatenate(found), np.concatenate(counts)
+
+
 class Sketch:
     """Counts of valid response times per log bucket; merging is adding counts (exact).
 
@@ -213,7 +242,8 @@ class Sketch:
                 raise ValueError(f"a sketch text is not index:count pairs: {text[:80]!r}")
             indexes, inverse = np.unique(numbers[0::2], return_inverse=True)
             sums = np.bincount(inverse, weights=numbers[1::2], minlength=len(indexes))
-            found.append((indexes, sums.astype(np.int64)))
+            sums = sums.astype(np.int64)
+            found.append((indexes[sums != 0], sums[sums != 0]))
         if calls:
             text = ",".join(calls)
             try:
@@ -222,11 +252,13 @@ class Sketch:
                 numbers = None
             if numbers is None or len(numbers) != text.count(",") + 1:
                 raise ValueError(f"a sketch text is not bucket indexes: {text[:80]!r}")
-            found.append(np.unique(numbers, return_counts=True))
+            found.append(_tally(numbers))
         for indexes, sums in found:
+            if not counts:
+                counts.update(zip(indexes.tolist(), sums.tolist(), strict=True))
+                continue
             for index, count in zip(indexes.tolist(), sums.tolist(), strict=True):
-                if count:
-                    counts[index] = counts.get(index, 0) + count
+                counts[index] = counts.get(index, 0) + count
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sketch) and self.counts == other.counts

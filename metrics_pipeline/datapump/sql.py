@@ -362,24 +362,28 @@ def percentile_targets(
     at rank (its rank - the calls of the lower buckets) within it. ``hours``: each partial's
     hour as the shard returned it. None when a sketch does not add up to the hour's valid
     response times (the statement that reads every call decides then)."""
+    import numpy as np
+
     targets: Targets = {}
     for key, p in partials.items():
         n = p.response_time_count
         if not n:
             continue
-        counts = sorted(p.sketch.counts.items())
-        if sum(c for _, c in counts) != n:
+        counts = p.sketch.counts
+        buckets = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        order = np.argsort(buckets)
+        buckets = buckets[order]
+        calls = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))[order]
+        upto = np.cumsum(calls)
+        if not len(upto) or upto[-1] != n:
             return None
-        wanted = sorted((nearest_rank(n, q), q) for q in PERCENTILES)
-        hour, below, i = json_hour(hours[key]), 0, 0
-        for bucket, count in counts:
-            while i < len(wanted) and wanted[i][0] <= below + count:
-                rank, q = wanted[i]
-                targets.setdefault((key[0], hour, bucket, rank - below), []).append((key, q))
-                i += 1
-            below += count
-            if i == len(wanted):
-                break
+        ranks = [nearest_rank(n, q) for q in PERCENTILES]
+        # The first bucket whose calls, added up from the lowest, reach the rank.
+        at = np.searchsorted(upto, ranks)
+        hour = json_hour(hours[key])
+        for q, rank, i in zip(PERCENTILES, ranks, at.tolist(), strict=True):
+            below = int(upto[i] - calls[i])
+            targets.setdefault((key[0], hour, int(buckets[i]), rank - below), []).append((key, q))
     return targets
 
 
