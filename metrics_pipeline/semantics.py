@@ -176,33 +176,45 @@ def sketch_bucket_value(index: int) -> float:
     return 2 * SKETCH_GAMMA**index / (SKETCH_GAMMA + 1)
 
 
-def _tally(indexes):
-    """(distinct indexes, their counts) of a NumPy array of bucket indexes, in index order: a
-    count per index of the span they cover (a few thousand at most: the zero bucket apart)
-    rather than a sort."""
+def _numbers(text: str):
+    """The integers of a comma-separated text as a NumPy array (parsed in C), or None if it is
+    anything else."""
+    import numpy as np
+
+    try:
+        numbers = np.fromstring(text, dtype=np.int64, sep=",")
+    except ValueError:
+        return None
+    return numbers if len(numbers) == text.count(",") + 1 else None
+
+
+def _tally(indexes, weights=None):
+    """(distinct indexes, their nonzero counts) of a NumPy array of bucket indexes (each one
+    call, or ``weights`` calls), in index order: a count per index of the span they cover (a
+    few thousand at most, the zero bucket apart) rather than a sort."""
     import numpy as np
 
     zero = indexes == ZERO_BUCKET
-    zeros = int(zero.sum())
-    rest = indexes[~zero] if zeros else indexes
     found, counts = [], []
-    if zeros:
+    if zero.any():
         found.append(np.array([ZERO_BUCKET], dtype=np.int64))
-        counts.append(np.array([zeros], dtype=np.int64))
-    if len(rest):
-        low = int(rest.min())
-        if int(rest.max()) - low > 1_000_000:  # not a response time's span: sort instead
-            distinct, tally = np.unique(rest, return_counts=True)
+        counts.append(np.array([zero.sum() if weights is None else weights[zero].sum()]))
+        indexes = indexes[~zero]
+        weights = None if weights is None else weights[~zero]
+    if len(indexes):
+        low = int(indexes.min())
+        if int(indexes.max()) - low > 1_000_000:  # not a response time's span: sort instead
+            distinct, inverse = np.unique(indexes, return_inverse=True)
+            tally = np.bincount(inverse, weights=weights, minlength=len(distinct))
         else:
-            tally = np.bincount(rest - low)
-            distinct = np.flatnonzero(tally)
-            tally = tally[distinct]
-            distinct = distinct + low
-        found.append(distinct.astype(np.int64))
-        counts.append(tally.astype(np.int64))
+            tally = np.bincount(indexes - low, weights=weights)
+            distinct = np.arange(low, low + len(tally), dtype=np.int64)
+        found.append(distinct)
+        counts.append(tally)
     if not found:
         return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
-    return np.concatenate(found), np.concatenate(counts)
+    distinct, tally = np.concatenate(found), np.concatenate(counts).astype(np.int64)
+    return distinct[tally != 0], tally[tally != 0]
 
 
 class Sketch:
@@ -228,7 +240,6 @@ class Sketch:
     def _add_texts(self) -> None:
         """The merged texts' counts added up per index (in NumPy: a day's 24 hours repeat most
         of their indexes, so only the distinct ones reach the dict)."""
-        import numpy as np
 
         pairs = [t for t in self._texts if ":" in t]
         calls = [t for t in self._texts if ":" not in t]
@@ -237,20 +248,14 @@ class Sketch:
         found = []
         if pairs:
             text = ",".join(pairs).replace(":", ",")
-            numbers = np.array(text.split(","), dtype=np.int64)
-            if len(numbers) % 2:
+            numbers = _numbers(text)
+            if numbers is None or len(numbers) % 2:
                 raise ValueError(f"a sketch text is not index:count pairs: {text[:80]!r}")
-            indexes, inverse = np.unique(numbers[0::2], return_inverse=True)
-            sums = np.bincount(inverse, weights=numbers[1::2], minlength=len(indexes))
-            sums = sums.astype(np.int64)
-            found.append((indexes[sums != 0], sums[sums != 0]))
+            found.append(_tally(numbers[0::2], numbers[1::2]))
         if calls:
             text = ",".join(calls)
-            try:
-                numbers = np.fromstring(text, dtype=np.int64, sep=",")
-            except ValueError:
-                numbers = None
-            if numbers is None or len(numbers) != text.count(",") + 1:
+            numbers = _numbers(text)
+            if numbers is None:
                 raise ValueError(f"a sketch text is not bucket indexes: {text[:80]!r}")
             found.append(_tally(numbers))
         for indexes, sums in found:
