@@ -226,9 +226,9 @@ def main(argv=None) -> dict:
                         env, warehouse, folder / form, start, end, args.repeat, dbs
                     )
                     # The limit is no limit unless it computes what the pipeline wrote.
-                    entry["limit_cells_checked"] = same_figures(
-                        urls, stmts[0], params, warehouse("n0"), start, end
-                    )
+                    cells, ranks = same_figures(urls, stmts, params, warehouse("n0"), start, end)
+                    entry["limit_cells_checked"] = cells
+                    entry["limit_percentiles_checked"] = ranks
                     entry["ratio_to_limit"] = {
                         k: round(v / entry["limit"]["best_s"], 2)
                         for k, v in entry["paths"].items()
@@ -244,20 +244,46 @@ def main(argv=None) -> dict:
     return results
 
 
+def _stored_percentiles(warehouse_url: str) -> dict:
+    """{(biller, hour, q): the hourly P50/P95/P99 ``materialize`` wrote}."""
+    engine = create_engine(warehouse_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                'SELECT "BillerId", "StartTime", "P50ResponseTime", "P95ResponseTime", '
+                '"P99ResponseTime" FROM "DataPumpResponseTimeAggregation" '
+                'WHERE "TimeStampTypeId" = 1'
+            )
+        ).all()
+    engine.dispose()
+    out = {}
+    for biller, start, *values in rows:
+        if not isinstance(start, datetime):  # SQLite returns text from a raw SELECT
+            start = datetime.fromisoformat(start)
+        for q, value in zip((50, 95, 99), values, strict=True):
+            if value is not None:
+                out[(int(biller), start.replace(tzinfo=None), q)] = float(value)
+    return out
+
+
 def _hour(value) -> datetime:
     if isinstance(value, datetime):
         return value.replace(tzinfo=None)
     return datetime.fromisoformat(str(value).replace("T", " ") + ":00")
 
 
-def same_figures(urls, facts: str, params, warehouse_url: str, start, end) -> int:
-    """The limit's facts per (biller, hour) against the hourly rows ``materialize`` wrote in
-    ``warehouse_url``: the same counts, and the same response-time sum to the cent per call.
-    Raises when a cell differs; returns the cells compared."""
+def same_figures(
+    urls, statements: list[str], params, warehouse_url: str, start, end
+) -> tuple[int, int]:
+    """The limit's facts and exact percentiles per (biller, hour) against the hourly rows
+    ``materialize`` wrote in ``warehouse_url``: the same counts, the same response-time sum to
+    the cent per call, the same P50, P95 and P99 to the cent. Raises when a cell differs;
+    returns the cells and the percentiles compared."""
     from metrics_pipeline.resources.warehouse import WarehouseResource
     from metrics_pipeline.semantics import HOURLY
 
-    limit = {}
+    facts, percentiles = statements
+    limit, ranked = {}, {}
     for url in urls:
         engine = create_engine(url)
         with engine.connect() as conn:
@@ -265,7 +291,16 @@ def same_figures(urls, facts: str, params, warehouse_url: str, start, end) -> in
                 text(facts), params
             ):
                 limit[(int(biller), _hour(hour))] = (n, timeouts, failed, valid, float(total or 0))
+            for biller, hour, rn, n, rt in conn.execute(text(percentiles), params):
+                for q in (50, 95, 99):
+                    if (q * n + 99) // 100 == rn:
+                        ranked[(int(biller), _hour(hour), q)] = float(rt)
         engine.dispose()
+    stored_percentiles = _stored_percentiles(warehouse_url)
+    for (biller, hour, q), value in ranked.items():
+        got = stored_percentiles.get((biller, hour, q))
+        if got is None or abs(got - value) > 0.005:
+            raise AssertionError(f"P{q} differs at {(biller, hour)}: {got} vs {value}")
     stored = WarehouseResource(url=warehouse_url).read_partials(
         HOURLY, sorted({b for b, _ in limit}), start, end
     )
@@ -276,7 +311,7 @@ def same_figures(urls, facts: str, params, warehouse_url: str, start, end) -> in
             raise AssertionError(f"the limit and the pipeline differ at {key}: {got} vs {n}")
         if abs(float(p.total_response_time) - total) > 0.01 * max(valid, 1):
             raise AssertionError(f"response-time sums differ at {key}")
-    return len(limit)
+    return len(limit), len(ranked)
 
 
 def user_paths(env, warehouse, folder: Path, start, end, repeat: int, dbs: list) -> dict:
