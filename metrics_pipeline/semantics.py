@@ -240,7 +240,6 @@ class Sketch:
     def _add_texts(self) -> None:
         """The merged texts' counts added up per index (in NumPy: a day's 24 hours repeat most
         of their indexes, so only the distinct ones reach the dict)."""
-
         pairs = [t for t in self._texts if ":" in t]
         calls = [t for t in self._texts if ":" not in t]
         self._texts = []

@@ -176,9 +176,7 @@ class ShardsResource(ConfigurableResource):
                     f"no such table: {names.detail_table}",
                 ) from exc
             types = {str(c["name"]).lower(): c["type"] for c in columns}
-            form = shard_form(types, names)
-            sqlite = conn.dialect.name == "sqlite"
-            self._forms[shard] = dataclasses.replace(form, sketch_per_call=sqlite)
+            self._forms[shard] = shard_form(types, names, conn.dialect.name)
         return self._forms[shard]
 
     def _fast_form(self, shard: str, conn, form: ShardForm, billers, start, end) -> ShardForm:

@@ -551,8 +551,12 @@ def processing_query(names: ShardNames, billers) -> Select:
     ).where(t.c[names.occupancy_biller_id].in_(sorted(billers)))
 
 
-def shard_form(column_types: dict[str, object], names: ShardNames) -> ShardForm:
-    """The form of a shard's detail table from its reflected column types (SQLAlchemy types)."""
+def shard_form(
+    column_types: dict[str, object], names: ShardNames, dialect: str | None = None
+) -> ShardForm:
+    """The form of a shard's detail table from its reflected column types (SQLAlchemy types)
+    and its database (``dialect``: a SQLite shard lists every call's bucket, see
+    ``ShardForm.sketch_per_call``)."""
 
     def is_text(name: str) -> bool:
         return isinstance(column_types.get(name.lower()), String)
@@ -561,6 +565,7 @@ def shard_form(column_types: dict[str, object], names: ShardNames) -> ShardForm:
     return ShardForm(
         response_time_text=is_text(names.response_time),
         status_code_numeric=status is not None and not isinstance(status, String),
+        sketch_per_call=dialect == "sqlite",
     )
 
 
