@@ -19,11 +19,12 @@
   their layout are Dagster's own, so the webserver, the daemon and Dagster's stock class read
   them as ever. It also stores a batch of one asset's materializations (a step over many
   partitions) in one transaction per database, as dagster-postgres does, where Dagster's SQLite
-  class stores them one by one. Its connections commit without waiting for the disk
-  (``PRAGMA synchronous=NORMAL``, SQLite's advice for its WAL mode, which Dagster's files use): a
-  commit survives a crash of the process, not a power cut of the machine; a fsync per event was
-  about a third of the event log's cost. Drop it if Dagster's own class stops reconnecting per
-  event.
+  class stores them one by one, and remembers that the index has a table once it has (Dagster
+  asks before every check evaluation, through a new engine). Its connections commit without
+  waiting for the disk (``PRAGMA synchronous=NORMAL``, SQLite's advice for its WAL mode, which
+  Dagster's files use): a commit survives a crash of the process, not a power cut of the
+  machine; a fsync per event was about a third of the event log's cost. Drop it if Dagster's
+  own class stops reconnecting per event.
 - ``throwaway_instance()``: ``DagsterInstance.ephemeral()`` built from the same parts, except
   an event log that keeps every event but not the asset index (latest materialization per asset,
   asset event tags) — for ``materialize`` without DAGSTER_HOME, whose instance is dropped when
@@ -157,7 +158,16 @@ class LeanSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None):
         # Set before Dagster's constructor, which may connect to the index already.
         self._engines: OrderedDict[str, Any] = OrderedDict()
+        self._tables_found: set[str] = set()
         super().__init__(base_dir, inst_data)
+
+    def has_table(self, table_name: str) -> bool:
+        """Dagster's answer, remembered once the table is there: Dagster asks before storing
+        every check evaluation (``supports_asset_checks``), through an engine and a connection
+        of its own each time."""
+        if table_name not in self._tables_found and super().has_table(table_name):
+            self._tables_found.add(table_name)
+        return table_name in self._tables_found
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
@@ -226,10 +236,12 @@ class LeanSqliteEventLogStorage(SqliteEventLogStorage):
 
     def wipe(self) -> None:
         self._close_all()  # never write on into a database file that was deleted
+        self._tables_found.clear()
         super().wipe()
 
     def upgrade(self) -> None:
         self._close_all()
+        self._tables_found.clear()
         super().upgrade()
 
     def dispose(self) -> None:

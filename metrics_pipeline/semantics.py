@@ -6,7 +6,7 @@ the database; the unit tests check both against each other on the same rows.
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -176,13 +176,13 @@ def sketch_bucket_value(index: int) -> float:
     return 2 * SKETCH_GAMMA**index / (SKETCH_GAMMA + 1)
 
 
-def _numbers(text: str):
-    """The integers of a comma-separated text as a NumPy array (parsed in C), or None if it is
+def _numbers(text: str, dtype="int64"):
+    """The numbers of a comma-separated text as a NumPy array (parsed in C), or None if it is
     anything else."""
     import numpy as np
 
     try:
-        numbers = np.fromstring(text, dtype=np.int64, sep=",")
+        numbers = np.fromstring(text, dtype=dtype, sep=",")
     except ValueError:
         return None
     return numbers if len(numbers) == text.count(",") + 1 else None
@@ -231,6 +231,13 @@ class Sketch:
         #: Encoded sketches merged in but not yet added to ``_counts``.
         self._texts: list[str] = []
 
+    @classmethod
+    def of_sorted(cls, indexes: list[int], counts: list[int]) -> "Sketch":
+        """The sketch of distinct ``indexes`` and their nonzero ``counts``."""
+        sketch = cls()
+        sketch._counts = dict(zip(indexes, counts, strict=True))
+        return sketch
+
     @property
     def counts(self) -> dict[int, int]:
         if self._texts:
@@ -240,29 +247,18 @@ class Sketch:
     def _add_texts(self) -> None:
         """The merged texts' counts added up per index (in NumPy: a day's 24 hours repeat most
         of their indexes, so only the distinct ones reach the dict)."""
-        pairs = [t for t in self._texts if ":" in t]
-        calls = [t for t in self._texts if ":" not in t]
+        text = ",".join(self._texts)
         self._texts = []
+        numbers = _numbers(text.replace(":", ","))
+        if numbers is None or len(numbers) != 2 * text.count(":"):
+            raise ValueError(f"a sketch text is not index:count pairs: {text[:80]!r}")
+        indexes, sums = _tally(numbers[0::2], numbers[1::2])
         counts = self._counts
-        found = []
-        if pairs:
-            text = ",".join(pairs).replace(":", ",")
-            numbers = _numbers(text)
-            if numbers is None or len(numbers) % 2:
-                raise ValueError(f"a sketch text is not index:count pairs: {text[:80]!r}")
-            found.append(_tally(numbers[0::2], numbers[1::2]))
-        if calls:
-            text = ",".join(calls)
-            numbers = _numbers(text)
-            if numbers is None:
-                raise ValueError(f"a sketch text is not bucket indexes: {text[:80]!r}")
-            found.append(_tally(numbers))
-        for indexes, sums in found:
-            if not counts:
-                counts.update(zip(indexes.tolist(), sums.tolist(), strict=True))
-                continue
-            for index, count in zip(indexes.tolist(), sums.tolist(), strict=True):
-                counts[index] = counts.get(index, 0) + count
+        if not counts:
+            counts.update(zip(indexes.tolist(), sums.tolist(), strict=True))
+            return
+        for index, count in zip(indexes.tolist(), sums.tolist(), strict=True):
+            counts[index] = counts.get(index, 0) + count
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sketch) and self.counts == other.counts
@@ -305,12 +301,71 @@ class Sketch:
     @classmethod
     def decode(cls, text: str | None) -> "Sketch":
         """The sketch of a text of 'index:count' pairs, in any order, an index possibly more than
-        once (its counts add up): ``encode``'s form, or a shard's ``bucket_counts``; or of bare
-        indexes, one per call (a shard's ``call_buckets``)."""
+        once (its counts add up): ``encode``'s form, or a shard's ``bucket_counts``."""
         sketch = cls()
         if text:
             sketch._texts.append(text)
         return sketch
+
+
+def _buckets(values):
+    """``sketch_bucket`` of every value of a NumPy array of non-negative response times."""
+    import numpy as np
+
+    with np.errstate(divide="ignore"):
+        logs = np.ceil(np.log(values) / SKETCH_LOG_GAMMA)
+    # An infinite response time: the highest bucket there is (a database's cast of it).
+    logs = np.minimum(logs, float(2**62))
+    return np.where(values > 0, logs, ZERO_BUCKET).astype(np.int64)
+
+
+def calls_summary(
+    texts: Sequence[str | None], sizes: Sequence[int]
+) -> list[tuple[Sketch, dict[int, Decimal | None]]]:
+    """The sketch and the exact nearest-rank percentiles of each group of calls whose valid
+    response times are listed as text (``texts[i]``: ``sizes[i]`` numbers, comma separated,
+    None when there are none; a shard's ``call_values``), computed in NumPy: the groups' values
+    parsed at once, each group sorted, its percentiles read at their ranks and its sketch
+    counted from the sorted values (a bucket's calls are next to each other)."""
+    import numpy as np
+
+    counts = np.asarray(sizes, dtype=np.int64)
+    listed = [t for t in texts if t]
+    values = _numbers(",".join(listed), "float64") if listed else np.array([], dtype=np.float64)
+    if values is None or len(values) != int(counts.sum()):
+        raise ValueError(
+            f"listed response times are not {int(counts.sum())} numbers: {listed[0][:80]!r}"
+        )
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    bounds = list(zip(starts.tolist(), ends.tolist(), strict=True))
+    for lo, hi in bounds:
+        values[lo:hi].sort()
+    buckets = _buckets(values)
+    # Runs of one bucket within one group: where the bucket changes or a group starts.
+    first = np.zeros(len(values), dtype=bool)
+    if len(values):
+        first[1:] = buckets[1:] != buckets[:-1]
+        first[starts[counts > 0]] = True
+    runs = np.flatnonzero(first)
+    run_buckets = buckets[runs].tolist()
+    run_calls = np.diff(np.append(runs, len(values))).tolist()
+    run_bounds = zip(
+        np.searchsorted(runs, starts).tolist(), np.searchsorted(runs, ends).tolist(), strict=True
+    )
+    # Each percentile's call, at its nearest rank in its sorted group (groups without calls
+    # read any value and get None).
+    at = {
+        q: values[np.maximum(starts + (q * counts + 99) // 100 - 1, 0)].tolist()
+        if len(values)
+        else [None] * len(counts)
+        for q in PERCENTILES
+    }
+    out = []
+    for g, ((lo, hi), (a, b)) in enumerate(zip(bounds, run_bounds, strict=True)):
+        exact = {q: round2(at[q][g]) if hi > lo else None for q in PERCENTILES}
+        out.append((Sketch.of_sorted(run_buckets[a:b], run_calls[a:b]), exact))
+    return out
 
 
 # --- Partials and rollups ----------------------------------------------------------------------

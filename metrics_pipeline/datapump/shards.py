@@ -7,6 +7,7 @@ differ changes values, not code.
 
 import dataclasses
 import os
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,6 +132,10 @@ class CatalogResource(ConfigurableResource):
         return [Biller(int(r.biller_id), r.biller_name, str(r.shard_name)) for r in rows]
 
 
+#: Hours of a shard's first query that lists its calls, before its rate of calls is known.
+FIRST_LISTED_HOURS = 6
+
+
 class ShardsResource(ConfigurableResource):
     """The biller shards: one database per ShardName, reached through a URL template."""
 
@@ -147,6 +152,11 @@ class ShardsResource(ConfigurableResource):
         description="Biller-hours read per shard query (hours = this / billers of the shard); "
         "bounds memory and query time",
     )
+    chunk_calls: int = Field(
+        default=4_000_000,
+        description="Calls a SQLite shard query lists at most, about (their response times are "
+        "listed; the hours per query follow the shard's busiest hour so far); bounds memory",
+    )
     busy_retries: int = Field(
         default=2, description="Times a busy biller is tried again within a run, after the others"
     )
@@ -157,6 +167,9 @@ class ShardsResource(ConfigurableResource):
 
     _engines: EngineCache = PrivateAttr(default_factory=EngineCache)
     _forms: dict[str, ShardForm] = PrivateAttr(default_factory=dict)
+    #: Shards whose queries list their calls: the most calls per biller in an hour of the last
+    #: chunk read (what sizes the next chunk's hours).
+    _call_rates: dict[str, int] = PrivateAttr(default_factory=dict)
     #: SQLite shards: the plain form of their CreatedDate text, or None (not plain).
     _plain: dict[str, PlainForm | None] = PrivateAttr(default_factory=dict)
 
@@ -193,12 +206,15 @@ class ShardsResource(ConfigurableResource):
     def _read_chunk(self, conn, billers, start, end, form: ShardForm):
         """Facts and sketches per biller-hour, then the exact percentiles: only the calls of
         the buckets the sketches place them in are sorted (``guided_percentiles_query``). If
-        the shard changed between the two statements, every call of the window is ranked."""
+        the shard changed between the two statements, every call of the window is ranked. A
+        shard that lists its calls' response times (SQLite) needs the one statement."""
         names, rules = self.names.to_names(), self.rules.to_rules()
         window = (start, end) if form.plain else None
         facts = hourly_facts_query(names, rules, billers, start, end, form)
         hours: dict = {}
         partials = fold_facts(conn.execute(facts), window, hours)
+        if form.calls_listed:
+            return partials  # the calls' response times gave the exact percentiles
         targets = percentile_targets(partials, hours)
         if targets is not None:
             if not targets:
@@ -215,6 +231,26 @@ class ShardsResource(ConfigurableResource):
     def chunk_hours(self, billers: int) -> int:
         """Hours per shard query for this many billers: at most ``chunk_biller_hours`` in all."""
         return max(1, self.chunk_biller_hours // max(1, billers))
+
+    def _chunk_length(self, shard: str, billers: int, form: ShardForm) -> timedelta:
+        """A chunk's hours: ``chunk_hours``; for a shard whose queries list their calls, also
+        about ``chunk_calls`` calls at the busiest rate of its last chunk (its first chunk a
+        few hours, to learn the rate)."""
+        hours = self.chunk_hours(billers)
+        if form.calls_listed:
+            rate = self._call_rates.get(shard)
+            if rate is None:
+                hours = min(hours, FIRST_LISTED_HOURS)
+            else:
+                hours = min(hours, max(1, self.chunk_calls // max(1, rate * billers)))
+        return timedelta(hours=hours)
+
+    def _learn_rate(self, shard: str, partials, billers: int) -> None:
+        per_hour: dict = defaultdict(int)
+        for (_, hour), p in partials.items():
+            per_hour[hour] += p.request_count
+        if per_hour:
+            self._call_rates[shard] = -(-max(per_hour.values()) // max(1, billers))
 
     def shard_url(self, shard: str) -> str:
         return self.url_template.replace("{shard}", shard)
@@ -268,12 +304,11 @@ class ShardsResource(ConfigurableResource):
         biller and hour (sketch included) and one per percentile, never the raw calls.
         """
         engine = self._engine(shard)
-        step = timedelta(hours=self.chunk_hours(len(billers)))
         chunk_start = start
         while chunk_start < end:
-            chunk_end = min(end, chunk_start + step)
             with self._unreachable_as_typed(shard), engine.connect() as conn:
                 form = self._form(shard, conn)
+                chunk_end = min(end, chunk_start + self._chunk_length(shard, len(billers), form))
                 fast = self._fast_form(shard, conn, form, billers, chunk_start, chunk_end)
                 partials, plain = None, None
                 if fast.plain:
@@ -286,6 +321,8 @@ class ShardsResource(ConfigurableResource):
                         self._plain.pop(shard, None)
                 if partials is None:
                     partials = self._read_chunk(conn, billers, chunk_start, chunk_end, form)
+            if form.calls_listed:
+                self._learn_rate(shard, partials, len(billers))
             yield ShardChunk(chunk_start, chunk_end, partials, plain)
             chunk_start = chunk_end
 

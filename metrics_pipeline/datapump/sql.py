@@ -32,6 +32,7 @@ from metrics_pipeline.semantics import (
     Partial,
     Rules,
     Sketch,
+    calls_summary,
     nearest_rank,
     round2,
     to_decimal,
@@ -41,7 +42,7 @@ from metrics_pipeline.sql.dialect import (
     among_json_rows,
     as_number,
     bucket_counts,
-    call_buckets,
+    call_values,
     created_between,
     digits_as_int,
     hour_floor,
@@ -96,9 +97,10 @@ class ShardForm:
     #: the fast path (``dialect.plain_created_between``); a window with a row of another form
     #: raises ``IrregularTimestamps`` and is read by the general path.
     plain: PlainForm | None = None
-    #: The sketch as every call's bucket, one grouping per biller-hour (``call_buckets``; SQLite)
-    #: rather than a grouping by bucket first (``bucket_counts``).
-    sketch_per_call: bool = False
+    #: Every valid call's response time listed per biller-hour (``call_values``; SQLite): the
+    #: sketch and the exact percentiles come from the one facts statement (``fold_facts``)
+    #: rather than from a grouping by bucket in the shard and a second, ranking statement.
+    calls_listed: bool = False
 
 
 class IrregularTimestamps(Exception):
@@ -251,8 +253,9 @@ def hourly_facts_query(
 
     Each call gets its status class (``status_class``) and sketch bucket; the calls are grouped
     by biller, hour, bucket and class, and one row per biller and hour leaves the shard (a
-    bucket may appear once per class in its sketch). With ``form.sketch_per_call`` the calls
-    are grouped by biller and hour only, the sketch listing every valid call's bucket.
+    bucket may appear once per class in its sketch). With ``form.calls_listed`` the calls are
+    grouped by biller and hour only, and ``response_times`` (``call_values``) lists every valid
+    call's response time in place of the sketch.
     """
     t = detail_table(names)
     rt = as_number(t.c[names.response_time], text=form.response_time_text)
@@ -267,14 +270,14 @@ def hourly_facts_query(
             t.c[names.biller_id].label("biller_id"),
             _hour(t, names, form).label("hour"),
             odd.label("odd"),
-            sketch_bucket(rt).label("bucket"),
+            *(() if form.calls_listed else (sketch_bucket(rt).label("bucket"),)),
             status_class(status_code, rt, rules).label("class"),
             case((rt >= 0, rt)).label("valid_rt"),
         )
         .where(_window_filter(t, names, billers, start, end, plain))
         .subquery("r")
     )
-    if form.sketch_per_call:
+    if form.calls_listed:
         kind = rows.c["class"]
         return select(
             rows.c.biller_id,
@@ -284,7 +287,7 @@ def hourly_facts_query(
             func.sum(case((kind == zero, zero), else_=1)).label("failed_count"),
             func.count(rows.c.valid_rt).label("response_time_count"),
             func.sum(rows.c.valid_rt).label("total_response_time"),
-            call_buckets(rows.c.bucket).label("sketch"),
+            call_values(rows.c.valid_rt).label("response_times"),
             func.sum(rows.c.odd).label("irregular_rows"),
         ).group_by(rows.c.biller_id, rows.c.hour)
     groups = (
@@ -556,7 +559,7 @@ def shard_form(
 ) -> ShardForm:
     """The form of a shard's detail table from its reflected column types (SQLAlchemy types)
     and its database (``dialect``: a SQLite shard lists every call's bucket, see
-    ``ShardForm.sketch_per_call``)."""
+    ``ShardForm.calls_listed``)."""
 
     def is_text(name: str) -> bool:
         return isinstance(column_types.get(name.lower()), String)
@@ -565,7 +568,7 @@ def shard_form(
     return ShardForm(
         response_time_text=is_text(names.response_time),
         status_code_numeric=status is not None and not isinstance(status, String),
-        sketch_per_call=dialect == "sqlite",
+        calls_listed=dialect == "sqlite",
     )
 
 
@@ -597,8 +600,11 @@ def fold_facts(
 ):
     """Partials per (biller, hour) from ``hourly_facts_query``'s rows (into ``hours``: each
     one's hour as the shard returned it). With ``window`` (the fast path), a row that is not
-    plain or an hour that is not one of the window's raises ``IrregularTimestamps``."""
+    plain or an hour that is not one of the window's raises ``IrregularTimestamps``. Rows that
+    list their calls' response times (``ShardForm.calls_listed``) give their partials' sketches
+    and exact percentiles too."""
     partials: dict[tuple[int, datetime], Partial] = {}
+    listed: dict[tuple[int, datetime], list] = {}
     for row in fact_rows:
         if window is None:
             hour = as_naive_utc(row.hour)
@@ -613,13 +619,27 @@ def fold_facts(
         p.request_count += int(row.request_count)
         p.timeout_count += int(row.timeout_count or 0)
         p.failed_count += int(row.failed_count or 0)
-        p.response_time_count += int(row.response_time_count or 0)
+        valid = int(row.response_time_count or 0)
+        p.response_time_count += valid
         if row.total_response_time is not None:
             p.total_response_time += to_decimal(row.total_response_time)
-        p.sketch.merge(Sketch.decode(row.sketch))
+        texts = getattr(row, "response_times", _NOT_LISTED)
+        if texts is _NOT_LISTED:
+            p.sketch.merge(Sketch.decode(row.sketch))
+        elif texts:
+            listed.setdefault(key, []).append((texts, valid))
     for p in partials.values():
         p.total_response_time = round2(p.total_response_time)
+    if listed:
+        keys = list(listed)
+        groups = [",".join(t for t, _ in listed[k]) for k in keys]
+        sizes = [sum(n for _, n in listed[k]) for k in keys]
+        for key, (sketch, exact) in zip(keys, calls_summary(groups, sizes), strict=True):
+            partials[key].sketch, partials[key].exact_percentiles = sketch, exact
     return partials
+
+
+_NOT_LISTED = object()
 
 
 def fold_percentiles(

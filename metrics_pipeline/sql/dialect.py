@@ -186,34 +186,43 @@ def _bucket_counts_sqlite(element, compiler, **kw):
 
 
 @_per_dialect
-class call_buckets(FunctionElement):  # noqa: N801
-    """Aggregate: every call's bucket of a group, one index per call, as one ``i,i,…`` string
-    (read back by ``semantics.Sketch.decode``: an index without a count is one call); NULLs
-    are left out, and the string is NULL when none is left.
+class call_values(FunctionElement):  # noqa: N801
+    """Aggregate: every non-NULL response time of a group as one ``v,v,…`` string, each value
+    written so that it reads back as the same number (``semantics.calls_summary``); NULL when
+    the group has none.
 
-    The SQLite shard's sketch: grouping by bucket first (``bucket_counts``) makes a group of
-    nearly every call at a few hundred calls per biller-hour, and SQLite takes a lock shared by
-    the whole process per group (its memory statistics), so shards read in parallel threads
-    waited for each other. One grouping per biller-hour has no such lock."""
+    The SQLite shard's statement lists its calls' response times: the sketch and the exact
+    percentiles are computed from them in NumPy, in one statement, where grouping by bucket in
+    the shard (``bucket_counts``) makes a group of nearly every call at a few hundred calls per
+    biller-hour (SQLite takes a lock shared by the whole process per group, for its memory
+    statistics: shards read in parallel threads waited for each other) and the exact
+    percentiles take a second statement that sorts the calls again. SQLite's ``quote`` writes
+    a REAL with 15 digits, or all 20 when 15 would not read back as the same number."""
 
     type = String()
     inherit_cache = True
-    name = "call_buckets"
+    name = "call_values"
 
 
-@compiles(call_buckets, "mssql")
-def _call_buckets_mssql(element, compiler, **kw):
-    return f"STRING_AGG(CAST({compiler.process(element.clauses, **kw)} AS VARCHAR(MAX)), ',')"
+@compiles(call_values, "mssql")
+def _call_values_mssql(element, compiler, **kw):
+    # CONVERT style 3: a float with all 17 significant digits (SQL Server 2016 and later).
+    value = compiler.process(element.clauses, **kw)
+    return f"STRING_AGG(CONVERT(VARCHAR(MAX), CAST({value} AS FLOAT), 3), ',')"
 
 
-@compiles(call_buckets, "postgresql")
-def _call_buckets_pg(element, compiler, **kw):
-    return f"string_agg(CAST({compiler.process(element.clauses, **kw)} AS VARCHAR), ',')"
+@compiles(call_values, "postgresql")
+def _call_values_pg(element, compiler, **kw):
+    # PostgreSQL 12 and later write a float8 in the shortest form that reads back the same.
+    return (
+        f"string_agg(CAST(CAST({compiler.process(element.clauses, **kw)} AS FLOAT8) AS TEXT), ',')"
+    )
 
 
-@compiles(call_buckets, "sqlite")
-def _call_buckets_sqlite(element, compiler, **kw):
-    return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
+@compiles(call_values, "sqlite")
+def _call_values_sqlite(element, compiler, **kw):
+    value = compiler.process(element.clauses, **kw)
+    return f"group_concat(CASE WHEN {value} IS NOT NULL THEN quote({value}) END, ',')"
 
 
 # --- timestamps and numbers a SQLite shard may store as text --------------------------------------

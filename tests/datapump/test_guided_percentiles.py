@@ -1,8 +1,10 @@
-"""Exact hourly percentiles from the sketched buckets: the facts statement's sketch says in which
-bucket each percentile's call lies, and only those buckets' calls are ranked. The figures must be
-those of ranking every call, on SQLite and PostgreSQL, with ties, zeros, invalid response times,
-text response times and the SQLite fast path; and if the shard changes between the two
-statements, every call is ranked after all."""
+"""Exact hourly percentiles without ranking every call in a second statement. A SQLite shard
+lists its calls' response times in the facts statement, and the sketch and the percentiles are
+computed from them; a PostgreSQL (or SQL Server) shard's sketch says in which bucket each
+percentile's call lies, and only those buckets' calls are ranked. The figures must be those of
+ranking every call, with ties, zeros, invalid response times, text response times and the
+SQLite fast path; and if a shard changes between its two statements, every call is ranked after
+all."""
 
 import sqlite3
 from collections import Counter
@@ -15,7 +17,14 @@ from sqlalchemy import Engine, MetaData, create_engine, event, insert
 
 from metrics_pipeline.datapump.shards import ShardsResource
 from metrics_pipeline.datapump.sql import ShardNames, detail_table, percentile_targets
-from metrics_pipeline.semantics import PERCENTILES, Partial, Sketch, nearest_rank, round2
+from metrics_pipeline.semantics import (
+    PERCENTILES,
+    Partial,
+    Sketch,
+    nearest_rank,
+    round2,
+    sketch_bucket,
+)
 
 H = datetime(2025, 3, 3)
 HOURS = 6
@@ -53,6 +62,16 @@ def exact(rows) -> dict[tuple[int, datetime], dict[int, Decimal | None]]:
             q: round2(values[nearest_rank(len(values), q) - 1]) if values else None
             for q in PERCENTILES
         }
+    return out
+
+
+def sketches(rows) -> dict[tuple[int, datetime], dict[int, int]]:
+    """Each biller-hour's sketch counts, every valid time bucketed in Python."""
+    out: dict = {}
+    for biller, created, rt, _ in rows:
+        counts = out.setdefault((biller, created.replace(minute=0, second=0, microsecond=0)), {})
+        if rt is not None and rt >= 0:
+            counts[sketch_bucket(rt)] = counts.get(sketch_bucket(rt), 0) + 1
     return out
 
 
@@ -142,9 +161,7 @@ def ranked_whole(sent: list[str]) -> bool:
         pytest.param("postgres", marks=pytest.mark.postgres),
     ],
 )
-def test_percentiles_from_the_sketched_buckets_are_those_of_ranking_every_call(
-    form, tmp_path, request
-):
+def test_exact_percentiles_are_those_of_ranking_every_call(form, tmp_path, request):
     rows = calls()
     if form == "postgres":
         url = pg_shard(request.getfixturevalue("pg_databases").create(), rows)
@@ -155,14 +172,49 @@ def test_percentiles_from_the_sketched_buckets_are_those_of_ranking_every_call(
     assert set(partials) == set(want)
     assert {k: p.exact_percentiles for k, p in partials.items()} == want
     assert any(v is not None for w in want.values() for v in w.values())
-    # Answered by the bucket-guided statement, not by ranking every call.
-    assert any(guided(s) for s in sent)
+    assert {k: p.sketch.counts for k, p in partials.items()} == sketches(rows)
     assert not ranked_whole(sent)
+    if form == "postgres":
+        # Answered by the bucket-guided statement.
+        assert any(guided(s) for s in sent)
+    else:
+        # One statement per window: the facts, listing the calls' response times.
+        assert not any(guided(s) for s in sent)
+        assert all("quote(" in s for s in sent if "GROUP BY" in s)
 
 
-def test_a_shard_that_changes_between_the_statements_has_every_call_ranked(tmp_path):
+@pytest.mark.parametrize("rt_text", [False, True], ids=["REAL", "text"])
+def test_listed_response_times_keep_every_digit(rt_text, tmp_path):
+    # A value as another program computes it: 17 significant digits, a hair below a half cent
+    # (15 digits would read 0.125 and round up); 2.675 is the shortest form of its double.
+    times = [2.675, 0.1, 0.12499999999999999]
+    rows = [(1, H + timedelta(minutes=i), rt, "200") for i, rt in enumerate(times)]
+    con = sqlite3.connect(tmp_path / "s.db")
+    rt_type = "VARCHAR(30)" if rt_text else "FLOAT"
+    con.executescript(
+        f"""CREATE TABLE DataPumpDetail (DataPumpDetailId INTEGER PRIMARY KEY,
+            BillerId INT NOT NULL, CreatedDate DATETIME NULL, ResponseTime {rt_type} NULL,
+            StatusCode VARCHAR(10) NULL);
+        CREATE TABLE BillerDataPump (BillerId INT PRIMARY KEY, Processing BIT NOT NULL);"""
+    )
+    con.executemany(
+        "INSERT INTO DataPumpDetail (BillerId, CreatedDate, ResponseTime, StatusCode) "
+        "VALUES (?, ?, ?, ?)",
+        [(b, c.isoformat(" "), repr(rt) if rt_text else rt, s) for b, c, rt, s in rows],
+    )
+    con.commit()
+    con.close()
+    partials, _ = read(f"sqlite:///{tmp_path}/s.db")
+    assert partials[(1, H)].exact_percentiles == exact(rows)[(1, H)]
+    assert partials[(1, H)].exact_percentiles == dict(
+        zip(PERCENTILES, map(Decimal, ("0.12", "2.68", "2.68")), strict=True)
+    )
+
+
+@pytest.mark.postgres
+def test_a_shard_that_changes_between_the_statements_has_every_call_ranked(pg_databases):
     rows = calls(seed=11)
-    url = sqlite_shard(tmp_path / "s.db", rows, created_text=False, rt_text=False)
+    url = pg_shard(pg_databases.create(), rows)
     # A late call lands in the bucket of the busiest hour's median after the facts were read.
     per_hour = Counter((b, c.replace(minute=0, second=0)) for b, c, _, _ in rows)
     busiest = max(per_hour, key=per_hour.__getitem__)
@@ -171,15 +223,22 @@ def test_a_shard_that_changes_between_the_statements_has_every_call_ranked(tmp_p
 
     def insert_late(statement: str) -> None:
         if guided(statement) and late not in rows:
-            con = sqlite3.connect(tmp_path / "s.db")
-            con.execute(
-                "INSERT INTO DataPumpDetail (BillerId, CreatedDate, ResponseTime, StatusCode) "
-                "VALUES (?, ?, ?, ?)",
-                (late[0], late[1].isoformat(" "), late[2], late[3]),
-            )
-            con.commit()
-            con.close()
             rows.append(late)
+            engine = create_engine(url)
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(detail_table(ShardNames())),
+                    [
+                        dict(
+                            zip(
+                                ("BillerId", "CreatedDate", "ResponseTime", "StatusCode"),
+                                late,
+                                strict=True,
+                            )
+                        )
+                    ],
+                )
+            engine.dispose()
 
     partials, sent = read(url, insert_late)
     assert late in rows and ranked_whole(sent)
@@ -202,3 +261,26 @@ def test_the_targets_are_the_buckets_where_the_ranks_fall():
     assert percentile_targets({key: p}, {key: "2025-03-03 00"}) is None
     # An hour without a valid time needs none.
     assert percentile_targets({key: Partial()}, {key: H}) == {}
+
+
+def test_a_shard_that_lists_its_calls_is_read_in_chunks_of_about_chunk_calls(tmp_path):
+    # 2 billers, 10 calls an hour each, 40 an hour each from hour 12 on.
+    rows = [
+        (b, H + timedelta(hours=h, minutes=m), float(m + 1), "200")
+        for b in (1, 2)
+        for h in range(30)
+        for m in range(10 if h < 12 else 40)
+    ]
+    url = sqlite_shard(tmp_path / "s.db", rows, created_text=True, rt_text=False)
+    shards = ShardsResource(url_template=url, chunk_calls=120)
+    chunks = list(shards.read_hourly("s", [1, 2], H, H + timedelta(hours=30)))
+    shards.teardown_after_execution(None)
+    hours = [int((c.end - c.start) / timedelta(hours=1)) for c in chunks]
+    # A first chunk of a few hours learns the rate (10 per biller-hour): 120 calls are 6 hours
+    # of 2 billers; after the first chunk that met 40 an hour, 1 hour (120 // 80).
+    assert hours == [6, 6, 6] + [1] * 12
+    calls = [sum(p.request_count for p in c.partials.values()) for c in chunks]
+    assert calls == [120, 120, 480] + [80] * 12
+    got = {k: p for c in chunks for k, p in c.partials.items()}
+    assert sum(p.request_count for p in got.values()) == len(rows)
+    assert {k: p.exact_percentiles for k, p in got.items()} == exact(rows)

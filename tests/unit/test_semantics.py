@@ -13,6 +13,7 @@ from metrics_pipeline.semantics import (
     Rules,
     Sketch,
     average,
+    calls_summary,
     is_failed,
     is_timeout,
     nearest_rank,
@@ -186,6 +187,42 @@ def test_merging_sketches_read_from_text_adds_the_same_counts_as_merging_counts(
     assert lazy.counts == want
     assert lazy.encode() == ",".join(f"{b}:{n}" for b, n in sorted(want.items()))
     assert lazy == Sketch(want) and lazy.total == sum(want.values())
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_listed_calls_give_the_sketch_and_exact_percentiles_of_their_values(seed):
+    rng = np.random.default_rng(seed)
+    groups = []
+    for size in (0, 1, 2, 3, 40, 900, 5):
+        values = np.round(rng.lognormal(5, 1.3, size), int(rng.integers(0, 4))).tolist()
+        values[: size // 10] = [0.0] * (size // 10)  # zeros: the zero bucket
+        groups.append(values)
+    # Values that need all their digits (SQLite's quote writes them with 20), ties, a huge one.
+    groups.append([0.12499999999999999, 0.125, 3.6e9, 0.125, 2.675])
+    groups.append([0.12499999999999999])
+    texts = [",".join(map(repr, rng.permutation(g).tolist())) if g else None for g in groups]
+    got = calls_summary(texts, [len(g) for g in groups])
+    assert len(got) == len(groups)
+    for values, (sketch, exact) in zip(groups, got, strict=True):
+        want = Sketch()
+        for v in values:
+            want.add(sketch_bucket(v))
+        assert sketch.counts == want.counts
+        ranked = sorted(values)
+        assert exact == {
+            q: round2(ranked[nearest_rank(len(ranked), q) - 1]) if ranked else None
+            for q in PERCENTILES
+        }
+    # 0.12499999999999999 is not 0.125: its own (lower) cent.
+    assert got[-2][1][50] == Decimal("0.13") and got[-1][1][50] == Decimal("0.12")
+
+
+def test_listed_calls_that_are_not_their_count_of_numbers_are_refused():
+    with pytest.raises(ValueError, match="not 3 numbers"):
+        calls_summary(["1.5,2"], [3])
+    with pytest.raises(ValueError, match="not 2 numbers"):
+        calls_summary(["1.5,abc"], [2])
+    assert calls_summary([None, None], [0, 0])[1][1] == dict.fromkeys(PERCENTILES)
 
 
 def test_windows_are_utc_start_inclusive_weeks_start_sunday():

@@ -151,8 +151,8 @@ def test_the_shard_form_comes_from_the_column_types(tmp_path):
     types = {c["name"].lower(): c["type"] for c in inspect(engine).get_columns("DataPumpDetail")}
     engine.dispose()
     assert shard_form(types, ShardNames()) == ShardForm(response_time_text=True)
-    assert shard_form(types, ShardNames(), "sqlite").sketch_per_call
-    assert not shard_form(types, ShardNames(), "postgresql").sketch_per_call
+    assert shard_form(types, ShardNames(), "sqlite").calls_listed
+    assert not shard_form(types, ShardNames(), "postgresql").calls_listed
 
 
 def test_text_forms_compile_for_every_dialect():
