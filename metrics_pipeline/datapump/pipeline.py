@@ -7,8 +7,10 @@ same code and the tests can drive it directly.
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -168,6 +170,124 @@ def hour_segments(
     return out
 
 
+def read_parts(workers: int, shards: int) -> int:
+    """Reads per shard span: two per worker at least, so that no worker idles while one shard
+    finishes alone."""
+    return max(1, -(-2 * workers // shards)) if workers > 1 else 1
+
+
+def read_spans(
+    wanted: Mapping[int, set[datetime]], parts: int
+) -> list[tuple[datetime, datetime, list[int]]]:
+    """A shard's reads: one per span of requested hours (only those are read: a late row three
+    weeks old costs one hour's read), cut in ``parts``, each with the billers that want it."""
+    return [
+        (a, b, billers)
+        for lo, hi, billers in hour_segments(wanted)
+        for a, b in split_span(lo, hi, parts)
+    ]
+
+
+class ReadAhead:
+    """The first shard reads of a command's next hourly run, started as soon as the run before
+    it has read its own: they go on while that run stores its events and checks and the next
+    one starts, instead of after. They only read (busy flags first: a shard with a busy biller
+    is left to the run); the next run checks its busy flags, takes each read whose shard,
+    billers and hours are those it would read itself, and writes it. At most
+    ``reads_per_worker`` reads per shard worker are held ahead."""
+
+    def __init__(
+        self,
+        runs: Sequence[Mapping[int, Sequence[datetime]]],
+        catalog: CatalogResource,
+        shards: ShardsResource,
+        reads_per_worker: int = 2,
+    ):
+        self._runs = [{b: sorted(hs) for b, hs in run.items()} for run in runs]
+        self._directory = {b.biller_id: b.shard for b in catalog.enabled_billers()}
+        # Its own resource: a run's is torn down (its engines disposed) when the run ends.
+        self._shards = ShardsResource(**shards.model_dump())
+        workers = max(1, shards.max_parallel_shards)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-ahead")
+        self._limit = reads_per_worker * workers
+        self._reads: dict[tuple, Future] = {}
+        self.taken = 0
+
+    def after(self, requested: Mapping[int, Sequence[datetime]]) -> None:
+        """The run of ``requested`` has read its shards: start the next run's first reads."""
+        run = {b: sorted(hs) for b, hs in requested.items()}
+        if run not in self._runs[:-1]:
+            return
+        upcoming = self._runs[self._runs.index(run) + 1]
+        by_shard: dict[str, list[int]] = defaultdict(list)
+        for biller in sorted(upcoming):
+            if biller in self._directory:
+                by_shard[self._directory[biller]].append(biller)
+        if not by_shard:
+            return
+        workers = max(1, min(self._shards.max_parallel_shards, len(by_shard)))
+        parts = read_parts(workers, len(by_shard))
+        per_shard = [
+            [
+                (shard, lo, hi, b)
+                for lo, hi, b in read_spans({x: set(upcoming[x]) for x in bs}, parts)
+            ]
+            for shard, bs in by_shard.items()
+        ]
+        # Every shard's first read, then every shard's second: the next run starts them so.
+        order = [r[i] for i in range(max(map(len, per_shard))) for r in per_shard if i < len(r)]
+        for shard, lo, hi, billers in order[: self._limit]:
+            key = (shard, tuple(billers), lo, hi)
+            self._reads[key] = self._pool.submit(self._read, shard, billers, lo, hi)
+
+    def _read(self, shard: str, billers: list[int], lo: datetime, hi: datetime):
+        if self._shards.busy_billers(shard, billers):
+            return None
+        return list(self._shards.read_hourly(shard, billers, lo, hi))
+
+    def take(
+        self, shard: str, billers: list[int], lo: datetime, hi: datetime
+    ) -> list[ShardChunk] | None:
+        """The chunks read ahead for exactly this read, or None (the run reads it itself; a
+        read ahead that failed is read again, so that the run reports what fails)."""
+        future = self._reads.pop((shard, tuple(billers), lo, hi), None)
+        if future is None:
+            return None
+        try:
+            chunks = future.result()
+        except Exception:  # noqa: BLE001 - the run's own read raises it again, typed
+            return None
+        if chunks is not None:
+            self.taken += 1
+        return chunks
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._reads.clear()
+        self._shards.teardown_after_execution(None)
+
+
+#: The read-ahead of the command running in this context (``read_ahead``), if any.
+_AHEAD: ContextVar[ReadAhead | None] = ContextVar("metrics_read_ahead", default=None)
+
+
+@contextmanager
+def read_ahead(
+    runs: Sequence[Mapping[int, Sequence[datetime]]],
+    catalog: CatalogResource,
+    shards: ShardsResource,
+) -> Iterator[ReadAhead]:
+    """Hourly runs of ``runs``' requested cells, executed one after the other in this context,
+    read their next run's first shards ahead (``ReadAhead``)."""
+    ahead = ReadAhead(runs, catalog, shards)
+    token = _AHEAD.set(ahead)
+    try:
+        yield ahead
+    finally:
+        _AHEAD.reset(token)
+        ahead.close()
+
+
 def aggregate_hourly(
     requested: Mapping[int, list[datetime]],
     catalog: CatalogResource,
@@ -205,6 +325,7 @@ def aggregate_hourly(
         return outcome
     warehouse.ensure_schema()
     write_lock = threading.Lock()
+    ahead = _AHEAD.get()  # here: the shard threads do not see this thread's context
 
     def write(batch, cursor=None) -> None:
         for partial in batch.values():
@@ -224,7 +345,8 @@ def aggregate_hourly(
         """Read [lo, hi) of ``billers`` from the shard chunk by chunk, each chunk's requested
         cells to ``sink`` and its form to the shard's ``progress``; returns the calls read."""
         rows = 0
-        for chunk in shards.read_hourly(shard, billers, lo, hi):
+        chunks = ahead.take(shard, billers, lo, hi) if ahead is not None else None
+        for chunk in shards.read_hourly(shard, billers, lo, hi) if chunks is None else chunks:
             batch = {
                 (b, h): chunk.partials.get((b, h), Partial())
                 for b in billers
@@ -252,29 +374,25 @@ def aggregate_hourly(
         return rows
 
     def reads_of(shard: str, wanted, parts: int, progress) -> list:
-        """The shard's reads as tasks: one (with its cursor) for a refresh; else one per span of
-        requested hours (only those are read: a late row three weeks old costs one hour's read),
-        cut in ``parts`` so that the pool stays full until the last shard is done."""
+        """The shard's reads as tasks: one (with its cursor) for a refresh; else its
+        ``read_spans``, cut in ``parts`` so that the pool stays full until the last shard is
+        done."""
         if shard in cursors:
             cursor = (DATAPUMP, shard, cursors[shard])
             return [lambda: read_with_cursor(shard, wanted, cursor, progress)]
-        tasks = []
-        for lo, hi, billers in hour_segments(wanted):
-            for a, b in split_span(lo, hi, parts):
-                tasks.append(
-                    lambda a=a, b=b, billers=billers: read_span(
-                        shard, wanted, a, b, billers, write, progress
-                    )
-                )
-        return tasks
+        return [
+            lambda a=a, b=b, billers=billers: read_span(
+                shard, wanted, a, b, billers, write, progress
+            )
+            for a, b, billers in read_spans(wanted, parts)
+        ]
 
     def read_round(pending: dict[str, list[int]]) -> dict[str, list[int]]:
         """Every shard of ``pending`` once: its busy billers (returned), the others read and
         written, its undated rows counted; a shard that fails fails only its own billers."""
         still_busy: dict[str, list[int]] = {}
         workers = max(1, min(shards.max_parallel_shards, len(pending)))
-        # Two reads per worker at least, so no worker idles while one shard finishes alone.
-        parts = max(1, -(-2 * workers // len(pending))) if workers > 1 else 1
+        parts = read_parts(workers, len(pending))
         state = {s: _ShardProgress(b) for s, b in pending.items()}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard") as pool:
             futures = {
@@ -363,6 +481,8 @@ def aggregate_hourly(
         for b in billers:
             outcome.failed[b] = f"shard busy: Processing flag still set in shard {shard}"
             outcome.busy[b] = shard
+    if ahead is not None:
+        ahead.after(requested)
     warehouse.record_ledger(DATAPUMP, HOURLY, _failure_entries(requested, outcome), run_id)
     return outcome
 

@@ -151,6 +151,7 @@ def materialize_window(
     err=None,
 ) -> int:
 
+    from metrics_pipeline.datapump.pipeline import read_ahead
     from metrics_pipeline.datapump.refresh import range_tags
     from metrics_pipeline.execution import execute, lean_dagster_events, open_instance
     from metrics_pipeline.partitions import first_window
@@ -182,7 +183,12 @@ def materialize_window(
     results = {level.name: LevelResult() for level in LEVELS}
     findings = Findings()
     started = time.monotonic()
-    with lean_dagster_events():
+    hourly = [
+        {b: HOURLY.starts(r.first, r.last + HOURLY.length) for b in selected}
+        for r in plan.runs
+        if r.level is HOURLY
+    ]
+    with lean_dagster_events(), read_ahead(hourly, resources["catalog"], resources["shards"]):
         for run in plan.runs:
             tags = {
                 **range_tags(run.level, first_day, run.first, run.last),
