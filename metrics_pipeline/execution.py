@@ -195,8 +195,12 @@ HELD_CONNECTIONS = {"statement_timeout": 0, "pool_recycle": 3600, "max_overflow"
 def hold_connections(instance: DagsterInstance) -> None:
     """Keep the instance's database connections open for the command's lifetime, as
     dagster-webserver does for its own long-lived process (a no-op for SQLite storages, which
-    open files). No statement timeout: a command waits for its writes, however slow."""
+    open files). No statement timeout: a command waits for its writes, however slow. The event
+    log stops asking its database for the same table before every check evaluation."""
+    from metrics_pipeline.dagster_internal import remember_tables
+
     instance.optimize_for_webserver(**HELD_CONNECTIONS)
+    remember_tables(instance)
 
 
 @contextmanager

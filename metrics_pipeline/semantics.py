@@ -288,8 +288,9 @@ class Sketch:
             return None
         rank = nearest_rank(n, p)
         seen = 0
-        for index in sorted(self.counts):
-            seen += self.counts[index]
+        counts = self.counts
+        for index in sorted(counts):
+            seen += counts[index]
             if seen >= rank:
                 return round2(sketch_bucket_value(index))
         raise AssertionError("rank beyond sketch total")  # pragma: no cover

@@ -3,10 +3,12 @@ by Dagster's stock class, written from several threads, and safe across a wipe."
 
 import threading
 
+import pytest
 from dagster import AssetKey, AssetMaterialization, DagsterEventType, EventRecordsFilter
 from dagster._core.events import DagsterEvent, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster_postgres.event_log import PostgresEventLogStorage
 
 from metrics_pipeline.dagster_internal import LeanSqliteEventLogStorage
 from metrics_pipeline.execution import ensure_dagster_home, open_instance
@@ -108,3 +110,43 @@ def test_its_commits_do_not_wait_for_the_disk_in_dagsters_wal_mode(tmp_path):
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     lean.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_commands_instance_asks_for_the_check_table_once(
+    backend, tmp_path, request, monkeypatch
+):
+    home = tmp_path / "home"
+    if backend == "postgres":
+        url = request.getfixturevalue("pg_databases").create()
+        home.mkdir()
+        (home / "dagster.yaml").write_text(
+            "storage:\n  postgres:\n    postgres_url: "
+            + url.replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
+            + "\ntelemetry:\n  enabled: false\n"
+        )
+    asked = []
+    for storage_class in (LeanSqliteEventLogStorage, PostgresEventLogStorage):
+        ask = storage_class.has_table
+
+        def counted(self, name, ask=ask):
+            asked.append(name)
+            return ask(self, name)
+
+        monkeypatch.setattr(storage_class, "has_table", counted)
+    instance = open_instance({"DAGSTER_HOME": str(home)})
+    storage = instance.event_log_storage
+    asked.clear()
+    assert all(storage.supports_asset_checks for _ in range(5))
+    assert asked.count("asset_check_executions") <= 1
+    # A table that is not there is asked for again each time.
+    assert not storage.has_table("no_such_table") and not storage.has_table("no_such_table")
+    assert asked.count("no_such_table") == 2
+    # Dagster's own way: a question per check evaluation.
+    del storage.has_table
+    asked.clear()
+    assert all(storage.supports_asset_checks for _ in range(5))
+    assert asked == ["asset_check_executions"] * 5
+    instance.dispose()

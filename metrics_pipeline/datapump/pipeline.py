@@ -27,7 +27,12 @@ from metrics_pipeline.coverage import (
 from metrics_pipeline.datapump.refresh import ChangeSettings
 from metrics_pipeline.datapump.shards import Biller, CatalogResource, ShardChunk, ShardsResource
 from metrics_pipeline.resources.cursor import ShardCursor
-from metrics_pipeline.resources.engines import ShardMisconfigured, ShardUnreachable
+from metrics_pipeline.resources.engines import (
+    ConfigurationError,
+    DatabaseUnreachable,
+    ShardMisconfigured,
+    ShardUnreachable,
+)
 from metrics_pipeline.resources.warehouse import WarehouseResource
 from metrics_pipeline.semantics import HOURLY, Level, Partial, rollup, round2
 from metrics_pipeline.sql.dialect import PlainForm
@@ -189,52 +194,75 @@ def read_spans(
 
 
 class ReadAhead:
-    """The first shard reads of a command's next hourly run, started as soon as the run before
-    it has read its own: they go on while that run stores its events and checks and the next
-    one starts, instead of after. They only read (busy flags first: a shard with a busy biller
-    is left to the run); the next run checks its busy flags, takes each read whose shard,
-    billers and hours are those it would read itself, and writes it. At most
-    ``reads_per_worker`` reads per shard worker are held ahead."""
+    """The first shard reads of a command's hourly runs, each started before its run: the first
+    run's while the command starts (the instance, the run), the next run's as soon as the run
+    before it has read its own, so that they go on while that run stores its events and checks.
+    They only read (busy flags first: a shard with a busy biller is left to the run); a run
+    checks its busy flags, takes each read whose shard, billers and hours are those it would
+    read itself, and writes it. A shard without a cursor yet gets its first cursor here, before
+    any of its rows is read, and the run saves that one with its rows (``first_cursors``). At
+    most ``reads_per_worker`` reads per shard worker are held ahead."""
 
     def __init__(
         self,
         runs: Sequence[Mapping[int, Sequence[datetime]]],
         catalog: CatalogResource,
         shards: ShardsResource,
+        warehouse: WarehouseResource,
+        with_cursors: bool = True,
         reads_per_worker: int = 2,
     ):
         self._runs = [{b: sorted(hs) for b, hs in run.items()} for run in runs]
         self._directory = {b.biller_id: b.shard for b in catalog.enabled_billers()}
         # Its own resource: a run's is torn down (its engines disposed) when the run ends.
         self._shards = ShardsResource(**shards.model_dump())
+        self._warehouse = warehouse
         workers = max(1, shards.max_parallel_shards)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-ahead")
         self._limit = reads_per_worker * workers
         self._reads: dict[tuple, Future] = {}
+        #: The first cursors of the shards that had none, taken before their rows were read.
+        self.cursors: dict[str, ShardCursor] | None = None
         self.taken = 0
+        try:
+            if with_cursors:
+                self.cursors = first_cursors(catalog, self._shards, warehouse)
+            if self._runs:
+                self._start(self._runs[0])
+        except (DatabaseUnreachable, ConfigurationError):
+            # Nothing read ahead: the runs read, and report what fails.
+            self.cursors = None
 
     def after(self, requested: Mapping[int, Sequence[datetime]]) -> None:
         """The run of ``requested`` has read its shards: start the next run's first reads."""
         run = {b: sorted(hs) for b, hs in requested.items()}
-        if run not in self._runs[:-1]:
-            return
-        upcoming = self._runs[self._runs.index(run) + 1]
+        if run in self._runs[:-1]:
+            self._start(self._runs[self._runs.index(run) + 1])
+
+    def _start(self, upcoming: Mapping[int, list[datetime]]) -> None:
+        """The reads ``aggregate_hourly`` makes for ``upcoming``: one per span of hours for a
+        shard read with its first cursor, else ``read_spans`` in ``read_parts``."""
         by_shard: dict[str, list[int]] = defaultdict(list)
         for biller in sorted(upcoming):
             if biller in self._directory:
                 by_shard[self._directory[biller]].append(biller)
         if not by_shard:
             return
+        first = set()
+        if self.cursors:
+            first = set(self.cursors) - set(self._warehouse.read_cursors(DATAPUMP))
         workers = max(1, min(self._shards.max_parallel_shards, len(by_shard)))
         parts = read_parts(workers, len(by_shard))
         per_shard = [
             [
                 (shard, lo, hi, b)
-                for lo, hi, b in read_spans({x: set(upcoming[x]) for x in bs}, parts)
+                for lo, hi, b in read_spans(
+                    {x: set(upcoming[x]) for x in bs}, 1 if shard in first else parts
+                )
             ]
             for shard, bs in by_shard.items()
         ]
-        # Every shard's first read, then every shard's second: the next run starts them so.
+        # Every shard's first read, then every shard's second: the run starts them so.
         order = [r[i] for i in range(max(map(len, per_shard))) for r in per_shard if i < len(r)]
         for shard, lo, hi, billers in order[: self._limit]:
             key = (shard, tuple(billers), lo, hi)
@@ -276,10 +304,13 @@ def read_ahead(
     runs: Sequence[Mapping[int, Sequence[datetime]]],
     catalog: CatalogResource,
     shards: ShardsResource,
+    warehouse: WarehouseResource,
+    with_cursors: bool = True,
 ) -> Iterator[ReadAhead]:
     """Hourly runs of ``runs``' requested cells, executed one after the other in this context,
-    read their next run's first shards ahead (``ReadAhead``)."""
-    ahead = ReadAhead(runs, catalog, shards)
+    take their first shard reads from a ``ReadAhead``; ``with_cursors``: the runs save first
+    cursors (``first_cursors``)."""
+    ahead = ReadAhead(runs, catalog, shards, warehouse, with_cursors)
     token = _AHEAD.set(ahead)
     try:
         yield ahead
@@ -653,11 +684,18 @@ def first_cursors(
 ) -> dict[str, ShardCursor]:
     """For shards that have no cursor yet: their highest Id now, read before their rows are, so
     a run that reads every biller's history (``materialize``) leaves the refresh a cursor and
-    rows that arrive during the run are found by the next refresh."""
+    rows that arrive during the run are found by the next refresh (or the one the command's
+    ``ReadAhead`` took before it read any of their rows)."""
     have = warehouse.read_cursors(DATAPUMP)
     overlap = ChangeSettings.from_env().overlap_ids
+    ahead = _AHEAD.get()
+    # Taken by the command's read-ahead before it read any row: as good as one taken now.
+    taken = (ahead.cursors if ahead is not None else None) or {}
     out: dict[str, ShardCursor] = {}
     for shard in sorted({b.shard for b in catalog.enabled_billers()} - set(have)):
+        if shard in taken:
+            out[shard] = taken[shard]
+            continue
         try:
             cursor = shards.first_cursor(shard, overlap)
         except (ShardUnreachable, ShardMisconfigured):

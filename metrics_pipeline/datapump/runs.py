@@ -174,36 +174,44 @@ def materialize_window(
     if not selected:
         raise UsageError("the catalog has no DataPump-enabled billers")
     resources["warehouse"].ensure_schema()
-
-    instance = instance or open_instance(environ)
-    extra = {BILLERS_TAG: ",".join(map(str, selected))} if biller_ids is not None else {}
-
-    total = sum(r.windows for r in plan.runs)
-    progress = Progress(total, err)
-    results = {level.name: LevelResult() for level in LEVELS}
-    findings = Findings()
-    started = time.monotonic()
     hourly = [
         {b: HOURLY.starts(r.first, r.last + HOURLY.length) for b in selected}
         for r in plan.runs
         if r.level is HOURLY
     ]
-    with lean_dagster_events(), read_ahead(hourly, resources["catalog"], resources["shards"]):
-        for run in plan.runs:
-            tags = {
-                **range_tags(run.level, first_day, run.first, run.last),
-                **extra,
-                "metrics/source": "cli",
-            }
-            result = execute(defs.resolve_job_def(run.level.job_name), instance, tags)
-            res = results[run.level.name]
-            res.runs += 1
-            res.partitions += run.windows
-            if not result.success:
-                res.errors.append(_step_error(result))
-            if run.level is HOURLY:
-                findings.add(instance.get_run_by_id(result.run_id).tags)
-            progress.advance(run.windows, run.level.name)
+    # The first run's shard reads start now, while the instance opens and the run starts.
+    reading = read_ahead(
+        hourly,
+        resources["catalog"],
+        resources["shards"],
+        resources["warehouse"],
+        # The hourly runs save first cursors unless they read some billers (metrics/billers).
+        with_cursors=biller_ids is None,
+    )
+    with reading:
+        instance = instance or open_instance(environ)
+        extra = {BILLERS_TAG: ",".join(map(str, selected))} if biller_ids is not None else {}
+        total = sum(r.windows for r in plan.runs)
+        progress = Progress(total, err)
+        results = {level.name: LevelResult() for level in LEVELS}
+        findings = Findings()
+        started = time.monotonic()
+        with lean_dagster_events():
+            for run in plan.runs:
+                tags = {
+                    **range_tags(run.level, first_day, run.first, run.last),
+                    **extra,
+                    "metrics/source": "cli",
+                }
+                result = execute(defs.resolve_job_def(run.level.job_name), instance, tags)
+                res = results[run.level.name]
+                res.runs += 1
+                res.partitions += run.windows
+                if not result.success:
+                    res.errors.append(_step_error(result))
+                if run.level is HOURLY:
+                    findings.add(instance.get_run_by_id(result.run_id).tags)
+                progress.advance(run.windows, run.level.name)
     progress.close()
 
     # The report reads the ledger, the one record of which biller-hours were written.

@@ -544,7 +544,9 @@ class WarehouseResource(ConfigurableResource):
                     query = aggregate_rows_query(wh.table(agg), level, billers, start, end)
                     for r in conn.execute(query).mappings():
                         key = (r["BillerId"], as_naive_utc(r["StartTime"]))
-                        partial = out.setdefault(key, Partial(request_count=int(r["RequestCount"])))
+                        partial = out.get(key)
+                        if partial is None:
+                            partial = out[key] = Partial(request_count=int(r["RequestCount"]))
                         setattr(partial, attr, int(r[column] or 0))
         except OperationalError as exc:
             raise self.unreachable(exc) from exc
