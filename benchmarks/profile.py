@@ -45,7 +45,9 @@ CATEGORIES = [
         "in the shard's database",
         ("do_execute", "fetchall", "fetchone", "fetchmany", "_fetchiter_impl", "connect ("),
     ),
-    # Before folding: the main thread waits inside datapump/pipeline.py too.
+    # Before folding: the main thread waits inside datapump/pipeline.py too, and a shard
+    # thread for a read started ahead (``ReadAhead.take``).
+    ("waiting for a read ahead", ("ReadAhead.take",)),
     (
         "waiting for the shard threads",
         ("as_completed", "wait (concurrent/futures", "Thread.join", "_wait_for_tstate_lock"),
@@ -57,6 +59,8 @@ CATEGORIES = [
 
 
 def classify(frames: list[str]) -> str:
+    if frames and "_worker (concurrent/futures/thread.py" in frames[-1]:
+        return "idle (a pool's worker without a task)"
     for name, needles in CATEGORIES:
         if any(n in frame for frame in frames for n in needles):
             return name
