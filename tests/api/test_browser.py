@@ -164,7 +164,8 @@ def test_the_dashboard_draws_the_warehouse_and_refreshes_in_place(browser, tmp_p
         assert "partial" not in page.text_content("#caption-3")
         assert daily["x"][0] == DAILY.window(period_start)[0].isoformat()
         assert weekly["x"][0] == WEEKLY.window(period_start)[0].isoformat()
-        assert daily["x"][-1] == DAILY.window(current_hour)[0].isoformat()
+        # The last day with a row: the last closed hour's (at 00:xx UTC the day before).
+        assert daily["x"][-1] == DAILY.window(current_hour - timedelta(hours=1))[0].isoformat()
         assert page.text_content("#last-updated") != "never"
         assert page.is_hidden("#error")
 
