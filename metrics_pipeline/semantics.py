@@ -334,9 +334,8 @@ def calls_summary(
     listed = [t for t in texts if t]
     values = _numbers(",".join(listed), "float64") if listed else np.array([], dtype=np.float64)
     if values is None or len(values) != int(counts.sum()):
-        raise ValueError(
-            f"listed response times are not {int(counts.sum())} numbers: {listed[0][:80]!r}"
-        )
+        shown = listed[0][:80] if listed else ""
+        raise ValueError(f"listed response times are not {int(counts.sum())} numbers: {shown!r}")
     ends = np.cumsum(counts)
     starts = ends - counts
     bounds = list(zip(starts.tolist(), ends.tolist(), strict=True))
@@ -357,7 +356,7 @@ def calls_summary(
     # Each percentile's call, at its nearest rank in its sorted group (groups without calls
     # read any value and get None).
     at = {
-        q: values[np.maximum(starts + (q * counts + 99) // 100 - 1, 0)].tolist()
+        q: values[np.maximum(starts + nearest_rank(counts, q) - 1, 0)].tolist()
         if len(values)
         else [None] * len(counts)
         for q in PERCENTILES

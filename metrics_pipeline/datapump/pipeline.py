@@ -240,8 +240,9 @@ class ReadAhead:
             self._start(self._runs[self._runs.index(run) + 1])
 
     def _start(self, upcoming: Mapping[int, list[datetime]]) -> None:
-        """The reads ``aggregate_hourly`` makes for ``upcoming``: one per span of hours for a
-        shard read with its first cursor, else ``read_spans`` in ``read_parts``."""
+        """The reads ``aggregate_hourly`` makes for ``upcoming``: a shard read with its first
+        cursor in one part per span of hours (``read_with_cursor``), the others in
+        ``read_parts``."""
         by_shard: dict[str, list[int]] = defaultdict(list)
         for biller in sorted(upcoming):
             if biller in self._directory:
@@ -396,7 +397,7 @@ def aggregate_hourly(
         together: dict = {}
         rows = sum(
             read_span(shard, wanted, lo, hi, billers, together.update, progress)
-            for lo, hi, billers in hour_segments(wanted)
+            for lo, hi, billers in read_spans(wanted, 1)
         )
         if together:
             write(together, cursor)
